@@ -1,0 +1,190 @@
+"""A real ComfyUI server in a subprocess, and a small HTTP client for it.
+
+The server gets its own ``--base-directory`` (models/, custom_nodes/, input/, output/...) and a free
+loopback port; this pack is linked into its ``custom_nodes/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.comfy_host import PACK_ROOT, comfyui_dir
+
+PACK_LINK_NAME = "infiniteyou-studio"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PromptRejected(Exception):
+    """POST /prompt answered 400: the prompt failed validation."""
+
+    def __init__(self, body: dict):
+        self.body = body
+        super().__init__(json.dumps(body, indent=1)[:4000])
+
+    @property
+    def node_errors(self) -> dict:
+        return self.body.get("node_errors", {})
+
+    def messages(self) -> list[str]:
+        """Every human-readable message in the rejection, flattened."""
+        out = [self.body.get("error", {}).get("message", ""), self.body.get("error", {}).get("details", "")]
+        for node in self.node_errors.values():
+            for err in node.get("errors", []):
+                out += [err.get("message", ""), err.get("details", "")]
+        return [m for m in out if m]
+
+
+@dataclass
+class PromptResult:
+    prompt_id: str
+    history: dict
+
+    @property
+    def status(self) -> str:
+        return self.history.get("status", {}).get("status_str", "")
+
+    @property
+    def error(self) -> dict | None:
+        """The ``execution_error`` message data, if the prompt failed while running."""
+        for kind, data in self.history.get("status", {}).get("messages", []):
+            if kind == "execution_error":
+                return data
+        return None
+
+    def images(self, node_id: str | None = None) -> list[dict]:
+        found = []
+        for nid, out in self.history.get("outputs", {}).items():
+            if node_id is None or nid == node_id:
+                found += out.get("images", [])
+        return found
+
+    def output(self, node_id: str) -> dict:
+        return self.history.get("outputs", {}).get(node_id, {})
+
+
+@dataclass
+class ComfyServer:
+    base_dir: Path
+    port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)
+    comfy_dir: Path = field(default_factory=comfyui_dir)
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def prepare_base(self, link_pack: bool = True, pack_dir: Path = PACK_ROOT) -> None:
+        for sub in ("custom_nodes", "models", "input", "output", "temp", "user"):
+            (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
+        if link_pack:
+            link = self.base_dir / "custom_nodes" / PACK_LINK_NAME
+            if link.is_symlink() or link.exists():
+                link.unlink() if link.is_symlink() else shutil.rmtree(link)
+            link.symlink_to(pack_dir, target_is_directory=True)
+
+    def start(self, timeout: float = 180.0) -> "ComfyServer":
+        self.log_path = self.base_dir / "server.log"
+        log = open(self.log_path, "w")
+        cmd = [
+            sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            "--base-directory", str(self.base_dir), "--disable-api-nodes", "--disable-auto-launch",
+            "--preview-method", "none", *self.extra_args,
+        ]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        self.process = subprocess.Popen(
+            cmd, cwd=self.comfy_dir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode} during start:\n{self.log()}")
+            try:
+                self.get_json("/system_stats", timeout=2)
+                return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    # -- HTTP ----------------------------------------------------------------------------------
+    def request(self, path: str, data: dict | None = None, timeout: float = 30.0) -> tuple[int, bytes]:
+        body = json.dumps(data).encode() if data is not None else None
+        req = urllib.request.Request(self.url + path, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def get_json(self, path: str, timeout: float = 30.0):
+        status, body = self.request(path, timeout=timeout)
+        if status != 200:
+            raise RuntimeError(f"GET {path} -> {status}: {body[:500]!r}")
+        return json.loads(body)
+
+    def object_info(self) -> dict:
+        return self.get_json("/object_info", timeout=120)
+
+    def submit(self, prompt: dict) -> str:
+        """Queue an API-format prompt; returns its id or raises PromptRejected."""
+        status, body = self.request("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+        data = json.loads(body)
+        if status != 200:
+            raise PromptRejected(data)
+        return data["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 600.0) -> PromptResult:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            history = self.get_json(f"/history/{prompt_id}")
+            entry = history.get(prompt_id)
+            if entry and entry.get("status", {}).get("status_str") in ("success", "error"):
+                return PromptResult(prompt_id, entry)
+            if not self.alive():
+                raise RuntimeError(f"ComfyUI died while running {prompt_id}:\n{self.log()[-6000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout:.0f} s")
+
+    def run(self, prompt: dict, timeout: float = 600.0) -> PromptResult:
+        return self.wait(self.submit(prompt), timeout)
+
+    def view(self, image: dict) -> bytes:
+        query = f"filename={image['filename']}&subfolder={image.get('subfolder', '')}&type={image.get('type', 'output')}"
+        status, body = self.request(f"/view?{query}")
+        if status != 200:
+            raise RuntimeError(f"/view {query} -> {status}")
+        return body
