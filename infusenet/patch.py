@@ -1,0 +1,308 @@
+"""Apply InfiniteYou: add InfuseNet residuals to a ComfyUI FLUX model through its public wrapper API.
+
+Per model call (DIFFUSION_MODEL wrapper) the branch runs once on the chunks that get residuals
+(``transformer_options["cond_or_uncond"]``: 0 = positive, 1 = negative), from the same packed
+noisy latent, image ids, timestep and pooled text the base model gets, with the identity tokens as
+its text (zero text ids) and the packed control latent. Its N double / M single residuals, times
+strength (and an optional mask), are mapped onto the base blocks (``i // ceil(n_double/N)``,
+``j // ceil(n_single/M)``) and summed into the ``control`` dict that ComfyUI's FLUX forward adds
+after each block: ComfyUI ControlNets and further Apply InfiniteYou patches compose by summing.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import comfy.ldm.flux.model
+import comfy.model_patcher
+import comfy.patcher_extension
+import comfy.utils
+from comfy.patcher_extension import WrappersMP
+
+from .weights import InfiniteYouError, InfuseNetBundle
+
+ADDITIONAL_MODELS_KEY = "infiniteyou"
+Window = Literal["steps", "sigma"]
+ApplyTo = Literal["positive", "both"]
+
+
+def flux_diffusion_model(model: comfy.model_patcher.ModelPatcher) -> comfy.ldm.flux.model.Flux:
+    """The FLUX.1 diffusion model inside ``model``; InfiniteYouError for anything else."""
+    dm = getattr(getattr(model, "model", None), "diffusion_model", None)
+    name = type(getattr(model, "model", model)).__name__
+    if not isinstance(dm, comfy.ldm.flux.model.Flux):
+        raise InfiniteYouError(
+            f"InfiniteYou needs a FLUX.1 model (dev, schnell or a fine-tune); the model given is {name} "
+            f"({type(dm).__name__}). Load a FLUX.1 checkpoint or diffusion model."
+        )
+    params = dm.params
+    if len(params.axes_dim) != 3 or params.global_modulation or getattr(dm, "vector_in", None) is None:
+        raise InfiniteYouError(
+            f"InfiniteYou needs a FLUX.1 model; this one ({name}, rotary axes {list(params.axes_dim)}) is another "
+            "FLUX family member (e.g. Flux 2 or Chroma) that the InfuseNet was not trained for."
+        )
+    return dm
+
+
+def check_compatible(dm: comfy.ldm.flux.model.Flux, bundle: InfuseNetBundle, id_tokens: Tensor) -> None:
+    """Hidden size, head size, latent channels and token width must agree; InfiniteYouError otherwise."""
+    c = bundle.config
+    source = bundle.files[0] if bundle.files else "the InfuseNet"
+    if c.hidden_size != dm.hidden_size:
+        raise InfiniteYouError(
+            f"'{source}' has hidden size {c.hidden_size} but the base model has {dm.hidden_size}: "
+            "this InfuseNet was made for another model (FLUX.1 has 3072)."
+        )
+    if c.head_dim != sum(dm.params.axes_dim):
+        raise InfiniteYouError(f"'{source}' uses attention heads of {c.head_dim} channels; the base model uses {sum(dm.params.axes_dim)}.")
+    if c.in_channels * 4 != dm.in_channels:
+        raise InfiniteYouError(f"'{source}' takes {c.in_channels}-channel latents; the base model takes {dm.in_channels // 4}.")
+    if id_tokens.ndim != 3 or id_tokens.shape[-1] != c.context_in_dim:
+        raise InfiniteYouError(
+            f"Identity tokens must be [1, tokens, {c.context_in_dim}] (from this InfuseNet's projection); got {list(id_tokens.shape)}."
+        )
+
+
+def block_map(n_base: int, n_branch: int) -> list[int]:
+    """Branch residual index used after each of ``n_base`` base blocks (reference mapping)."""
+    if n_branch == 0:
+        return []
+    step = math.ceil(n_base / n_branch)
+    return [i // step for i in range(n_base)]
+
+
+def step_index(sigma: float, schedule: Tensor) -> int:
+    """Index i of the sampling step whose interval [schedule[i], schedule[i+1]) holds ``sigma``."""
+    s = schedule.detach().float().cpu()
+    n_steps = len(s) - 1
+    close = torch.isclose(s[:-1], torch.tensor(float(sigma)), rtol=1e-4, atol=1e-7).nonzero()
+    if len(close):
+        return int(close[0])
+    return int(min(max(int((s[:-1] > sigma).sum()) - 1, 0), n_steps - 1))
+
+
+def step_kept(i: int, n_steps: int, start: float, end: float) -> bool:
+    """The reference's rule: step i of n is kept iff not (i/n < start or (i+1)/n > end)."""
+    return not (i / n_steps < start or (i + 1) / n_steps > end)
+
+
+class InfiniteYouPatch:
+    """Per-apply state: inputs, caches (control latent, packed control, mask) and the two wrappers."""
+
+    def __init__(
+        self, bundle: InfuseNetBundle, id_tokens: Tensor, control_latent, strength: float, start: float, end: float,
+        window: Window, guidance: float | None, apply_to: ApplyTo, mask: Tensor | None, vae, latent_format,
+    ):
+        self.bundle = bundle
+        self.id_tokens = id_tokens
+        self.control_source = control_latent
+        self.strength = float(strength)
+        self.start, self.end = float(start), float(end)
+        self.window = window
+        self.guidance = guidance
+        self.apply_to = apply_to
+        self.mask = mask
+        self.vae = vae
+        self.latent_format = latent_format
+        self.model_sampling = None
+        self._control: dict[tuple, Tensor] = {}    # latent (h, w) -> processed control latent [b, C, h, w]
+        self._packed: dict[tuple, Tensor] = {}     # (h, w, device, dtype) -> packed [b, L, C*4]
+        self._masks: dict[tuple, Tensor] = {}      # (h_tok, w_tok, device, dtype) -> [1, L, 1]
+        self._tokens: dict[tuple, Tensor] = {}
+
+    # ------------------------------------------------------------ per sampling run
+    def outer_sample(self, executor, noise: Tensor, *args, **kwargs):
+        guider = executor.class_obj
+        self.model_sampling = guider.model_patcher.get_model_object("model_sampling")
+        self.control_for(noise.shape[-2], noise.shape[-1])
+        return executor(noise, *args, **kwargs)
+
+    def control_for(self, h: int, w: int) -> Tensor:
+        """The processed control latent [b, C, h, w] for a latent of spatial size h x w (cached)."""
+        key = (h, w)
+        if key not in self._control:
+            src = self.control_source
+            if callable(src):
+                src = src(h, w)
+            if src is None:
+                if self.vae is None:
+                    raise InfiniteYouError("Apply InfiniteYou needs a VAE to encode the empty (black) control image when no pose image is given.")
+                ratio = self.vae.spacial_compression_encode()
+                black = torch.zeros((1, h * ratio, w * ratio, 3))
+                src = self.vae.encode(black)
+            src = src.float()
+            if src.shape[-2:] != (h, w):
+                logging.info("InfiniteYou: control latent %s resized to the latent size %sx%s", list(src.shape), h, w)
+                src = comfy.utils.common_upscale(src, w, h, "bilinear", "center")
+            self._control[key] = self.latent_format.process_in(src)
+        return self._control[key]
+
+    # ------------------------------------------------------------ per model call
+    def is_active(self, transformer_options: dict) -> bool:
+        sigma = transformer_options.get("sigmas")
+        if sigma is None:
+            return True
+        sigma = float(sigma.flatten()[0])
+        schedule = transformer_options.get("sample_sigmas")
+        if self.window == "steps" and schedule is not None and len(schedule) > 1:
+            return step_kept(step_index(sigma, schedule), len(schedule) - 1, self.start, self.end)
+        if self.model_sampling is None or (self.start <= 0.0 and self.end >= 1.0):
+            return True
+        hi = self.model_sampling.percent_to_sigma(self.start)
+        lo = self.model_sampling.percent_to_sigma(self.end)
+        return lo <= sigma <= hi
+
+    def _packed_control(self, base, h: int, w: int, device, dtype) -> Tensor:
+        key = (h, w, device, dtype)
+        if key not in self._packed:
+            packed, _ = base.process_img(self.control_for(h, w))
+            self._packed[key] = packed.to(device=device, dtype=dtype)
+        return self._packed[key]
+
+    def _token_mask(self, h_tok: int, w_tok: int, device, dtype) -> Tensor | None:
+        if self.mask is None:
+            return None
+        key = (h_tok, w_tok, device, dtype)
+        if key not in self._masks:
+            m = self.mask.float().reshape(-1, *self.mask.shape[-2:])[:1].unsqueeze(0)
+            m = F.interpolate(m, size=(h_tok, w_tok), mode="bilinear", align_corners=False)
+            self._masks[key] = m.reshape(1, h_tok * w_tok, 1).to(device=device, dtype=dtype)
+        return self._masks[key]
+
+    def _id_tokens(self, per_chunk: int, n_chunks: int, device, dtype) -> Tensor:
+        key = (per_chunk, n_chunks, device, dtype)
+        if key not in self._tokens:
+            t = self.id_tokens
+            if t.shape[0] not in (1, per_chunk):
+                raise InfiniteYouError(f"Identity tokens have batch {t.shape[0]}; expected 1 or the latent batch {per_chunk}.")
+            t = t.expand(per_chunk, -1, -1).repeat(n_chunks, 1, 1)
+            self._tokens[key] = t.to(device=device, dtype=dtype)
+        return self._tokens[key]
+
+    def residuals(self, base, x: Tensor, timestep: Tensor, y: Tensor | None, guidance: Tensor | None,
+                  transformer_options: dict) -> tuple[list[Tensor], list[Tensor]] | None:
+        """Branch residuals for the whole batch [B, L, hidden] (zeros on skipped chunks), or None."""
+        cond_or_uncond = transformer_options.get("cond_or_uncond") or [0]
+        n_chunks = len(cond_or_uncond)
+        per_chunk = x.shape[0] // n_chunks
+        chunks = [k for k, c in enumerate(cond_or_uncond) if c == 0 or self.apply_to == "both"]
+        if not chunks:
+            return None
+        rows = None if len(chunks) == n_chunks else torch.cat(
+            [torch.arange(k * per_chunk, (k + 1) * per_chunk, device=x.device) for k in chunks])
+
+        def pick(t: Tensor) -> Tensor:
+            return t if rows is None else t.index_select(0, rows)
+
+        net = self.bundle.model
+        dtype = net.compute_dtype
+        img, img_ids = base.process_img(x, transformer_options=transformer_options)
+        h, w = x.shape[-2:]
+        n = len(chunks) * per_chunk
+        control = self._packed_control(base, h, w, x.device, dtype)
+        control = control.expand(per_chunk, -1, -1).repeat(len(chunks), 1, 1) if control.shape[0] in (1, per_chunk) else control[:1].expand(n, -1, -1)
+        if y is None:
+            y = torch.zeros((x.shape[0], net.params.vec_in_dim), device=x.device)
+        if self.guidance is None and guidance is not None:
+            g = pick(guidance).float()
+        else:
+            g = torch.full((n,), 1.0 if self.guidance is None else float(self.guidance), device=x.device)
+        double, single = net(
+            pick(img).to(dtype), pick(img_ids), control, self._id_tokens(per_chunk, len(chunks), x.device, dtype),
+            pick(timestep).float(), pick(y).to(dtype), g, base.pe_embedder,
+        )
+        p = base.patch_size
+        mask = self._token_mask((h + p // 2) // p, (w + p // 2) // p, x.device, x.dtype)
+
+        def finish(r: Tensor) -> Tensor:
+            r = r.to(x.dtype) * self.strength
+            if mask is not None:
+                r = r * mask
+            if rows is None:
+                return r
+            full = torch.zeros((x.shape[0],) + tuple(r.shape[1:]), device=r.device, dtype=r.dtype)
+            return full.index_copy_(0, rows, r)
+
+        return [finish(r) for r in double], [finish(r) for r in single]
+
+    def diffusion_model(self, executor, x, timestep, context, y=None, guidance=None, ref_latents=None, control=None,
+                        transformer_options={}, **kwargs):
+        base = executor.class_obj
+        out = None
+        if self.strength != 0.0 and self.is_active(transformer_options):
+            out = self.residuals(base, x, timestep, y, guidance, transformer_options)
+        if out is not None:
+            control = merge_control(control, out[0], out[1], len(base.double_blocks), len(base.single_blocks))
+        return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
+
+
+def merge_control(control: dict | None, double: list[Tensor], single: list[Tensor], n_double: int, n_single: int) -> dict:
+    """A new control dict: ``control`` plus residuals mapped onto the base blocks (summed where both exist)."""
+    out = dict(control) if control else {}
+
+    def combine(existing, mine: list[Tensor], n_base: int) -> list:
+        existing = list(existing or [])
+        mapped = [mine[k] for k in block_map(n_base, len(mine))]
+        merged = []
+        for i in range(max(len(existing), len(mapped))):
+            a = existing[i] if i < len(existing) else None
+            b = mapped[i] if i < len(mapped) else None
+            merged.append(b if a is None else a if b is None else a + b)
+        return merged
+
+    out["input"] = combine(out.get("input"), double, n_double)
+    out["output"] = combine(out.get("output"), single, n_single)
+    return out
+
+
+def apply_infiniteyou(
+    model: comfy.model_patcher.ModelPatcher,
+    bundle: InfuseNetBundle,
+    id_tokens: Tensor,
+    control_latent: Tensor | Callable[[int, int], Tensor] | None = None,
+    strength: float = 1.0,
+    start: float = 0.0,
+    end: float = 1.0,
+    window: Window = "steps",
+    guidance: float | None = 1.0,
+    apply_to: ApplyTo = "positive",
+    mask: Tensor | None = None,
+    vae=None,
+) -> comfy.model_patcher.ModelPatcher:
+    """Return a clone of ``model`` that adds this InfuseNet's residuals; ``model`` is not changed.
+
+    id_tokens: [1 or batch, Q, 4096] from :func:`weights.project_identity`.
+    control_latent: raw VAE latent [1, 16, h, w] of the pose image, a callable (h, w) -> latent, or
+    None for the reference's black image (encoded with ``vae`` once per latent size).
+    start/end: fraction of steps (window="steps", the reference) or sigma percent (window="sigma").
+    guidance: the branch's guidance (reference 1.0); None follows the base model's guidance.
+    apply_to: "positive" (reference: the negative pass gets nothing) or "both".
+    mask: [H, W] (or [1, H, W]) in [0, 1], any resolution; limits the residuals to a region.
+    """
+    dm = flux_diffusion_model(model)
+    check_compatible(dm, bundle, id_tokens)
+    if window not in ("steps", "sigma"):
+        raise InfiniteYouError(f"window must be 'steps' or 'sigma', got {window!r}.")
+    if apply_to not in ("positive", "both"):
+        raise InfiniteYouError(f"apply_to must be 'positive' or 'both', got {apply_to!r}.")
+    if not 0.0 <= start <= end <= 1.0:
+        raise InfiniteYouError(f"start and end must satisfy 0 <= start <= end <= 1; got start={start}, end={end}.")
+    if control_latent is None and vae is None and strength != 0.0:
+        raise InfiniteYouError("Without a pose image Apply InfiniteYou encodes a black image as control: connect a VAE.")
+    clone = model.clone()
+    if strength == 0.0:
+        return clone  # bit-identical to the input model
+    state = InfiniteYouPatch(bundle, id_tokens.detach(), control_latent, strength, start, end, window, guidance, apply_to,
+                             mask, vae, model.model.latent_format)
+    key = f"infiniteyou_{uuid.uuid4().hex}"
+    clone.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, key, state.outer_sample)
+    clone.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, key, state.diffusion_model)
+    others = [m for m in clone.get_additional_models_with_key(ADDITIONAL_MODELS_KEY) if m is not bundle.patcher]
+    clone.set_additional_models(ADDITIONAL_MODELS_KEY, others + [bundle.patcher])
+    return clone

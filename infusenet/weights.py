@@ -1,0 +1,332 @@
+"""Reading InfuseNet and Resampler weights in every form users have.
+
+* ``.../InfuseNetModel/`` diffusers folder: ``config.json`` + sharded safetensors + index json.
+* single safetensors files in bf16 or fp8 e4m3fn (diffusers key names); fp8 stays fp8 in memory and
+  is cast per layer for compute by ComfyUI's ``manual_cast`` operations, like ComfyUI's fp8 models.
+* ``image_proj_model.bin`` (``{"image_proj": state_dict}``, read with ``weights_only=True``) or a
+  safetensors file holding the same state dict (optionally with the ``image_proj.`` prefix).
+
+Every failure raises :class:`InfiniteYouError` naming the file, what was expected and what was found.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.ops
+import comfy.utils
+
+from .model import InfuseNet, InfuseNetConfig
+from .resampler import Resampler, ResamplerConfig
+
+FP8_DTYPES = tuple(t for t in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None)) if t)
+DIFFUSERS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+DIFFUSERS_SINGLE = "diffusion_pytorch_model.safetensors"
+REQUIRED_DIFFUSERS_KEYS = (
+    "x_embedder.weight",
+    "controlnet_x_embedder.weight",
+    "context_embedder.weight",
+    "time_text_embed.timestep_embedder.linear_1.weight",
+    "time_text_embed.text_embedder.linear_1.weight",
+)
+REQUIRED_RESAMPLER_KEYS = ("latents", "proj_in.weight", "proj_out.weight", "norm_out.weight", "layers.0.0.to_q.weight")
+
+
+class InfiniteYouError(ValueError):
+    """A user-facing problem with InfiniteYou inputs (file, model, settings)."""
+
+
+@dataclass
+class InfuseNetBundle:
+    """A loaded InfuseNet (managed by ComfyUI), its Resampler and facts for the UI."""
+
+    patcher: comfy.model_patcher.ModelPatcher
+    config: InfuseNetConfig
+    resampler: Resampler | None = None
+    variant: str = "unknown"        # "aes_stage2" | "sim_stage1" | "unknown" (guessed from the path)
+    precision: str = "unknown"      # "bf16" | "fp8_e4m3fn" | "fp16" | "fp32"
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> InfuseNet:
+        return self.patcher.model
+
+    @property
+    def num_tokens(self) -> int | None:
+        return None if self.resampler is None else self.resampler.num_tokens
+
+
+# ---------------------------------------------------------------- reading files
+def _read_safetensors(path: str) -> dict[str, Tensor]:
+    try:
+        return comfy.utils.load_torch_file(path, safe_load=True)
+    except Exception as e:  # safetensors raises its own error types
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        raise InfiniteYouError(
+            f"Could not read '{path}' ({size} bytes): the safetensors file is truncated or corrupt "
+            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}). Download it again."
+        ) from e
+
+
+def read_infusenet_state_dict(path: str) -> tuple[dict[str, Tensor], list[str]]:
+    """Tensors of an InfuseNet (diffusers key names) from a folder or a single file.
+
+    Returns (state dict, list of files read).
+    """
+    if os.path.isdir(path):
+        index = os.path.join(path, DIFFUSERS_INDEX)
+        if os.path.isfile(index):
+            try:
+                with open(index, encoding="utf-8") as f:
+                    weight_map = json.load(f)["weight_map"]
+            except (OSError, ValueError, KeyError) as e:
+                raise InfiniteYouError(f"'{index}' is not a diffusers weight index (expected a 'weight_map'): {e}") from e
+            shards = sorted(set(weight_map.values()))
+            missing = [s for s in shards if not os.path.isfile(os.path.join(path, s))]
+            if missing:
+                raise InfiniteYouError(f"'{path}' is incomplete: shards {missing} listed in {DIFFUSERS_INDEX} are missing.")
+            files = [os.path.join(path, s) for s in shards]
+        elif os.path.isfile(os.path.join(path, DIFFUSERS_SINGLE)):
+            files = [os.path.join(path, DIFFUSERS_SINGLE)]
+        else:
+            raise InfiniteYouError(
+                f"'{path}' is not a diffusers InfuseNetModel folder: expected {DIFFUSERS_INDEX} with its shards "
+                f"or {DIFFUSERS_SINGLE}; found {sorted(os.listdir(path))[:10]}."
+            )
+        sd: dict[str, Tensor] = {}
+        for f in files:
+            sd.update(_read_safetensors(f))
+        return sd, files
+    if not os.path.isfile(path):
+        raise InfiniteYouError(f"InfuseNet file '{path}' does not exist.")
+    if not path.lower().endswith((".safetensors", ".sft")):
+        raise InfiniteYouError(f"'{path}': InfuseNet weights must be a .safetensors file or an InfuseNetModel folder.")
+    return _read_safetensors(path), [path]
+
+
+def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    for prefix in ("infusenet.", "controlnet.", "model.", "module."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            return {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def _count(sd: dict[str, Tensor], pattern: str) -> int:
+    rx = re.compile(pattern)
+    found = {int(m.group(1)) for k in sd if (m := rx.match(k))}
+    return max(found) + 1 if found else 0
+
+
+def to_comfy_keys(sd: dict[str, Tensor], source: str = "") -> dict[str, Tensor]:
+    """Diffusers ``FluxControlNetModel`` keys -> this pack's :class:`InfuseNet` keys.
+
+    Uses ComfyUI's ``comfy.utils.flux_to_diffusers`` map; split q/k/v (and single-block mlp)
+    projections are fused in offset order. ``controlnet_*`` keys keep their names.
+    Raises InfiniteYouError listing the expected keys that are missing.
+    """
+    sd = _strip_prefix(dict(sd))
+    if "img_in.weight" in sd and "txt_in.weight" in sd:
+        return sd  # already in ComfyUI layout
+    missing = [k for k in REQUIRED_DIFFUSERS_KEYS if k not in sd]
+    if not any(k.startswith(("controlnet_blocks.", "controlnet_single_blocks.")) for k in sd):
+        missing.append("controlnet_blocks.0.weight or controlnet_single_blocks.0.weight")
+    if missing:
+        sample = ", ".join(sorted(sd)[:6]) or "no tensors"
+        raise InfiniteYouError(
+            f"'{source}' is not an InfuseNet (a diffusers FluxControlNetModel): expected keys missing: "
+            f"{', '.join(missing)}. Found {len(sd)} tensors, e.g. {sample}."
+        )
+    hidden = sd["x_embedder.weight"].shape[0]
+    key_map = comfy.utils.flux_to_diffusers({
+        "depth": _count(sd, r"transformer_blocks\.(\d+)\."),
+        "depth_single_blocks": _count(sd, r"single_transformer_blocks\.(\d+)\."),
+        "hidden_size": hidden,
+    })
+    out: dict[str, Tensor] = {}
+    fused: dict[str, list[tuple[int, Tensor]]] = {}
+    for key, tensor in sd.items():
+        if key.startswith("controlnet_"):
+            out[key] = tensor
+            continue
+        target = key_map.get(key)
+        if target is None:
+            logging.debug("InfiniteYou: ignoring tensor %s in %s", key, source)
+        elif isinstance(target, str):
+            out[target] = tensor
+        elif target[1] is not None:
+            fused.setdefault(target[0], []).append((target[1][1], tensor))
+        else:
+            out[target[0]] = target[2](tensor)
+    for target, parts in fused.items():
+        out[target] = torch.cat([t for _, t in sorted(parts, key=lambda p: p[0])], dim=0)
+    return out
+
+
+def config_from_state_dict(sd: dict[str, Tensor], source: str = "") -> InfuseNetConfig:
+    """Read the InfuseNet shape from ComfyUI-layout weights (see :func:`to_comfy_keys`)."""
+    try:
+        hidden, packed_in = sd["img_in.weight"].shape
+        depth = _count(sd, r"double_blocks\.(\d+)\.")
+        single = _count(sd, r"single_blocks\.(\d+)\.")
+        if depth:
+            head_dim = sd["double_blocks.0.img_attn.norm.key_norm.scale"].shape[0]
+            mlp_ratio = sd["double_blocks.0.img_mlp.0.weight"].shape[0] / hidden
+            qkv_bias = "double_blocks.0.img_attn.qkv.bias" in sd
+        else:
+            head_dim = sd["single_blocks.0.norm.key_norm.scale"].shape[0]
+            mlp_ratio = (sd["single_blocks.0.linear1.weight"].shape[0] - 3 * hidden) / hidden
+            qkv_bias = "single_blocks.0.linear1.bias" in sd
+        return InfuseNetConfig(
+            hidden_size=hidden, head_dim=head_dim, depth=depth, depth_single_blocks=single,
+            in_channels=packed_in // 4, control_in_channels=sd["controlnet_x_embedder.weight"].shape[1],
+            vec_in_dim=sd["vector_in.in_layer.weight"].shape[1], context_in_dim=sd["txt_in.weight"].shape[1],
+            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, guidance_embed="guidance_in.in_layer.weight" in sd,
+        )
+    except KeyError as e:
+        raise InfiniteYouError(f"'{source}' is not a complete InfuseNet: tensor {e} is missing.") from e
+
+
+def _precision_name(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(
+        dtype, str(dtype).replace("torch.float8_", "fp8_")
+    )
+
+
+def guess_variant(path: str) -> str:
+    low = path.lower()
+    if "sim" in low:
+        return "sim_stage1"
+    if "aes" in low:
+        return "aes_stage2"
+    return "unknown"
+
+
+def build_infusenet(
+    sd: dict[str, Tensor], source: str = "", dtype: torch.dtype | None = None
+) -> tuple[comfy.model_patcher.ModelPatcher, InfuseNetConfig, torch.dtype]:
+    """Construct the network on the offload device, load ``sd`` (ComfyUI layout), wrap in a ModelPatcher.
+
+    dtype None: fp8 weights stay fp8 (compute cast per layer); others follow ComfyUI's choice for the
+    load device (``model_management.unet_dtype``). Returns (patcher, config, weight dtype of the file).
+    """
+    config = config_from_state_dict(sd, source)
+    file_dtype = comfy.utils.weight_dtype(sd)
+    load_device = comfy.model_management.get_torch_device()
+    offload_device = comfy.model_management.unet_offload_device()
+    supported = [torch.bfloat16, torch.float16, torch.float32]
+    if dtype is None:
+        if file_dtype in FP8_DTYPES:
+            dtype = file_dtype
+        else:
+            params = sum(t.numel() for t in sd.values())
+            dtype = comfy.model_management.unet_dtype(model_params=params, supported_dtypes=supported, weight_dtype=file_dtype)
+    manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, supported)
+    operations = comfy.ops.pick_operations(dtype, manual_cast, load_device=load_device)
+    model = InfuseNet(config, dtype=dtype, device=offload_device, operations=operations)
+    model.compute_dtype = manual_cast or dtype
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing:
+        raise InfiniteYouError(
+            f"'{source}' is not a complete InfuseNet with {config.depth} double / {config.depth_single_blocks} "
+            f"single blocks: {len(missing)} tensors missing, e.g. {', '.join(missing[:5])}."
+        )
+    if unexpected:
+        logging.info("InfiniteYou: %d unused tensors in %s (e.g. %s)", len(unexpected), source, unexpected[:3])
+    model.eval().requires_grad_(False)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    return patcher, config, file_dtype
+
+
+# ---------------------------------------------------------------- Resampler
+def read_resampler_state_dict(path: str) -> dict[str, Tensor]:
+    """The Resampler state dict from ``image_proj_model.bin`` (safe unpickling) or a safetensors file."""
+    if not os.path.isfile(path):
+        raise InfiniteYouError(f"Identity projection file '{path}' does not exist.")
+    if path.lower().endswith((".safetensors", ".sft")):
+        sd = _read_safetensors(path)
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise InfiniteYouError(
+                f"Refused to load '{path}': the pickle holds Python objects other than tensors, which could run "
+                f"code. Expected a dict {{'image_proj': state_dict}} of tensors (InfiniteYou's image_proj_model.bin)."
+            ) from e
+        except Exception as e:
+            raise InfiniteYouError(f"Could not read '{path}' as a torch file (truncated or corrupt?): {e}") from e
+        if not isinstance(obj, dict):
+            raise InfiniteYouError(f"'{path}' holds a {type(obj).__name__}; expected a dict {{'image_proj': state_dict}}.")
+        sd = obj.get("image_proj", obj)
+    if isinstance(sd, dict) and sd and all(k.startswith("image_proj.") for k in sd):
+        sd = {k[len("image_proj."):]: v for k, v in sd.items()}
+    missing = [k for k in REQUIRED_RESAMPLER_KEYS if not (isinstance(sd, dict) and k in sd)]
+    if missing:
+        keys = sorted(sd)[:6] if isinstance(sd, dict) else []
+        raise InfiniteYouError(
+            f"'{path}' is not an InfiniteYou identity projection (Resampler): expected keys missing: "
+            f"{', '.join(missing)}. Found e.g. {keys}."
+        )
+    return sd
+
+
+def load_resampler(path: str) -> Resampler:
+    """Build the Resampler with sizes read from the weights (token count 8/16 from ``latents``); float32."""
+    sd = read_resampler_state_dict(path)
+    try:
+        config = ResamplerConfig.from_state_dict(sd)
+        model = Resampler(config)
+        model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise InfiniteYouError(f"'{path}': the identity projection weights do not form a Resampler: {e}") from e
+    return model.eval().requires_grad_(False)
+
+
+def find_projection_file(infusenet_path: str) -> str | None:
+    """``image_proj_model.bin`` (or .safetensors) beside a model folder/file, as InfiniteYou lays them out."""
+    folder = os.path.dirname(os.path.normpath(infusenet_path))
+    for name in ("image_proj_model.bin", "image_proj_model.safetensors"):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
+
+
+def load_infusenet(path: str, projection_path: str | None = None, dtype: torch.dtype | None = None) -> InfuseNetBundle:
+    """Load an InfuseNet (folder or single file) and, if given or found beside it, its Resampler."""
+    sd, files = read_infusenet_state_dict(path)
+    sd = to_comfy_keys(sd, path)
+    patcher, config, file_dtype = build_infusenet(sd, path, dtype)
+    del sd
+    resampler = None
+    if projection_path is None:
+        projection_path = find_projection_file(path)
+    if projection_path is not None:
+        resampler = load_resampler(projection_path)
+        files.append(projection_path)
+    return InfuseNetBundle(
+        patcher=patcher, config=config, resampler=resampler, variant=guess_variant(path),
+        precision=_precision_name(file_dtype), files=files,
+    )
+
+
+@torch.no_grad()
+def project_identity(bundle_or_resampler: InfuseNetBundle | Resampler, embedding: Tensor) -> Tensor:
+    """ArcFace embedding [512] (or [R,512] / [1,T,512]) -> identity tokens [1, Q, 4096] float32 on CPU."""
+    resampler = bundle_or_resampler.resampler if isinstance(bundle_or_resampler, InfuseNetBundle) else bundle_or_resampler
+    if resampler is None:
+        raise InfiniteYouError("This InfuseNet was loaded without an identity projection (image_proj_model.bin).")
+    x = embedding.float().reshape(1, -1, resampler.config.embedding_dim)
+    device = comfy.model_management.get_torch_device()
+    resampler.to(device)
+    try:
+        return resampler(x.to(device)).float().cpu()
+    finally:
+        resampler.to(comfy.model_management.unet_offload_device())
