@@ -1,0 +1,131 @@
+"""The face encoder: antelopev2 detector (ONNX Runtime) + ArcFace IR-SE50 (torch, ComfyUI-managed)."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .analysis import FaceDetector, load_detector
+from .arcface import ArcFaceIRSE50, crops_to_input
+from .errors import FaceError
+from .paths import ARCFACE_FILE, resolve_arcface_path
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class FaceEncoder:
+    """What the face nodes share: ``detector`` (SCRFD) and ``arcface`` (a ComfyUI ModelPatcher around
+    :class:`ArcFaceIRSE50`, loaded to ComfyUI's device when used, offloaded by model management)."""
+
+    detector: FaceDetector
+    arcface: "object"  # comfy.model_patcher.ModelPatcher
+    arcface_path: Path
+    dtype: torch.dtype
+    info: dict = field(default_factory=dict)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.detector.providers
+
+    def embed(self, crops_bgr: np.ndarray) -> torch.Tensor:
+        """Aligned uint8 BGR crops ``[N, 112, 112, 3]`` -> L2-normalised embeddings ``[N, 512]`` (float32, CPU)."""
+        import comfy.model_management as mm
+
+        crops_bgr = np.asarray(crops_bgr)
+        if crops_bgr.ndim != 4 or crops_bgr.shape[1:] != (112, 112, 3):
+            raise FaceError(f"ArcFace takes aligned crops [N, 112, 112, 3]; got {list(crops_bgr.shape)}.")
+        mm.load_models_gpu([self.arcface])
+        device = self.arcface.load_device
+        with torch.inference_mode():
+            out = self.arcface.model(crops_to_input(crops_bgr, device, self.dtype))
+        out = out.float().cpu()
+        return torch.nn.functional.normalize(out, dim=1)
+
+
+def arcface_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """float32 by default (the reference runs ArcFace in float32, and it is cheap: ~44M parameters,
+    one 112x112 crop). ``"fp16"``/``"bf16"`` are honoured only where ComfyUI says the device supports
+    them (never on CPU)."""
+    import comfy.model_management as mm
+
+    if dtype is None or dtype in ("auto", "fp32", torch.float32):
+        return torch.float32
+    wanted = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    if wanted == torch.float16 and mm.should_use_fp16(device, prioritize_performance=False):
+        return torch.float16
+    if wanted == torch.bfloat16 and mm.should_use_bf16(device, prioritize_performance=False):
+        return torch.bfloat16
+    log.info("ArcFace: %s not supported on %s; using float32.", dtype, device)
+    return torch.float32
+
+
+def load_arcface_state_dict(path: Path, searched: Sequence[Path] = ()) -> dict[str, torch.Tensor]:
+    """Read ``recognition_arcface_ir_se50.pth`` safely (``weights_only``) and check its keys."""
+    import comfy.utils
+
+    if not path.is_file():
+        where = ", ".join(str(p) for p in searched) if len(searched) > 1 else str(path)
+        raise FaceError(f"ArcFace weights {ARCFACE_FILE} not found (looked at {where}). Put the file (the "
+                        f"IR-SE50 ArcFace used by InfiniteYou, facexlib release v0.1.0) at {path}.")
+    try:
+        state = comfy.utils.load_torch_file(str(path), safe_load=True)
+    except Exception as exc:
+        raise FaceError(f"ArcFace weights {path} ({path.stat().st_size} bytes) cannot be read as a plain "
+                        f"state dict ({type(exc).__name__}: {str(exc)[:200]}). The file is truncated, "
+                        "corrupt, or not a weights file; download it again.") from exc
+    if not isinstance(state, dict):
+        raise FaceError(f"ArcFace weights {path} hold a {type(state).__name__}, not a state dict.")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    with torch.device("meta"):
+        expected = ArcFaceIRSE50().state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        hint = " It looks like the InfiniteYou projection file." if "image_proj" in state or any(
+            k.startswith("latents") or k.startswith("proj_in") for k in state) else ""
+        raise FaceError(
+            f"{path} is not the IR-SE50 ArcFace ({ARCFACE_FILE}, {len(expected)} tensors): "
+            f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
+            f"{len(wrong)} of the wrong shape (e.g. {wrong[:2]}).{hint}"
+        )
+    return state
+
+
+def load_face_encoder(path: str | os.PathLike | None = None, arcface_path: str | os.PathLike | None = None,
+                      providers: str | Sequence[str] | None = "auto", device: torch.device | None = None,
+                      dtype: str | torch.dtype | None = None) -> FaceEncoder:
+    """Check and load the face models.
+
+    ``path``: the antelopev2 folder or an insightface root holding ``models/antelopev2`` (None: ComfyUI's
+    ``models/insightface``). ``arcface_path``: a file, or a name looked up in ``models/insightface`` and
+    ``models/facexlib`` (None: ``recognition_arcface_ir_se50.pth``). ``providers``: ONNX providers for the
+    detector (``"auto"`` picks CUDA/ROCm/CoreML/DirectML when present, then CPU). ``device``: where ArcFace
+    runs (None: ComfyUI's torch device); ``dtype``: see :func:`arcface_dtype`."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    resolved, searched = resolve_arcface_path(arcface_path)
+    state = load_arcface_state_dict(resolved, searched)  # cheap checks before opening sessions
+    detector = load_detector(path, providers)
+    load_device = device if device is not None else mm.get_torch_device()
+    offload_device = mm.unet_offload_device() if device is None else torch.device("cpu")
+    dt = arcface_dtype(load_device, dtype)
+    net = ArcFaceIRSE50()
+    net.load_state_dict(state, strict=True)
+    net.eval().requires_grad_(False).to(dtype=dt)
+    patcher = comfy.model_patcher.ModelPatcher(net, load_device=load_device, offload_device=offload_device,
+                                               size=mm.module_size(net))
+    log.info("ArcFace IR-SE50 %s: %s on %s; detector providers %s.", resolved, dt, load_device, detector.providers)
+    info = {"detector": str(detector.path), "providers": list(detector.providers), "arcface": str(resolved),
+            "device": str(load_device), "dtype": str(dt).replace("torch.", "")}
+    return FaceEncoder(detector=detector, arcface=patcher, arcface_path=resolved, dtype=dt, info=info)
