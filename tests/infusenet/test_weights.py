@@ -1,0 +1,195 @@
+"""Loaders: diffusers folder, bf16 and fp8 single files, Resampler files, and their error messages."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infusenet import patch, resampler, weights
+from infusenet.weights import InfiniteYouError
+from tests.fixtures import infusenet_files as files
+from tests.infusenet import flux_pair as fp
+
+SPEC = files.InfuseNetSpec(hidden_size=fp.HIDDEN, head_dim=fp.HEAD_DIM, num_layers=2, num_single_layers=3, axes_dims_rope=fp.AXES)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("iy")
+    sd = files.random_infusenet_state_dict(SPEC, seed=3)
+    return files.write_all(str(folder), SPEC, files.ResamplerSpec(num_queries=16), state_dict=sd), sd
+
+
+def test_every_form_loads_with_config_from_weights(written):
+    paths, sd = written
+    bundles = {form: weights.load_infusenet(paths[form]) for form in ("folder", "bf16", "fp8")}
+    for form, b in bundles.items():
+        c = b.config
+        assert (c.hidden_size, c.head_dim, c.depth, c.depth_single_blocks) == (64, 16, 2, 3), form
+        assert (c.in_channels, c.control_in_channels, c.context_in_dim, c.vec_in_dim, c.guidance_embed) == (16, 64, 4096, 768, True)
+        assert b.variant == "aes_stage2"
+        assert b.patcher.load_device is not None and b.patcher.offload_device is not None
+    assert bundles["folder"].num_tokens == 16  # image_proj_model.bin found beside the folder
+    assert bundles["bf16"].precision == "bf16" and bundles["fp8"].precision == "fp8_e4m3fn"
+    # the folder and the bf16 file hold the same numbers
+    a, b = bundles["folder"].model.state_dict(), bundles["bf16"].model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # fp8 stays fp8 in memory; ComfyUI's manual_cast ops compute in a wider dtype
+    fp8 = bundles["fp8"].model
+    assert fp8.double_blocks[0].img_attn.qkv.weight.dtype == torch.float8_e4m3fn
+    assert fp8.controlnet_blocks[0].weight.dtype == torch.float8_e4m3fn
+    assert fp8.compute_dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+
+def test_fp8_parity(tmp_path):
+    """fp8 file through the pack vs the diffusers branch with the same fp8-rounded weights: < 1e-4.
+    Against the full-precision branch the fp8 rounding alone moves the prediction: < 5e-2."""
+    from tests.infusenet.test_patch import SIGMA, inputs, rel
+
+    base = fp.make_base(2, 4)
+    spec = files.InfuseNetSpec(hidden_size=fp.HIDDEN, head_dim=fp.HEAD_DIM, num_layers=1, num_single_layers=2, axes_dims_rope=fp.AXES)
+    net = files.make_controlnet(spec, 11)
+    full = {k: v.clone() for k, v in net.state_dict().items()}
+    path = files.write_single_file(str(tmp_path / "infusenet_fp8e4m3fn.safetensors"), full, "fp8")
+    bundle = weights.load_infusenet(path)
+    d = inputs(8)
+    patched = patch.apply_infiniteyou(base.patcher, bundle, d["id_tokens"], d["control"], strength=1.0)
+    x_in, got = fp.comfy_denoised(patched, d["x"], SIGMA, fp.conds(d["context"], d["pooled"], 3.5), None, 1.0)
+    # what the pack holds: the file's tensors (matrices fp8, vectors bf16) in an all-fp8 module, as ComfyUI
+    # holds its own fp8 models
+    net.load_state_dict({k: v.to(torch.float8_e4m3fn).float() for k, v in files.to_fp8(full).items()})
+    v8 = fp.reference_velocity(base, [fp.Branch(net, d["id_tokens"], d["control"], 1.0)], x_in, SIGMA, d["context"], d["pooled"], 3.5)
+    assert rel(got, x_in - SIGMA * v8) < 1e-4
+    net.load_state_dict(full)
+    vf = fp.reference_velocity(base, [fp.Branch(net, d["id_tokens"], d["control"], 1.0)], x_in, SIGMA, d["context"], d["pooled"], 3.5)
+    assert rel(got, x_in - SIGMA * vf) < 5e-2
+
+
+def _reference_resampler(sd: dict, x: torch.Tensor, heads: int) -> torch.Tensor:
+    """The perceiver resampler written independently with scaled_dot_product_attention."""
+    def ln(t, p):
+        return F.layer_norm(t, t.shape[-1:], sd[p + ".weight"], sd[p + ".bias"])
+
+    lat = sd["latents"].expand(x.shape[0], -1, -1)
+    x = F.linear(x, sd["proj_in.weight"], sd["proj_in.bias"])
+    i = 0
+    while f"layers.{i}.0.to_q.weight" in sd:
+        p = f"layers.{i}."
+        xn, ln_ = ln(x, p + "0.norm1"), ln(lat, p + "0.norm2")
+        q = F.linear(ln_, sd[p + "0.to_q.weight"])
+        k, v = F.linear(torch.cat([xn, ln_], 1), sd[p + "0.to_kv.weight"]).chunk(2, -1)
+        split = lambda t: t.unflatten(-1, (heads, -1)).transpose(1, 2)
+        o = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).flatten(2)
+        lat = lat + F.linear(o, sd[p + "0.to_out.weight"])
+        h = F.gelu(F.linear(ln(lat, p + "1.0"), sd[p + "1.1.weight"]))
+        lat = lat + F.linear(h, sd[p + "1.3.weight"])
+        i += 1
+    return F.layer_norm(F.linear(lat, sd["proj_out.weight"], sd["proj_out.bias"]), (sd["norm_out.weight"].shape[0],),
+                        sd["norm_out.weight"], sd["norm_out.bias"])
+
+
+@pytest.mark.parametrize("queries", [8, 16])
+def test_resampler_bin_and_safetensors(tmp_path, queries):
+    spec = files.ResamplerSpec(dim=128, depth=2, heads=2, num_queries=queries)
+    sd = files.random_resampler_state_dict(spec, seed=queries)
+    bin_path = files.write_projection_bin(str(tmp_path / "image_proj_model.bin"), sd)
+    st_path = files.write_projection_safetensors(str(tmp_path / "image_proj.safetensors"), sd)
+    a, b = weights.load_resampler(bin_path), weights.load_resampler(st_path)
+    assert a.config == b.config == resampler.ResamplerConfig(128, 2, 2, 64, queries, 512, 4096, 4)
+    emb = F.normalize(torch.randn(512), dim=0)
+    tokens = weights.project_identity(a, emb)
+    assert tokens.shape == (1, queries, 4096)
+    assert torch.equal(tokens, weights.project_identity(b, emb))
+    ref = _reference_resampler(sd, emb.reshape(1, 1, 512), heads=2)
+    assert float((tokens - ref).norm() / ref.norm()) < 1e-5
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    path = tmp_path / "image_proj_model.bin"
+    torch.save({"image_proj": {"latents": torch.zeros(1, 8, 64)}, "x": _Evil()}, str(path))
+    with pytest.raises(InfiniteYouError, match=r"image_proj_model\.bin.*Refused|Refused.*image_proj_model\.bin"):
+        weights.load_resampler(str(path))
+
+
+def test_truncated_safetensors(written, tmp_path):
+    paths, _ = written
+    data = open(paths["bf16"], "rb").read()
+    cut = tmp_path / "infusenet_aes_bf16.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InfiniteYouError, match="truncated or corrupt") as e:
+        weights.load_infusenet(str(cut))
+    assert str(cut) in str(e.value)
+
+
+def test_not_an_infusenet(tmp_path):
+    base = fp.make_base(1, 1)
+    from safetensors.torch import save_file
+    path = tmp_path / "flux_transformer.safetensors"
+    save_file({k: v.contiguous() for k, v in base.transformer.state_dict().items()}, str(path))
+    with pytest.raises(InfiniteYouError) as e:
+        weights.load_infusenet(str(path))
+    msg = str(e.value)
+    assert str(path) in msg and "controlnet_x_embedder.weight" in msg and "not an InfuseNet" in msg
+
+
+def test_hidden_size_mismatch_and_non_flux(tmp_path):
+    base = fp.make_base(1, 1)
+    spec = files.InfuseNetSpec(hidden_size=32, head_dim=16, num_layers=1, num_single_layers=1, axes_dims_rope=fp.AXES)
+    path = files.write_single_file(str(tmp_path / "small.safetensors"), files.random_infusenet_state_dict(spec), "bf16")
+    bundle = weights.load_infusenet(path)
+    tokens = torch.zeros(1, 8, 4096)
+    with pytest.raises(InfiniteYouError, match=r"hidden size 32 but the base model has 64") as e:
+        patch.apply_infiniteyou(base.patcher, bundle, tokens, torch.zeros(1, 16, 8, 8))
+    assert "small.safetensors" in str(e.value)
+
+    import comfy.model_patcher
+    import comfy.supported_models
+    sd3 = comfy.supported_models.SD3({
+        "in_channels": 16, "patch_size": 2, "depth": 1, "adm_in_channels": 32, "num_patches": 64,
+        "pos_embed_max_size": 8, "pos_embed_scaling_factor": None,
+        "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 32, "out_features": 64}},
+    })
+    sd3.set_inference_dtype(torch.float32, None)
+    other = comfy.model_patcher.ModelPatcher(sd3.get_model({}), torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(InfiniteYouError, match="needs a FLUX.1 model.*SD3"):
+        patch.apply_infiniteyou(other, bundle, tokens, torch.zeros(1, 16, 8, 8))
+
+
+def test_paths_register_both_folders(tmp_path, monkeypatch):
+    import folder_paths
+    from infusenet import paths
+
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, paths.FOLDER_NAME, ([], set()))
+    registered = paths.register_model_folders()
+    assert registered == [str(tmp_path / "infiniteyou"), str(tmp_path / "infinite_you")]
+    sd = files.random_infusenet_state_dict(files.InfuseNetSpec(num_layers=1, num_single_layers=1))
+    files.write_infusenet_folder(str(tmp_path / "infiniteyou" / "infu_flux_v1.0" / "sim_stage1"), sd, files.InfuseNetSpec(num_layers=1, num_single_layers=1))
+    files.write_single_file(str(tmp_path / "infinite_you" / "aes_stage2" / "infusenet_aes_fp8e4m3fn.safetensors"), sd, "fp8")
+    files.write_projection_bin(str(tmp_path / "infinite_you" / "aes_stage2" / "image_proj_model.bin"),
+                               files.random_resampler_state_dict(files.ResamplerSpec()))
+    folder_paths.filename_list_cache.clear()
+    assert paths.list_infusenet_models() == ["aes_stage2/infusenet_aes_fp8e4m3fn.safetensors",
+                                             "infu_flux_v1.0/sim_stage1/InfuseNetModel"]
+    assert paths.list_projection_models() == ["aes_stage2/image_proj_model.bin"]
+    assert os.path.isdir(paths.resolve_model_path("infu_flux_v1.0/sim_stage1/InfuseNetModel"))
+    b = weights.load_infusenet(paths.resolve_model_path("aes_stage2/infusenet_aes_fp8e4m3fn.safetensors"))
+    assert b.num_tokens == 8 and b.variant == "aes_stage2"
+
+
+def test_flux_width_spec_is_quick_to_generate():
+    import time
+    t = time.time()
+    sd = files.random_infusenet_state_dict(files.FLUX_WIDTH_SPEC)
+    assert time.time() - t < 20
+    assert sd["x_embedder.weight"].shape == (3072, 64) and sd["context_embedder.weight"].shape == (3072, 4096)
+    assert sd["transformer_blocks.0.attn.norm_k.weight"].shape == (128,)
+    assert float(sd["controlnet_blocks.0.weight"].float().abs().mean()) > 0
