@@ -2,20 +2,18 @@
 
 ComfyUI imports this package from ``custom_nodes/`` and calls :func:`comfy_entrypoint` (V3 node API).
 """
-from comfy_api.latest import ComfyExtension, io
-
 WEB_DIRECTORY = "./web"
 
 
-class InfiniteYouExtension(ComfyExtension):
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from .nodes import NODES
+async def comfy_entrypoint():
+    from comfy_api.latest import ComfyExtension
 
-        return list(NODES)
-
-
-async def comfy_entrypoint() -> InfiniteYouExtension:
     from .infusenet.runtime import announce
+    from .nodes import NODES
+
+    class InfiniteYouExtension(ComfyExtension):
+        async def get_node_list(self):
+            return list(NODES)
 
     announce()
     return InfiniteYouExtension()

@@ -15,3 +15,45 @@ def seeded():
 
     torch.manual_seed(0)
     return 0
+
+
+def missing_pack_nodes(object_info: dict) -> list[str]:
+    from tests.expected_nodes import PACK_NODE_IDS
+
+    return [node for node in PACK_NODE_IDS if node not in object_info]
+
+
+def start_server(base_dir, pack_dir=None, models=None, extra_args=()):
+    """Start a ComfyUI with this pack linked in; fail loudly if any of the pack's nodes is missing."""
+    from tests.comfy_host import PACK_ROOT
+    from tests.fixtures.model_set import link_models
+    from tests.server import ComfyServer
+
+    server = ComfyServer(base_dir, extra_args=list(extra_args))
+    server.prepare_base(pack_dir=pack_dir or PACK_ROOT)
+    if models is not None:
+        link_models(base_dir, models)
+    server.start()
+    missing = missing_pack_nodes(server.object_info())
+    if missing:
+        log = server.log()
+        server.stop()
+        raise AssertionError(f"The pack's nodes {missing} are not in /object_info: the pack failed to import.\n"
+                             f"Server log:\n{log[-8000:]}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def model_dir():
+    """The generated small-model set (cached between runs)."""
+    from tests.fixtures.model_set import model_set
+
+    return model_set()
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory, model_dir):
+    """A real ComfyUI server with this pack and the small models, shared by the session."""
+    server = start_server(tmp_path_factory.mktemp("comfy-base"), models=model_dir)
+    yield server
+    server.stop()

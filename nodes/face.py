@@ -1,0 +1,234 @@
+"""Face nodes: load the face encoder, identity from photos, pose image, face mask, identity similarity."""
+from __future__ import annotations
+
+import json
+
+import torch
+from comfy_api.latest import io
+
+from ..infusenet.face import paths as face_paths
+from ..infusenet.face.encoder import load_face_encoder
+from ..infusenet.face.identity import identity_and_faces, preview_image
+from ..infusenet.face.pose import DEFAULT_HEIGHT, DEFAULT_WIDTH, pose_image
+from ..infusenet.face.masks import face_mask
+from ..infusenet.face.similarity import identity_similarity
+from ..infusenet.weights import project_identity
+from .errors import node_errors
+from .types import CATEGORY, FaceEncoderType, IdentityType, InfuseNetType
+
+PROVIDERS = ["auto", "CPU", "CUDA", "ROCm", "CoreML", "DirectML"]
+FACE_SELECT = ["largest", "size_rank", "left_to_right"]
+DET_SIZES = ["auto", "640", "320", "160"]
+MAX_SIDE = 16384
+
+
+def detector_packs() -> list[str]:
+    """Face packs (folders of ONNX files) under ``models/insightface/models``; ``antelopev2`` first."""
+    found = set()
+    for root in face_paths.insightface_roots():
+        models = root / "models"
+        if models.is_dir():
+            found.update(p.name for p in models.iterdir() if p.is_dir() and any(p.rglob("*.onnx")))
+    return [face_paths.PACK_NAME] + sorted(found - {face_paths.PACK_NAME})
+
+
+def arcface_files() -> list[str]:
+    """IR-SE50 weight files found; the reference's file name first (even when missing, so the loader
+    can say exactly where it should go)."""
+    names = {face_paths.ARCFACE_FILE}
+    for folder in face_paths.arcface_search_dirs():
+        if folder.is_dir():
+            names.update(p.name for p in folder.iterdir() if p.suffix in (".pth", ".pt", ".safetensors")
+                         and "arcface" in p.name.lower())
+    return [face_paths.ARCFACE_FILE] + sorted(names - {face_paths.ARCFACE_FILE})
+
+
+def pack_path(name: str):
+    for root in face_paths.insightface_roots():
+        if (root / "models" / name).is_dir():
+            return root / "models" / name
+    return face_paths.insightface_roots()[0] / "models" / name
+
+
+def face_choice(face_select: str, face_index: int):
+    return "largest" if face_select == "largest" else (face_select, int(face_index))
+
+
+def face_select_inputs() -> list:
+    return [
+        io.Combo.Input("face_select", options=FACE_SELECT, default="largest",
+                       tooltip="Which face to use in each photo: the largest (as the reference does), the "
+                               "n-th by size, or the n-th from left to right."),
+        io.Int.Input("face_index", default=0, min=0, max=63,
+                     tooltip="With size_rank or left_to_right: which face, counting from 0."),
+        io.Combo.Input("det_size", options=DET_SIZES, default="auto",
+                       tooltip="Face detection size. auto tries 640, then 320, then 160 when nothing is found "
+                               "(the reference's order); a number uses that size only."),
+    ]
+
+
+def faces_ui(identity) -> dict:
+    """What a frontend needs to draw the faces used: boxes, keypoints and photo sizes."""
+    return {"infu_faces": [json.dumps({"boxes": identity.boxes, "keypoints": identity.keypoints,
+                                       "image_sizes": identity.image_sizes})]}
+
+
+class FaceEncoderLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InfU_FaceEncoderLoader",
+            display_name="InfiniteYou Face Encoder Loader",
+            category=CATEGORY,
+            description="Loads the face detector (insightface antelopev2 pack from models/insightface/models/) "
+                        "and the ArcFace IR-SE50 identity network (recognition_arcface_ir_se50.pth from "
+                        "models/insightface or models/facexlib). Nothing is downloaded.",
+            inputs=[
+                io.Combo.Input("detector_pack", options=detector_packs(), default=face_paths.PACK_NAME,
+                               tooltip="Folder under models/insightface/models/ holding the detector "
+                                       "(scrfd_10g_bnkps.onnx). InfiniteYou uses antelopev2."),
+                io.Combo.Input("arcface", options=arcface_files(), default=face_paths.ARCFACE_FILE,
+                               tooltip="The IR-SE50 ArcFace weights the identity projection was trained on "
+                                       "(not glintr100)."),
+                io.Combo.Input("providers", options=PROVIDERS, default="auto",
+                               tooltip="ONNX Runtime device for detection. auto picks CUDA, ROCm, CoreML or "
+                                       "DirectML when available, else the CPU. The log says which is active."),
+            ],
+            outputs=[FaceEncoderType.Output("face_encoder", tooltip="Detector + ArcFace, for the other "
+                                            "InfiniteYou face nodes.")],
+        )
+
+    @classmethod
+    def execute(cls, detector_pack: str, arcface: str, providers: str) -> io.NodeOutput:
+        with node_errors("InfiniteYou Face Encoder Loader"):
+            encoder = load_face_encoder(pack_path(detector_pack), arcface, providers)
+        return io.NodeOutput(encoder, ui={"text": [f"detector on {', '.join(encoder.providers)}; "
+                                                   f"ArcFace on {encoder.info.get('device')} ({encoder.info.get('dtype')})"]})
+
+
+class IdentityFromImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InfU_IdentityFromImages",
+            display_name="InfiniteYou Identity From Images",
+            category=CATEGORY,
+            description="Detects the face in each reference photo, aligns it, embeds it with ArcFace and "
+                        "projects it into InfuseNet identity tokens. Several photos (a batch) combine into one "
+                        "identity: the mean of their normalised embeddings, renormalised.",
+            inputs=[
+                FaceEncoderType.Input("face_encoder", tooltip="From InfiniteYou Face Encoder Loader."),
+                InfuseNetType.Input("infusenet", tooltip="From InfiniteYou InfuseNet Loader: its identity "
+                                    "projection turns the embedding into tokens (8 or 16)."),
+                io.Image.Input("images", tooltip="One or more photos of the same person (RGB, RGBA or grayscale, "
+                               "any size). A batch of several is averaged into one identity."),
+                *face_select_inputs(),
+            ],
+            outputs=[
+                IdentityType.Output("identity", tooltip="Identity tokens for Apply InfiniteYou, plus the raw "
+                                    "embeddings and the faces used (boxes, keypoints)."),
+                io.Image.Output("faces", tooltip="Each photo with the face box and keypoints used, beside the "
+                                "aligned 112x112 crop ArcFace saw."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, face_encoder, infusenet, images, face_select, face_index, det_size) -> io.NodeOutput:
+        with node_errors("InfiniteYou Identity From Images"):
+            identity, uses = identity_and_faces(face_encoder, images, face_choice(face_select, face_index), det_size)
+            identity.tokens = project_identity(infusenet, identity.embedding)
+        return io.NodeOutput(identity, preview_image(uses), ui=faces_ui(identity))
+
+
+class PoseImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InfU_PoseImage",
+            display_name="InfiniteYou Pose Image",
+            category=CATEGORY,
+            description="Makes the InfuseNet control image from a pose photo as the reference does: the photo is "
+                        "scaled to the output's shorter side and centred on a white canvas of the output size "
+                        "(padded or centre-cropped), and its face's five keypoints are drawn on black.",
+            inputs=[
+                FaceEncoderType.Input("face_encoder", tooltip="From InfiniteYou Face Encoder Loader."),
+                io.Image.Input("photo", tooltip="A photo whose face position and orientation to follow (first of the batch)."),
+                io.Int.Input("width", default=DEFAULT_WIDTH, min=64, max=MAX_SIDE, step=16,
+                             tooltip="Output width: the same as the image you generate."),
+                io.Int.Input("height", default=DEFAULT_HEIGHT, min=64, max=MAX_SIDE, step=16,
+                             tooltip="Output height: the same as the image you generate."),
+                *face_select_inputs(),
+                io.Mask.Input("mask", optional=True, tooltip="Only faces whose centre lies inside this mask "
+                              "(on the photo) are considered."),
+            ],
+            outputs=[io.Image.Output("pose_image", tooltip="Keypoints on black at width x height; connect to "
+                                     "Apply InfiniteYou's control_image.")],
+        )
+
+    @classmethod
+    def execute(cls, face_encoder, photo, width, height, face_select, face_index, det_size, mask=None) -> io.NodeOutput:
+        with node_errors("InfiniteYou Pose Image"):
+            image = pose_image(face_encoder, photo[0], width, height, mask, face_choice(face_select, face_index), det_size)
+        return io.NodeOutput(image)
+
+
+class FaceMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InfU_FaceMask",
+            display_name="InfiniteYou Face Mask",
+            category=CATEGORY,
+            description="A soft mask over the chosen face of each image, grown around the detected box: the "
+                        "region to repaint when recrafting a photo with an identity.",
+            inputs=[
+                FaceEncoderType.Input("face_encoder", tooltip="From InfiniteYou Face Encoder Loader."),
+                io.Image.Input("images", tooltip="Images to find the face in."),
+                io.Float.Input("grow", default=0.35, min=0.0, max=3.0, step=0.05,
+                               tooltip="How far the mask extends beyond the face box, as a fraction of the box size."),
+                io.Int.Input("feather", default=16, min=0, max=256,
+                             tooltip="Blur radius of the mask edge, in pixels."),
+                *face_select_inputs(),
+            ],
+            outputs=[io.Mask.Output("mask", tooltip="1 over the face region, 0 elsewhere, per image.")],
+        )
+
+    @classmethod
+    def execute(cls, face_encoder, images, grow, feather, face_select, face_index, det_size) -> io.NodeOutput:
+        with node_errors("InfiniteYou Face Mask"):
+            mask = face_mask(face_encoder, images, grow, feather, face_choice(face_select, face_index), det_size)
+        return io.NodeOutput(mask)
+
+
+class IdentitySimilarity(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InfU_IdentitySimilarity",
+            display_name="InfiniteYou Identity Similarity",
+            category=CATEGORY,
+            description="ArcFace cosine similarity between the identity and the largest face of each image "
+                        "(the paper's ID metric; ID loss = 1 - similarity). Use it to rank seeds and tune strength.",
+            is_output_node=True,
+            inputs=[
+                FaceEncoderType.Input("face_encoder", tooltip="From InfiniteYou Face Encoder Loader."),
+                IdentityType.Input("identity", tooltip="The identity the images should show."),
+                io.Image.Input("images", tooltip="Generated images (a batch is scored image by image)."),
+            ],
+            outputs=[
+                io.Float.Output("best_similarity", tooltip="The highest similarity in the batch (-1 if no face)."),
+                io.Int.Output("best_index", tooltip="Which image of the batch scored highest (0-based; -1 if no face)."),
+                io.String.Output("report", tooltip="One line per image: its similarity, or 'no face'."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, face_encoder, identity, images) -> io.NodeOutput:
+        with node_errors("InfiniteYou Identity Similarity"):
+            scores = identity_similarity(face_encoder, identity, images)
+        lines = [f"image {i}: {'no face' if s is None else f'{s:.4f}'}" for i, s in enumerate(scores)]
+        valid = [(s, i) for i, s in enumerate(scores) if s is not None]
+        best, index = max(valid) if valid else (-1.0, -1)
+        report = "\n".join(lines)
+        return io.NodeOutput(float(best), int(index), report,
+                             ui={"text": [report], "infu_similarity": [json.dumps(scores)]})

@@ -1,0 +1,157 @@
+"""InfuseNet nodes: load the InfuseNet (+ identity projection), apply InfiniteYou to a FLUX MODEL."""
+from __future__ import annotations
+
+import json
+
+import torch
+from comfy_api.latest import io
+
+from ..infusenet import paths
+from ..infusenet.patch import apply_infiniteyou
+from ..infusenet.weights import InfiniteYouError, load_infusenet
+from .errors import node_errors
+from .types import CATEGORY, IdentityType, InfuseNetType
+
+AUTO_PROJECTION = "auto (image_proj_model beside the InfuseNet)"
+WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "bf16", "fp16", "fp32"]
+WINDOWS = ["steps (reference)", "sigma percent"]
+APPLY_TO = ["positive (reference)", "positive and negative"]
+NODE_APPLY = "Apply InfiniteYou"
+
+
+class InfuseNetLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InfU_InfuseNetLoader",
+            display_name="InfiniteYou InfuseNet Loader",
+            category=CATEGORY,
+            description="Loads an InfuseNet from models/infiniteyou/ or the official pack's models/infinite_you/: "
+                        "a diffusers InfuseNetModel folder, or a single bf16 / fp8 safetensors file, with its "
+                        "identity projection (image_proj_model.bin). Shows the variant (aes_stage2: better text "
+                        "alignment and aesthetics; sim_stage1: higher similarity) and precision.",
+            inputs=[
+                io.Combo.Input("infusenet_name", options=paths.list_infusenet_models(),
+                               tooltip="InfuseNetModel folder or single-file InfuseNet (bf16 or fp8_e4m3fn)."),
+                io.Combo.Input("projection", options=[AUTO_PROJECTION, *paths.list_projection_models()],
+                               default=AUTO_PROJECTION,
+                               tooltip="The identity projection (Resampler) trained with this InfuseNet. auto takes "
+                                       "image_proj_model.bin from the InfuseNet's variant folder."),
+                io.Combo.Input("weight_dtype", options=WEIGHT_DTYPES, default="default",
+                               tooltip="default keeps the file's precision (fp8 files stay fp8 in memory and are "
+                                       "cast per layer for compute). fp8_e4m3fn halves the memory of a bf16 file."),
+            ],
+            outputs=[InfuseNetType.Output("infusenet", tooltip="For Identity From Images and Apply InfiniteYou.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, infusenet_name: str, projection: str, weight_dtype: str):
+        if not infusenet_name:
+            return ("no InfuseNet found: put InfuseNetModel/ folders or infusenet_*.safetensors files in "
+                    "ComfyUI/models/infiniteyou/ (or models/infinite_you/)")
+        return True
+
+    @classmethod
+    def execute(cls, infusenet_name: str, projection: str, weight_dtype: str) -> io.NodeOutput:
+        dtype = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "bf16": torch.bfloat16,
+                 "fp16": torch.float16, "fp32": torch.float32}[weight_dtype]
+        with node_errors("InfiniteYou InfuseNet Loader"):
+            path = paths.resolve_model_path(infusenet_name)
+            proj = None if projection == AUTO_PROJECTION else paths.resolve_model_path(projection)
+            if proj is None:
+                from ..infusenet.weights import find_projection_file
+
+                proj = find_projection_file(path)
+                if proj is None:
+                    raise InfiniteYouError(
+                        f"no identity projection found beside {path}: expected image_proj_model.bin (or "
+                        ".safetensors) in the same variant folder; choose one in 'projection'.")
+            bundle = load_infusenet(path, proj, dtype)
+        c = bundle.config
+        summary = {"variant": bundle.variant, "precision": bundle.precision, "double_blocks": c.depth,
+                   "single_blocks": c.depth_single_blocks, "hidden_size": c.hidden_size, "tokens": bundle.num_tokens}
+        text = (f"{bundle.variant} · {bundle.precision} · {c.depth} double + {c.depth_single_blocks} single blocks"
+                f" · {bundle.num_tokens} identity tokens")
+        return io.NodeOutput(bundle, ui={"text": [text], "infu_infusenet": [json.dumps(summary)]})
+
+
+class ApplyInfiniteYou(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InfU_ApplyInfiniteYou",
+            display_name="Apply InfiniteYou",
+            category=CATEGORY,
+            description="Returns a copy of the FLUX model that runs the InfuseNet at each sampling step and adds "
+                        "its residuals to the FLUX blocks, as the InfiniteYou reference does. The input model is "
+                        "not changed. Chain several (each with a mask) for several people in one image.",
+            inputs=[
+                io.Model.Input("model", tooltip="A FLUX.1 model (dev, schnell, fp8, with LoRAs...)."),
+                InfuseNetType.Input("infusenet", tooltip="From InfiniteYou InfuseNet Loader."),
+                IdentityType.Input("identity", tooltip="From InfiniteYou Identity From Images (same InfuseNet)."),
+                io.Vae.Input("vae", tooltip="The FLUX VAE: encodes the control image (or the black image the "
+                             "reference uses when there is no pose)."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.01,
+                               tooltip="Scale of the residuals (the reference's conditioning scale). 0 leaves the model "
+                                       "unchanged. If the face looks pasted, try 0.9 or start 0.1."),
+                io.Float.Input("start", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Start of the window: by default a fraction of the sampling steps, as in the "
+                                       "reference (step i of S runs iff i/S >= start and (i+1)/S <= end)."),
+                io.Float.Input("end", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="End of the window (fraction of steps, or sigma percent; see window)."),
+                io.Combo.Input("window", options=WINDOWS, default=WINDOWS[0],
+                               tooltip="How start/end are read: fraction of steps (the reference) or ComfyUI's "
+                                       "sigma percent (like ControlNet nodes)."),
+                io.Float.Input("infusenet_guidance", default=1.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="Guidance given to the InfuseNet branch. The reference always uses 1.0, "
+                                       "whatever the model's guidance."),
+                io.Boolean.Input("follow_model_guidance", default=False,
+                                 tooltip="Give the branch the model's own guidance (e.g. 3.5 from FluxGuidance) "
+                                         "instead of infusenet_guidance, as some other packs do."),
+                io.Combo.Input("apply_to", options=APPLY_TO, default=APPLY_TO[0],
+                               tooltip="The reference adds residuals to the positive pass only; with CFG > 1 the "
+                                       "negative pass stays untouched."),
+                io.Image.Input("control_image", optional=True,
+                               tooltip="Pose image from InfiniteYou Pose Image, at the output size. Empty: the "
+                                       "reference's black image."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Limits this identity to a region of the image (multi-identity)."),
+            ],
+            outputs=[io.Model.Output("patched_model", display_name="MODEL", tooltip="The patched copy of the model.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, strength: float, start: float, end: float, window: str, apply_to: str):
+        if start > end:
+            return f"start ({start}) is after end ({end}): the InfuseNet would never run"
+        return True
+
+    @classmethod
+    def execute(cls, model, infusenet, identity, vae, strength, start, end, window, infusenet_guidance,
+                follow_model_guidance, apply_to, control_image=None, mask=None) -> io.NodeOutput:
+        with node_errors(NODE_APPLY):
+            if getattr(identity, "tokens", None) is None:
+                raise InfiniteYouError("the identity has no InfuseNet tokens; make it with InfiniteYou Identity From Images.")
+            control = None if control_image is None else pose_latent(vae, control_image)
+            patched = apply_infiniteyou(
+                model, infusenet, identity.tokens, control_latent=control, strength=strength, start=start, end=end,
+                window="steps" if window == WINDOWS[0] else "sigma",
+                guidance=None if follow_model_guidance else infusenet_guidance,
+                apply_to="positive" if apply_to == APPLY_TO[0] else "both", mask=mask, vae=vae)
+        return io.NodeOutput(patched)
+
+
+def pose_latent(vae, image: torch.Tensor):
+    """A callable for the patch: the VAE latent of ``image``, checked against the generated size."""
+    height, width = image.shape[1:3]
+
+    def encode(h: int, w: int) -> torch.Tensor:
+        ratio = vae.spacial_compression_encode()
+        if (h * ratio, w * ratio) != (height, width):
+            raise InfiniteYouError(
+                f"{NODE_APPLY}: the control image is {width}x{height} but the image being generated is "
+                f"{w * ratio}x{h * ratio}. Make the pose image at the output size (InfiniteYou Pose Image's "
+                "width and height).")
+        return vae.encode(image[:1, :, :, :3])
+
+    return encode

@@ -1,0 +1,60 @@
+"""The real ComfyUI test host: the pack imports, all its nodes are listed, a workflow runs over HTTP."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import missing_pack_nodes, start_server
+from tests.expected_nodes import PACK_NODE_IDS
+from tests.server import ComfyServer
+
+
+def test_every_pack_node_is_listed(comfy_server):
+    info = comfy_server.object_info()
+    assert missing_pack_nodes(info) == []
+    for node_id in PACK_NODE_IDS:
+        assert info[node_id]["category"] == "InfiniteYou"
+        assert info[node_id]["description"], f"{node_id} has no description"
+
+
+def test_every_input_and_output_has_a_tooltip(comfy_server):
+    info = comfy_server.object_info()
+    for node_id in PACK_NODE_IDS:
+        node = info[node_id]
+        for group in ("required", "optional"):
+            for name, spec in node["input"].get(group, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+        assert all(node["output_tooltips"]), f"{node_id} has an output without tooltip"
+
+
+def test_pack_import_failure_fails_the_check(tmp_path):
+    """A broken copy of the pack: its nodes are missing, and the server fixture's check says so."""
+    from tests.comfy_host import PACK_ROOT
+
+    broken = tmp_path / "pack"
+    shutil.copytree(PACK_ROOT, broken, ignore=shutil.ignore_patterns(".venv", ".host", ".git", "__pycache__"))
+    init = broken / "__init__.py"
+    init.write_text("raise ImportError('deliberately broken for the test')\n" + init.read_text())
+    with pytest.raises(AssertionError, match="failed to import") as failure:
+        start_server(tmp_path / "base", pack_dir=broken)
+    assert "deliberately broken for the test" in str(failure.value)
+
+
+def test_server_still_runs_stock_nodes_with_a_broken_pack(tmp_path):
+    """ComfyUI itself keeps serving when a pack fails to import: the node check is what catches it."""
+    from tests.comfy_host import PACK_ROOT
+
+    broken = tmp_path / "pack"
+    shutil.copytree(PACK_ROOT, broken, ignore=shutil.ignore_patterns(".venv", ".host", ".git", "__pycache__"))
+    (broken / "nodes" / "face.py").write_text("import a_module_that_does_not_exist\n")
+    server = ComfyServer(tmp_path / "base")
+    server.prepare_base(pack_dir=broken)
+    server.start()
+    try:
+        info = server.object_info()
+        assert "KSampler" in info
+        assert set(missing_pack_nodes(info)) == set(PACK_NODE_IDS)
+        assert "IMPORT FAILED" in server.log()
+    finally:
+        server.stop()
