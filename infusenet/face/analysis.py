@@ -105,11 +105,12 @@ def check_pack(pack_dir: Path) -> Path:
     if detector.is_file():
         check_onnx_file(detector, "face detector")
         return detector
-    nested = pack_dir / PACK_NAME / DETECTOR_FILE
-    if nested.is_file():
+    nested = next((n for n in (pack_dir / pack_dir.name / DETECTOR_FILE, pack_dir / PACK_NAME / DETECTOR_FILE)
+                   if n.is_file()), None)
+    if nested is not None:
         raise FaceError(
             f"The {PACK_NAME} files are one folder too deep: found {nested}, expected {detector}. "
-            f"Move the files from {pack_dir / PACK_NAME} up into {pack_dir} (a common result of "
+            f"Move the files from {nested.parent} up into {pack_dir} (a common result of "
             "unzipping into a folder of the same name)."
         )
     if not pack_dir.is_dir():

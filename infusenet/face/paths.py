@@ -40,13 +40,18 @@ def default_pack_dir() -> Path:
 
 
 def pack_dir_from(path: str | os.PathLike | None) -> Path:
-    """The antelopev2 folder for ``path``: the pack folder itself, or an insightface root holding
+    """The antelopev2 folder for ``path``: the pack folder itself (named antelopev2, holding the detector,
+    or any folder directly under a ``models`` folder), or an insightface root holding
     ``models/antelopev2``; ``None`` means ComfyUI's registered ``insightface`` folder."""
     if path is None:
         return default_pack_dir()
     path = Path(path).expanduser()
     if path.name == PACK_NAME and not (path / "models" / PACK_NAME).is_dir():
         return path
+    if (path / DETECTOR_FILE).is_file():
+        return path
+    if path.parent.name == "models" and path.name != FOLDER_NAME and not (path / "models").is_dir():
+        return path  # a pack folder under another name (ComfyUI/models/insightface is a root)
     return path / "models" / PACK_NAME
 
 

@@ -178,6 +178,19 @@ def test_pack_without_the_models_level_and_zip_hints(tmp_path, no_insightface_lo
         load_detector(other)
 
 
+def test_pack_folder_under_another_name(tmp_path):
+    pack = write_antelopev2(tmp_path / "models" / "antelopev2_copy")
+    assert load_detector(pack).path == pack / DETECTOR_FILE
+    from infusenet.face.paths import pack_dir_from
+
+    comfy_root = tmp_path / "ComfyUI" / "models" / "insightface"
+    assert pack_dir_from(comfy_root) == comfy_root / "models" / "antelopev2"
+    nested = write_antelopev2(tmp_path / "models" / "mine" / "mine")
+    with pytest.raises(FaceError, match="one folder too deep") as err:
+        load_detector(nested.parent)
+    assert str(nested.parent / DETECTOR_FILE) in str(err.value)
+
+
 def test_missing_detector_file(tmp_path, no_insightface_loading):
     pack = write_antelopev2(tmp_path / "antelopev2")
     (pack / DETECTOR_FILE).unlink()
