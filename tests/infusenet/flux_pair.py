@@ -27,8 +27,10 @@ class Base:
     patcher: comfy.model_patcher.ModelPatcher
 
 
-def make_base(n_double: int, n_single: int, seed: int = 0) -> Base:
+def make_base(n_double: int, n_single: int, seed: int = 0, hidden: int = HIDDEN, head_dim: int = HEAD_DIM,
+              axes: tuple = AXES, text_dim: int = TEXT_DIM) -> Base:
     from diffusers import FluxTransformer2DModel
+    HIDDEN, HEAD_DIM, AXES, TEXT_DIM = hidden, head_dim, axes, text_dim  # noqa: N806
 
     torch.manual_seed(seed)
     tr = FluxTransformer2DModel(
