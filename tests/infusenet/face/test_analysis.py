@@ -230,3 +230,19 @@ def test_truncated_file_is_what_onnxruntime_calls_invalid_protobuf(tmp_path):
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(Exception, match="INVALID_PROTOBUF|Protobuf parsing failed"):
         onnxruntime.InferenceSession(str(path), providers=[CPU])
+
+
+def test_default_folder_is_comfyui_models_insightface(tmp_path, monkeypatch):
+    import folder_paths
+    from insightface.model_zoo import model_zoo
+
+    root = tmp_path / "models" / "insightface"
+    root.mkdir(parents=True)
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "insightface", ([str(root)], set()))
+    with monkeypatch.context() as patch:
+        patch.setattr(model_zoo, "get_model", lambda *a, **k: pytest.fail("insightface reached"))
+        with pytest.raises(FaceError) as err:  # a FaceError naming the place, never a download attempt
+            load_detector(None)
+    assert str(root / "models" / "antelopev2" / DETECTOR_FILE) in str(err.value)
+    write_antelopev2(root / "models" / "antelopev2")
+    assert load_detector(None).path == root / "models" / "antelopev2" / DETECTOR_FILE

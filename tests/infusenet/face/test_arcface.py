@@ -103,3 +103,13 @@ def test_bare_name_is_looked_up_in_the_insightface_folder(tmp_path, monkeypatch,
     target.parent.mkdir(parents=True)
     target.symlink_to(arcface_file)
     assert resolve_arcface_path("recognition_arcface_ir_se50.pth")[0] == target
+
+
+def test_arcface_is_reloaded_after_comfy_unloads_it(encoder):
+    import comfy.model_management as mm
+
+    crops = np.random.default_rng(0).integers(0, 256, (1, 112, 112, 3), dtype=np.uint8)
+    first = encoder.embed(crops)
+    mm.unload_all_models()
+    assert not any(m.model is encoder.arcface for m in mm.current_loaded_models)
+    torch.testing.assert_close(encoder.embed(crops), first)
