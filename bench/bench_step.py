@@ -17,10 +17,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from tests.comfy_host import enable_in_process_comfy  # noqa: E402
-
-enable_in_process_comfy()
-
 import torch  # noqa: E402
 
 
@@ -81,7 +77,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    from tests.comfy_host import enable_in_process_comfy
 
+    enable_in_process_comfy()  # CPU; bench_gpu imports this module without it
     from infusenet import patch, weights
     from tests.fixtures import infusenet_files as files
     from tests.infusenet import flux_pair as fp
