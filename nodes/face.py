@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..infusenet.face import paths as face_paths
 from ..infusenet.face.encoder import load_face_encoder
-from ..infusenet.face.identity import identity_and_faces, preview_image
+from ..infusenet.face.identity import identity_and_faces, merge_identities, preview_image
 from ..infusenet.face.pose import DEFAULT_HEIGHT, DEFAULT_WIDTH, pose_image
 from ..infusenet.face.masks import face_mask
 from ..infusenet.face.similarity import identity_similarity
@@ -123,6 +123,9 @@ class IdentityFromImages(io.ComfyNode):
                 io.Image.Input("images", tooltip="One or more photos of the same person (RGB, RGBA or grayscale, "
                                "any size). A batch of several is averaged into one identity."),
                 *face_select_inputs(),
+                IdentityType.Input("add_to", optional=True,
+                                   tooltip="An identity to add these photos to (chain nodes for photos of different "
+                                           "sizes). All photos' embeddings are averaged into one identity."),
             ],
             outputs=[
                 IdentityType.Output("identity", tooltip="Identity tokens for Apply InfiniteYou, plus the raw "
@@ -133,9 +136,11 @@ class IdentityFromImages(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, face_encoder, infusenet, images, face_select, face_index, det_size) -> io.NodeOutput:
+    def execute(cls, face_encoder, infusenet, images, face_select, face_index, det_size, add_to=None) -> io.NodeOutput:
         with node_errors("InfiniteYou Identity From Images"):
             identity, uses = identity_and_faces(face_encoder, images, face_choice(face_select, face_index), det_size)
+            if add_to is not None:
+                identity = merge_identities(add_to, identity)
             identity.tokens = project_identity(infusenet, identity.embedding)
         return io.NodeOutput(identity, preview_image(uses), ui=faces_ui(identity))
 

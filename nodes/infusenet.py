@@ -121,7 +121,10 @@ class ApplyInfiniteYou(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, strength: float, start: float, end: float, window: str, apply_to: str):
+    def validate_inputs(cls, start: float, end: float):
+        for name, value in (("start", start), ("end", end)):
+            if not 0.0 <= value <= 1.0:
+                return f"{name} must be between 0 and 1; got {value}"
         if start > end:
             return f"start ({start}) is after end ({end}): the InfuseNet would never run"
         return True

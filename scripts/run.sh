@@ -20,7 +20,7 @@ else
 fi
 mkdir -p "$BASE/custom_nodes" "$BASE/models" "$BASE/input"
 ln -sfn "$ROOT" "$BASE/custom_nodes/infiniteyou-studio"
-.venv/bin/python scripts/prepare_models.py --models "$BASE/models" --input "$BASE/input"
+.venv/bin/python scripts/selftest.py --models "$BASE/models" --input "$BASE/input"
 cd "$COMFY"
 echo "Starting ComfyUI on http://127.0.0.1:$PORT (Ctrl-C stops it)"
 exec "$ROOT/.venv/bin/python" main.py --listen 127.0.0.1 --port "$PORT" --disable-api-nodes "${ARGS[@]}" "$@"

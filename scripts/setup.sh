@@ -54,6 +54,8 @@ pip_ -r "$ROOT/.host/comfy-requirements.txt" requests
 # The pack's own requirements, then the test-only ones.
 pip_ -r "$ROOT/requirements.txt"
 pip_ -r "$ROOT/tests/requirements.txt"
+# Test-only reference implementations whose declared dependencies would pull a second torch.
+pip_ --no-deps -r "$ROOT/tests/requirements-nodeps.txt"
 
 echo "$COMFY" > "$ROOT/.host/comfyui_dir"
 "$VENV/bin/python" -c "import torch, insightface, onnxruntime, diffusers; print('torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers(), '| diffusers', diffusers.__version__)"

@@ -160,10 +160,13 @@ class ComfyServer:
         return self.get_json("/object_info", timeout=120)
 
     def submit(self, prompt: dict) -> str:
-        """Queue an API-format prompt; returns its id or raises PromptRejected."""
+        """Queue an API-format prompt; returns its id or raises PromptRejected.
+
+        ComfyUI queues a prompt when at least one output validates and drops the others; any node
+        error counts as a rejection here, so a test never mistakes a partial run for success."""
         status, body = self.request("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
         data = json.loads(body)
-        if status != 200:
+        if status != 200 or data.get("node_errors"):
             raise PromptRejected(data)
         return data["prompt_id"]
 

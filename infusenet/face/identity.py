@@ -137,3 +137,16 @@ def preview_image(uses: Sequence[FaceUse], height: int = 512) -> torch.Tensor:
         canvas[:crop_side, side:] = big
         frames.append(canvas)
     return torch.from_numpy(np.stack(frames)).float() / 255.0
+
+
+def merge_identities(first: FaceIdentity, second: FaceIdentity) -> FaceIdentity:
+    """One identity from the photos of both (``first``'s photos first): embeddings concatenated and
+    recombined as for a batch. Tokens are left unset: project the merged embedding again."""
+    embeddings = torch.cat([first.embeddings.float().cpu(), second.embeddings.float().cpu()])
+    return FaceIdentity(
+        embeddings=embeddings,
+        embedding=combine_embeddings(embeddings),
+        boxes=[*first.boxes, *second.boxes],
+        keypoints=[*first.keypoints, *second.keypoints],
+        image_sizes=[*first.image_sizes, *second.image_sizes],
+    )

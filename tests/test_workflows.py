@@ -1,0 +1,222 @@
+"""Every shipped workflow, converted to API format here, validated and run on a real ComfyUI server.
+
+Test-only substitutions, the same for every workflow (nothing else is changed):
+* DualCLIPLoader (CLIP-L + T5-XXL) becomes CLIPLoader with the small CLIP-L: ComfyUI's T5-XXL is
+  4.7B parameters, too large for this machine. The FLUX test model takes CLIP-L's 768-wide context.
+* Sizes shrink (864 -> 64, 1152 -> 96, 576 -> 48 pixels) and KSampler runs 2 steps, so that a
+  random 3072-wide FLUX runs in seconds on a CPU.
+* The photos named by LoadImage are synthetic faces the test detector finds.
+"""
+from __future__ import annotations
+
+import io as _io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.comfy_host import PACK_ROOT
+from tests.fixtures.face_models import draw_faces
+from tests.workflow_api import to_api
+
+WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
+SIZE_MAP = {864: 64, 1152: 96, 576: 48}
+TEST_STEPS = 2
+
+
+def save_photo(path: Path, size, boxes, seed) -> None:
+    pixels = (draw_faces(size, boxes, texture_seed=seed) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture(scope="module")
+def photos(comfy_server):
+    folder = comfy_server.base_dir / "input"
+    save_photo(folder / "infiniteyou_identity.png", (256, 256), [(72, 56, 184, 200)], 1)
+    save_photo(folder / "infiniteyou_identity_2.png", (200, 240), [(40, 50, 150, 190)], 2)
+    save_photo(folder / "infiniteyou_pose.png", (320, 240), [(180, 40, 260, 140)], 3)
+    save_photo(folder / "infiniteyou_recraft.png", (64, 96), [(16, 20, 48, 64)], 4)
+    Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(folder / "infiniteyou_no_face.png")
+    save_photo(folder / "infu_selftest_face.png", (256, 256), [(72, 56, 184, 200)], 7)
+    return folder
+
+
+def for_test_host(prompt: dict) -> dict:
+    """The documented test-only substitutions (module docstring)."""
+    prompt = json.loads(json.dumps(prompt))
+    for node in prompt.values():
+        if node["class_type"] == "DualCLIPLoader":
+            node["class_type"] = "CLIPLoader"
+            node["inputs"] = {"clip_name": "clip_l.safetensors", "type": "stable_diffusion"}
+        for key in ("width", "height", "x", "y"):
+            value = node["inputs"].get(key)
+            if isinstance(value, int) and value in SIZE_MAP:
+                node["inputs"][key] = SIZE_MAP[value]
+        if node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = min(node["inputs"]["steps"], TEST_STEPS)
+    return prompt
+
+
+def api_prompt(server, name: str) -> dict:
+    workflow = json.loads((PACK_ROOT / "workflows" / name).read_text())
+    return for_test_host(to_api(workflow, server.object_info()))
+
+
+def node_of(prompt: dict, class_type: str) -> tuple[str, dict]:
+    matches = [(k, v) for k, v in prompt.items() if v["class_type"] == class_type]
+    assert matches, f"no {class_type} in the prompt"
+    return matches[0]
+
+
+def saved_pixels(server, result) -> np.ndarray:
+    images = [i for i in result.images() if i.get("type") == "output"]  # SaveImage, not previews
+    assert images, f"no image saved: {json.dumps(result.history)[:2000]}"
+    return np.asarray(Image.open(_io.BytesIO(server.view(images[0]))))
+
+
+def run_ok(server, prompt: dict):
+    result = server.run(prompt, timeout=600)
+    assert result.status == "success", f"{result.error}\n{server.log()[-4000:]}"
+    return result
+
+
+def test_eight_workflows_are_shipped():
+    names = [p.name for p in WORKFLOWS]
+    assert len(names) == 8 and names[0].startswith("00_self_test")
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_runs_end_to_end(comfy_server, photos, path):
+    prompt = api_prompt(comfy_server, path.name)
+    assert any(v["class_type"] == "InfU_ApplyInfiniteYou" for v in prompt.values())
+    result = run_ok(comfy_server, prompt)
+    pixels = saved_pixels(comfy_server, result)
+    assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.std() > 0
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_model_nodes_offer_downloads(path):
+    """Every model loader names its files with an official URL and a folder, for the frontend."""
+    workflow = json.loads(path.read_text())
+    loaders = [n for n in workflow["nodes"] if n["type"] in
+               ("UNETLoader", "DualCLIPLoader", "VAELoader", "InfU_InfuseNetLoader", "InfU_FaceEncoderLoader")]
+    assert loaders
+    for node in loaders:
+        if path.name.startswith("00_"):
+            continue  # self-test models are generated, never downloaded
+        models = node["properties"].get("models")
+        assert models, f"{node['type']} in {path.name} has no properties.models"
+        for m in models:
+            assert m["url"].startswith("https://") and m["directory"] and m["name"]
+            readme = (PACK_ROOT / "README.md").read_text()
+            assert m["name"].split("/")[-1] in readme, f"{m['name']} is not in the README's model table"
+
+
+def test_workflow_links_are_consistent():
+    """Links, node inputs and outputs agree, so the frontend has nothing to repair."""
+    for path in WORKFLOWS:
+        wf = json.loads(path.read_text())
+        nodes = {n["id"]: n for n in wf["nodes"]}
+        for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
+            assert link_id in nodes[src]["outputs"][src_slot]["links"], path.name
+            assert nodes[dst]["inputs"][dst_slot]["link"] == link_id, path.name
+        assert wf["last_link_id"] == max(link[0] for link in wf["links"])
+
+
+def without_pack(prompt: dict) -> dict:
+    """The same graph with the pack's nodes taken out: KSampler gets the base model."""
+    prompt = json.loads(json.dumps(prompt))
+    apply_id, apply = node_of(prompt, "InfU_ApplyInfiniteYou")
+    stripped = {k: v for k, v in prompt.items() if not v["class_type"].startswith("InfU_")
+                and not (v["class_type"] == "PreviewImage" and v["inputs"]["images"][0] not in prompt)}
+    stripped = {k: v for k, v in stripped.items()
+                if not any(isinstance(i, list) and i[0] in prompt and prompt[i[0]]["class_type"].startswith("InfU_")
+                           for i in v["inputs"].values()) or v["class_type"] == "KSampler"}
+    _, sampler = node_of(stripped, "KSampler")
+    sampler["inputs"]["model"] = apply["inputs"]["model"]
+    return stripped
+
+
+def test_strength_zero_equals_the_graph_without_the_pack(comfy_server, photos):
+    prompt = api_prompt(comfy_server, "01_basic.json")
+    node_of(prompt, "InfU_ApplyInfiniteYou")[1]["inputs"]["strength"] = 0.0
+    with_pack = saved_pixels(comfy_server, run_ok(comfy_server, prompt))
+    plain = saved_pixels(comfy_server, run_ok(comfy_server, without_pack(prompt)))
+    np.testing.assert_array_equal(with_pack, plain)
+
+    node_of(prompt, "InfU_ApplyInfiniteYou")[1]["inputs"]["strength"] = 1.0
+    strong = saved_pixels(comfy_server, run_ok(comfy_server, prompt))
+    assert np.abs(strong.astype(int) - plain.astype(int)).mean() > 0.5
+
+
+def expect_failure(server, prompt: dict, *fragments: str) -> str:
+    """The prompt fails (validation or execution) with a message containing every fragment."""
+    from tests.server import PromptRejected
+
+    try:
+        result = server.run(prompt, timeout=600)
+    except PromptRejected as rejected:
+        message = " ".join(rejected.messages())
+    else:
+        assert result.status == "error", "the prompt was expected to fail"
+        message = result.error["exception_message"]
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
+def test_bad_inputs_fail_clearly_and_the_server_keeps_serving(comfy_server, photos):
+    good = api_prompt(comfy_server, "02_pose_control.json")
+
+    no_face = json.loads(json.dumps(good))
+    photo_id = no_face[node_of(no_face, "InfU_IdentityFromImages")[0]]["inputs"]["images"][0]
+    no_face[photo_id]["inputs"]["image"] = "infiniteyou_no_face.png"
+    expect_failure(comfy_server, no_face, "InfiniteYou Identity From Images", "No face found in reference image 1 of 1",
+                   "640x640, 320x320, 160x160")
+
+    wrong_file = json.loads(json.dumps(good))
+    node_of(wrong_file, "InfU_InfuseNetLoader")[1]["inputs"]["infusenet_name"] = "broken/not_an_infusenet.safetensors"
+    expect_failure(comfy_server, wrong_file, "InfiniteYou InfuseNet Loader", "not_an_infusenet.safetensors")
+
+    truncated = json.loads(json.dumps(good))
+    node_of(truncated, "InfU_InfuseNetLoader")[1]["inputs"]["infusenet_name"] = "broken/truncated_infusenet.safetensors"
+    expect_failure(comfy_server, truncated, "InfiniteYou InfuseNet Loader", "truncated_infusenet.safetensors")
+
+    other_size = json.loads(json.dumps(good))
+    node_of(other_size, "InfU_PoseImage")[1]["inputs"].update(width=96, height=96)
+    expect_failure(comfy_server, other_size, "Apply InfiniteYou", "96x96", "64x96")
+
+    backwards = json.loads(json.dumps(good))
+    node_of(backwards, "InfU_ApplyInfiniteYou")[1]["inputs"].update(start=0.8, end=0.2)
+    expect_failure(comfy_server, backwards, "start (0.8) is after end (0.2)")
+
+    assert comfy_server.alive()
+    run_ok(comfy_server, good)
+
+
+def server_rss_mb(server) -> float:
+    import psutil
+
+    return psutil.Process(server.process.pid).memory_info().rss / 2**20
+
+
+def test_repeating_a_workflow_does_not_grow_memory(comfy_server, photos):
+    """Twenty runs with new seeds: the server's resident memory grows by less than 256 MB."""
+    prompt = api_prompt(comfy_server, "01_basic.json")
+    sampler_id, _ = node_of(prompt, "KSampler")
+    run_ok(comfy_server, prompt)
+    before = server_rss_mb(comfy_server)
+    for seed in range(20):
+        prompt[sampler_id]["inputs"]["seed"] = 1000 + seed
+        run_ok(comfy_server, prompt)
+    grown = server_rss_mb(comfy_server) - before
+    print(f"server RSS {before:.0f} MB -> +{grown:.0f} MB after 20 runs")
+    assert grown < 256
+
+
+def test_node_ids_are_unique():
+    for path in WORKFLOWS:
+        ids = [n["id"] for n in json.loads(path.read_text())["nodes"]]
+        assert len(ids) == len(set(ids)), path.name
