@@ -1,0 +1,18 @@
+"""Offline trainer for InfuseNet + identity projection on a frozen ComfyUI FLUX (Python API).
+
+``train(config)`` runs stage 1 (SPSS pretraining) or stage 2 (SPMS fine-tuning); the pieces:
+``data.prepare_cache`` (encoders once), ``init.init_from_base`` (ControlNet-style start),
+``loop.Trainer`` (step, checkpoint, resume), ``spms.synthesize_spms`` (stage-2 data),
+``export.export_checkpoint`` (files the loaders read). Submodules import torch and ComfyUI.
+"""
+from __future__ import annotations
+
+
+def train(config, base=None, dataset=None):
+    """See :func:`infusenet.trainer.loop.train`."""
+    from .loop import train as _train
+
+    return _train(config, base, dataset)
+
+
+__all__ = ["train"]

@@ -1,0 +1,127 @@
+"""Typed training configuration: one dataclass per concern, gathered in :class:`TrainConfig`.
+
+Every field has a default that trains the real model shape; tests shrink the model and the data.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Stage = Literal["pretrain", "sft"]
+Precision = Literal["bf16", "fp32"]
+Strategy = Literal["auto", "none", "ddp", "fsdp"]
+
+
+@dataclass
+class ModelPaths:
+    """Files the trainer reads. ``base_model``: a FLUX.1 diffusion model ComfyUI loads
+    (``comfy.sd.load_diffusion_model``). ``init_from``: for stage 2, a stage-1 trainer checkpoint
+    folder (``.../step-000100``) or an exported InfuseNet folder/file (its projection beside it)."""
+
+    base_model: str | None = None
+    init_from: str | None = None
+    projection: str | None = None
+
+
+@dataclass
+class InfuseNetShape:
+    """Size of the trained branch. Blocks are copied from the first ``depth`` double and the first
+    ``depth_single_blocks`` single blocks of the base; the Resampler is trained from scratch."""
+
+    depth: int = 19
+    depth_single_blocks: int = 38
+    resampler_dim: int = 1280
+    resampler_depth: int = 4
+    resampler_heads: int = 20
+    resampler_dim_head: int = 64
+    num_tokens: int = 8
+    embedding_dim: int = 512
+    token_dim: int = 4096
+    resampler_ff_mult: int = 4
+
+
+@dataclass
+class DataConfig:
+    """``cache_dir`` is what :func:`infusenet.trainer.data.prepare_cache` wrote (``index.json``)."""
+
+    cache_dir: str = "cache"
+    batch_size: int = 1            # global batch (split evenly over ranks)
+    shuffle: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-2
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0
+    warmup_steps: int = 0          # linear warm-up from 0 to ``lr``; constant after
+    ema_decay: float | None = None  # e.g. 0.9999; None: no EMA
+
+
+@dataclass
+class TimestepConfig:
+    """FLUX timestep sampling (see :func:`infusenet.trainer.loop.sample_sigmas`): u ~ N(mean, std),
+    t = sigmoid(u), then the resolution shift mu = base_shift + (max_shift - base_shift) *
+    (L - 256) / (4096 - 256) for L image tokens, sigma = e^mu / (e^mu + 1/t - 1)."""
+
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: bool = True
+    base_shift: float = 0.5
+    max_shift: float = 1.15
+    guidance: float = 1.0          # the base model's guidance input (FLUX.1-dev embeds it)
+    branch_guidance: float = 1.0   # the InfuseNet's guidance input (the reference runs it at 1.0)
+
+
+@dataclass
+class ScheduleConfig:
+    max_steps: int = 1000
+    log_every: int = 10
+    progress: bool = True
+
+
+@dataclass
+class PrecisionConfig:
+    """``bf16``: autocast where the device supports it (weights and optimiser stay float32)."""
+
+    mixed: Precision = "bf16"
+    gradient_checkpointing: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints go to ``output_dir/step-XXXXXX/``; ``resume`` "latest", a folder, or None."""
+
+    output_dir: str = "runs/infusenet"
+    every: int = 500
+    keep_last: int | None = 3
+    resume: str | None = "latest"
+
+
+@dataclass
+class DistributedConfig:
+    """``auto``: DDP when launched by torchrun with WORLD_SIZE > 1, single process otherwise.
+    ``fsdp`` shards the trainable branch and its optimiser state (the frozen base is not trained)."""
+
+    strategy: Strategy = "auto"
+    backend: str | None = None     # None: nccl on CUDA, gloo otherwise
+
+
+@dataclass
+class TrainConfig:
+    stage: Stage = "pretrain"
+    seed: int = 0
+    models: ModelPaths = field(default_factory=ModelPaths)
+    shape: InfuseNetShape = field(default_factory=InfuseNetShape)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    timesteps: TimestepConfig = field(default_factory=TimestepConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,99 @@
+"""torch.distributed glue: DDP (or FSDP) when launched by ``torchrun``, one process otherwise.
+
+The global batch is split evenly over ranks; each rank draws noise and timesteps per global sample
+position (see ``loop.sample_noise``), so N processes compute the same update as one process with
+the same global batch, up to float summation order.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .config import DistributedConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    strategy: str = "none"         # "none" | "ddp" | "fsdp"
+    device: torch.device | None = None
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.strategy != "none"
+
+
+def init_distributed(cfg: DistributedConfig, device: torch.device) -> DistContext:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK and join (or reuse) the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.strategy == "none" or (cfg.strategy == "auto" and world <= 1 and not dist.is_initialized()):
+        return DistContext(device=device)
+    owns = False
+    if not dist.is_initialized():
+        backend = cfg.backend or ("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend)
+        owns = True
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    strategy = "fsdp" if cfg.strategy == "fsdp" else "ddp"
+    log.info("InfuseNet trainer: rank %d of %d (%s on %s).", rank, world, strategy, device)
+    return DistContext(rank, world, local, strategy, device, owns)
+
+
+def wrap(module: nn.Module, ctx: DistContext) -> nn.Module:
+    """``module`` as DDP / FSDP (one FSDP unit per transformer block) or unchanged."""
+    if ctx.strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [ctx.device.index] if ctx.device is not None and ctx.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+    if ctx.strategy == "fsdp":
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+        from comfy.ldm.flux.layers import DoubleStreamBlock, SingleStreamBlock
+
+        return FullyShardedDataParallel(
+            module, auto_wrap_policy=ModuleWrapPolicy({DoubleStreamBlock, SingleStreamBlock}), use_orig_params=True,
+            device_id=ctx.device if ctx.device is not None and ctx.device.type == "cuda" else None,
+        )
+    return module
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    return getattr(module, "module", module)
+
+
+def mean_over_ranks(value: float, ctx: DistContext) -> float:
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=ctx.device if ctx.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return float(t) / ctx.world_size
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
