@@ -141,7 +141,7 @@ def load_rgb(path: str, sample_id: str) -> tuple[np.ndarray, str | None]:
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"sample '{sample_id}': '{path}' is not a readable image ({e})") from e
     note = None if mode == "RGB" else f"'{os.path.basename(path)}' had mode {mode}; converted to RGB"
-    return np.ascontiguousarray(rgb), note
+    return np.array(rgb, copy=True, order="C"), note
 
 
 def cover_resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
