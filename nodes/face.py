@@ -94,7 +94,7 @@ class FaceEncoderLoader(io.ComfyNode):
                                tooltip="ONNX Runtime device for detection. auto picks CUDA, ROCm, CoreML or "
                                        "DirectML when available, else the CPU. The log says which is active."),
             ],
-            outputs=[FaceEncoderType.Output("face_encoder", tooltip="Detector + ArcFace, for the other "
+            outputs=[FaceEncoderType.Output("face_encoder", display_name="face_encoder", tooltip="Detector + ArcFace, for the other "
                                             "InfiniteYou face nodes.")],
         )
 
@@ -121,16 +121,17 @@ class IdentityFromImages(io.ComfyNode):
                 InfuseNetType.Input("infusenet", tooltip="From InfiniteYou InfuseNet Loader: its identity "
                                     "projection turns the embedding into tokens (8 or 16)."),
                 io.Image.Input("images", tooltip="One or more photos of the same person (RGB, RGBA or grayscale, "
-                               "any size). A batch of several is averaged into one identity."),
+                               "any size). Several photos combine into one identity: the mean of their "
+                               "normalised ArcFace embeddings, renormalised."),
                 *face_select_inputs(),
                 IdentityType.Input("add_to", optional=True,
                                    tooltip="An identity to add these photos to (chain nodes for photos of different "
                                            "sizes). All photos' embeddings are averaged into one identity."),
             ],
             outputs=[
-                IdentityType.Output("identity", tooltip="Identity tokens for Apply InfiniteYou, plus the raw "
+                IdentityType.Output("identity", display_name="identity", tooltip="Identity tokens for Apply InfiniteYou, plus the raw "
                                     "embeddings and the faces used (boxes, keypoints)."),
-                io.Image.Output("faces", tooltip="Each photo with the face box and keypoints used, beside the "
+                io.Image.Output("faces", display_name="faces", tooltip="Each photo with the face box and keypoints used, beside the "
                                 "aligned 112x112 crop ArcFace saw."),
             ],
         )
@@ -166,7 +167,7 @@ class PoseImage(io.ComfyNode):
                 io.Mask.Input("mask", optional=True, tooltip="Only faces whose centre lies inside this mask "
                               "(on the photo) are considered."),
             ],
-            outputs=[io.Image.Output("pose_image", tooltip="Keypoints on black at width x height; connect to "
+            outputs=[io.Image.Output("pose_image", display_name="pose_image", tooltip="Keypoints on black at width x height; connect to "
                                      "Apply InfiniteYou's control_image.")],
         )
 
@@ -195,7 +196,7 @@ class FaceMask(io.ComfyNode):
                              tooltip="Blur radius of the mask edge, in pixels."),
                 *face_select_inputs(),
             ],
-            outputs=[io.Mask.Output("mask", tooltip="1 over the face region, 0 elsewhere, per image.")],
+            outputs=[io.Mask.Output("mask", display_name="mask", tooltip="1 over the face region, 0 elsewhere, per image.")],
         )
 
     @classmethod
@@ -221,9 +222,9 @@ class IdentitySimilarity(io.ComfyNode):
                 io.Image.Input("images", tooltip="Generated images (a batch is scored image by image)."),
             ],
             outputs=[
-                io.Float.Output("best_similarity", tooltip="The highest similarity in the batch (-1 if no face)."),
-                io.Int.Output("best_index", tooltip="Which image of the batch scored highest (0-based; -1 if no face)."),
-                io.String.Output("report", tooltip="One line per image: its similarity, or 'no face'."),
+                io.Float.Output("best_similarity", display_name="best_similarity", tooltip="The highest similarity in the batch (-1 if no face)."),
+                io.Int.Output("best_index", display_name="best_index", tooltip="Which image of the batch scored highest (0-based; -1 if no face)."),
+                io.String.Output("report", display_name="report", tooltip="One line per image: its similarity, or 'no face'."),
             ],
         )
 

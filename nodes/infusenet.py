@@ -41,7 +41,7 @@ class InfuseNetLoader(io.ComfyNode):
                                tooltip="default keeps the file's precision (fp8 files stay fp8 in memory and are "
                                        "cast per layer for compute). fp8_e4m3fn halves the memory of a bf16 file."),
             ],
-            outputs=[InfuseNetType.Output("infusenet", tooltip="For Identity From Images and Apply InfiniteYou.")],
+            outputs=[InfuseNetType.Output("infusenet", display_name="infusenet", tooltip="For Identity From Images and Apply InfiniteYou.")],
         )
 
     @classmethod

@@ -58,3 +58,21 @@ def test_server_still_runs_stock_nodes_with_a_broken_pack(tmp_path):
         assert "IMPORT FAILED" in server.log()
     finally:
         server.stop()
+
+
+def test_node_ids_inputs_and_outputs_are_stable(comfy_server):
+    """Saved workflows refer to node ids, input names and output slots: the shipped ones never change.
+    New optional inputs may be added at the end; nothing listed in tests/node_api.json may go or move."""
+    import json
+
+    from tests.comfy_host import PACK_ROOT
+
+    shipped = json.loads((PACK_ROOT / "tests" / "node_api.json").read_text())
+    info = comfy_server.object_info()
+    for node_id, api in shipped.items():
+        live = info[node_id]
+        for group in ("required", "optional"):
+            names = live["input_order"].get(group, [])
+            assert names[: len(api["inputs"].get(group, []))] == api["inputs"].get(group, []), (node_id, group)
+        assert live["output_name"][: len(api["outputs"])] == api["outputs"], node_id
+        assert live["output"][: len(api["output_types"])] == api["output_types"], node_id

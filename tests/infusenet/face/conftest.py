@@ -48,7 +48,7 @@ def facexlib_backbone(arcface_file):
 
     arch = load_facexlib_arcface_arch()
     if arch is None:
-        pytest.skip("facexlib is not installed (pip install --no-deps facexlib==0.3.0)")
+        pytest.fail("facexlib is not installed: scripts/setup.sh installs it (tests/requirements-nodeps.txt)")
     net = arch.Backbone(num_layers=50, drop_ratio=0.6, mode="ir_se")
     net.load_state_dict(torch.load(arcface_file, map_location="cpu", weights_only=True), strict=True)
     return net.eval()
