@@ -153,3 +153,20 @@ def comfy_sample(patcher, noise: Tensor, steps: int, positive: list, negative: l
     guider.set_cfg(cfg)
     out = guider.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), sigmas, disable_pbar=True, seed=0)
     return LATENT_FORMAT.process_in(out), sigmas
+
+
+def recorded_control(patcher, x: Tensor, positive: list, sigma: float = 0.7) -> dict:
+    """One guided model call (CFG 1); returns the ``control`` dict the FLUX forward received, as seen by
+    an innermost DIFFUSION_MODEL wrapper on a clone (``patcher`` is not changed)."""
+    import comfy.patcher_extension
+
+    seen = {}
+
+    def spy(executor, *args, **kwargs):
+        seen["control"] = args[6]
+        return executor(*args, **kwargs)
+
+    model = patcher.clone()
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_spy", spy)
+    comfy_denoised(model, x, sigma, positive, None, 1.0)
+    return seen["control"]

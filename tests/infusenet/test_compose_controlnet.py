@@ -8,7 +8,6 @@ import comfy.controlnet
 import comfy.latent_formats
 import comfy.ldm.flux.controlnet
 import comfy.ops
-import comfy.patcher_extension
 from infusenet import patch, weights
 from tests.fixtures import host_models
 from tests.fixtures import infusenet_files as files
@@ -36,17 +35,7 @@ def stock_flux_controlnet(seed: int = 5) -> comfy.controlnet.ControlNet:
 
 
 def recorded_control(model, cond) -> dict:
-    seen = {}
-
-    def spy(executor, *args, **kwargs):
-        seen["control"] = args[6]
-        return executor(*args, **kwargs)
-
-    model = model.clone()
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_spy", spy)
-    x = torch.randn(1, 16, H, W, generator=torch.Generator().manual_seed(9))
-    fp.comfy_denoised(model, x, 0.7, cond, None, 1.0)
-    return seen["control"]
+    return fp.recorded_control(model, torch.randn(1, 16, H, W, generator=torch.Generator().manual_seed(9)), cond)
 
 
 def test_controlnet_and_infiniteyou_residuals_sum(tmp_path):

@@ -7,7 +7,6 @@ import importlib
 import pytest
 import torch
 
-import comfy.patcher_extension
 import comfy.sd
 import comfy.utils
 from tests.fixtures import host_models
@@ -46,18 +45,9 @@ def apply(pack_nodes, model, parts, ident, mask=None, control_image=None, streng
 
 def recorded_control(model) -> dict:
     """Run one guided model call and return the control dict the FLUX forward received."""
-    seen = {}
-
-    def spy(executor, *args, **kwargs):
-        seen["control"] = args[6]
-        return executor(*args, **kwargs)
-
-    model = model.clone()
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_spy", spy)
     g = torch.Generator().manual_seed(3)
     cond = fp.conds(torch.randn(1, 8, fp.TEXT_DIM, generator=g), torch.randn(1, fp.POOLED_DIM, generator=g), 3.5)
-    fp.comfy_denoised(model, torch.randn(1, 16, H, W, generator=g), 0.7, cond, None, 1.0)
-    return seen["control"]
+    return fp.recorded_control(model, torch.randn(1, 16, H, W, generator=g), cond)
 
 
 def test_apply_returns_a_clone_and_leaves_the_input_model_alone(pack_nodes, parts):
