@@ -1,5 +1,5 @@
 """Fixtures for the trainer tests: a tiny in-process FLUX, the fake face models, a random CLIP-L and
-a 16-channel TAESD, and one prepared cache (with bad samples) shared by the session."""
+a 16-channel TAESD, and one prepared cache (with bad samples) shared by the whole test run."""
 from __future__ import annotations
 
 import json
