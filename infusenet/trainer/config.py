@@ -26,10 +26,11 @@ class ModelPaths:
 @dataclass
 class InfuseNetShape:
     """Size of the trained branch. Blocks are copied from the first ``depth`` double and the first
-    ``depth_single_blocks`` single blocks of the base; the Resampler is trained from scratch."""
+    ``depth_single_blocks`` single blocks of the base; the Resampler is trained from scratch.
+    The defaults are the released InfuseNet v1.0's 4 double and 10 single blocks."""
 
-    depth: int = 19
-    depth_single_blocks: int = 38
+    depth: int = 4
+    depth_single_blocks: int = 10
     resampler_dim: int = 1280
     resampler_depth: int = 4
     resampler_heads: int = 20

@@ -65,15 +65,19 @@ def wrap(module: nn.Module, ctx: DistContext) -> nn.Module:
         ids = [ctx.device.index] if ctx.device is not None and ctx.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids)
     if ctx.strategy == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel
-        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+        # FSDP2 (fully_shard): one shard group per transformer block, then the rest of the branch and the
+        # projection; parameters become DTensors in place, on CUDA or (gloo) on the CPU alike.
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
 
         from comfy.ldm.flux.layers import DoubleStreamBlock, SingleStreamBlock
 
-        return FullyShardedDataParallel(
-            module, auto_wrap_policy=ModuleWrapPolicy({DoubleStreamBlock, SingleStreamBlock}), use_orig_params=True,
-            device_id=ctx.device if ctx.device is not None and ctx.device.type == "cuda" else None,
-        )
+        mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
+        for sub in module.modules():
+            if isinstance(sub, (DoubleStreamBlock, SingleStreamBlock)) and any(p.requires_grad for p in sub.parameters()):
+                fully_shard(sub, mesh=mesh)
+        fully_shard(module, mesh=mesh)
+        return module
     return module
 
 

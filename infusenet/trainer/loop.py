@@ -335,10 +335,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip is not None:
-            if self.ctx.strategy == "fsdp":
-                self.wrapped.clip_grad_norm_(cfg.optim.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)  # DTensor-aware under FSDP
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:

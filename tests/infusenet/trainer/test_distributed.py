@@ -1,5 +1,7 @@
 """Two gloo processes (DDP, started like torchrun starts them) reach the parameters of one process with the same global batch.
 
+Same for two FSDP (FSDP2, fully_shard) processes, whose branch weights are checked to be sharded.
+
 Tolerance: max |parameter difference| <= 1e-5 absolute after 3 AdamW steps at lr 1e-3 (largest change
 2.5e-3). The all-reduce sums gradients in another order than one batch; Adam's normalisation turns those
 last-bit differences on the near-zero gradients of the zero-initialised projections into differences of
@@ -12,12 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 STEPS, GLOBAL_BATCH = 3, 4
 
 
-def _worker(rank, world, port, cache: str, out: str) -> None:
+def _worker(rank, world, port, cache: str, out: str, strategy: str = "ddp") -> None:
     rank, world = int(rank), int(world)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
@@ -31,12 +34,19 @@ def _worker(rank, world, port, cache: str, out: str) -> None:
     from tests.infusenet.trainer.conftest import tiny_config
 
     base = fp.make_base(2, 2, seed=0, text_dim=768)
-    cfg = tiny_config(cache, out, steps=STEPS, batch=GLOBAL_BATCH, distributed__backend="gloo")
+    cfg = tiny_config(cache, out, steps=STEPS, batch=GLOBAL_BATCH, distributed__backend="gloo",
+                      distributed__strategy=strategy)
     trainer = Trainer(cfg, base.patcher, CachedDataset(cache))
+    if strategy == "fsdp":  # the branch is really sharded: each rank holds half of every block's weights
+        from torch.distributed.tensor import DTensor
+
+        weight = trainer.module.infusenet.double_blocks[0].img_attn.qkv.weight
+        assert isinstance(weight, DTensor) and weight.to_local().shape[0] == weight.shape[0] // world
     try:
         result = trainer.run()
+        params = trainer._state_dicts()[0]  # a collective under FSDP: every rank takes part
         if rank == 0:
-            torch.save({"params": trainer.module.state_dict(), "losses": result.losses}, os.path.join(out, "final.pt"))
+            torch.save({"params": params, "losses": result.losses}, os.path.join(out, "final.pt"))
     finally:
         trainer.close()
 
@@ -47,7 +57,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_ddp_matches_one_process(base, prepared, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_process(base, prepared, tmp_path, strategy):
     from infusenet.trainer.data import CachedDataset
     from infusenet.trainer.loop import Trainer
     from tests.infusenet.trainer.conftest import tiny_config
@@ -68,7 +79,7 @@ def test_two_process_ddp_matches_one_process(base, prepared, tmp_path):
     port = _free_port()
     root = Path(__file__).resolve().parents[3]
     code = "import sys; from tests.infusenet.trainer.test_distributed import _worker; _worker(*sys.argv[1:])"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(rank), "2", str(port), str(cache), str(out)], cwd=root,
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(rank), "2", str(port), str(cache), str(out), strategy], cwd=root,
                               env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for rank in range(2)]
     logs = [p.communicate(timeout=300)[0] for p in procs]
@@ -76,7 +87,7 @@ def test_two_process_ddp_matches_one_process(base, prepared, tmp_path):
     two = torch.load(out / "final.pt", weights_only=True)
     change = max(float((params_one[k] - start[k]).abs().max()) for k in start)
     diff = max(float((params_one[k] - two["params"][k]).abs().max()) for k in start)
-    print(f"DDP vs one process: max param diff {diff:.3g}, max param change {change:.3g}, "
+    print(f"{strategy} vs one process: max param diff {diff:.3g}, max param change {change:.3g}, "
           f"losses {one.losses} vs {two['losses']}")
     assert change > 0
     assert diff <= 1e-5
