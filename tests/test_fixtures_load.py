@@ -1,0 +1,60 @@
+"""Every generated model of the test set loads through the loader a user would use: ComfyUI's stock
+loaders for FLUX, CLIP and VAE; the pack's for InfuseNet (three forms), projection and face models."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.fixtures import model_set as ms
+
+
+def test_flux_files_load_with_the_stock_loader(model_dir):
+    import comfy.sd
+
+    dev = comfy.sd.load_diffusion_model(str(model_dir / "diffusion_models" / ms.FLUX_DEV))
+    schnell = comfy.sd.load_diffusion_model(str(model_dir / "diffusion_models" / ms.FLUX_SCHNELL))
+    assert type(dev.model).__name__ == "Flux" and dev.model.diffusion_model.params.guidance_embed
+    assert not schnell.model.diffusion_model.params.guidance_embed
+    assert dev.model.diffusion_model.hidden_size == 3072
+
+
+def test_text_encoder_and_vae_load_with_the_stock_loaders(model_dir):
+    import comfy.sd
+    import comfy.utils
+
+    clip = comfy.sd.load_clip([str(model_dir / "text_encoders" / ms.CLIP_L)], clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+    cond, pooled = clip.encode_from_tokens(clip.tokenize("a portrait"), return_pooled=True)
+    assert cond.shape == (1, 77, 768) and pooled.shape == (1, 768) and torch.isfinite(cond).all()
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(model_dir / "vae" / ms.FLUX_VAE)))
+    assert vae.latent_channels == 16
+    assert vae.encode(torch.zeros(1, 64, 64, 3)).shape == (1, 16, 8, 8)
+
+
+@pytest.mark.parametrize("name", [
+    "infu_flux_v1.0/aes_stage2/InfuseNetModel",
+    "aes_stage2/infusenet_aes_bf16.safetensors",
+    "aes_stage2/infusenet_aes_fp8e4m3fn.safetensors",
+])
+def test_infusenet_forms_load_with_the_pack_loader(model_dir, name):
+    from infusenet.weights import find_projection_file, load_infusenet
+
+    path = model_dir / "infiniteyou" / name
+    bundle = load_infusenet(str(path), find_projection_file(str(path)))
+    assert bundle.config.hidden_size == 3072 and bundle.num_tokens == 8
+    assert bundle.precision == ("fp8_e4m3fn" if "fp8" in name else "bf16")
+
+
+def test_projection_safetensors_equivalent_loads(model_dir):
+    from infusenet.weights import load_resampler
+
+    bin_tokens = load_resampler(str(model_dir / "infiniteyou" / "aes_stage2" / "image_proj_model.bin"))
+    st_tokens = load_resampler(str(model_dir / "infiniteyou" / "image_proj_model_aes.safetensors"))
+    x = torch.nn.functional.normalize(torch.randn(1, 1, 512), dim=-1)
+    torch.testing.assert_close(bin_tokens(x), st_tokens(x))
+
+
+def test_face_models_load_with_the_pack_loader(model_dir):
+    from infusenet.face.encoder import load_face_encoder
+
+    encoder = load_face_encoder(model_dir / "insightface", model_dir / "insightface" / "recognition_arcface_ir_se50.pth")
+    assert encoder.providers == ["CPUExecutionProvider"]
