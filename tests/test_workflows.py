@@ -184,6 +184,15 @@ def test_bad_inputs_fail_clearly_and_the_server_keeps_serving(comfy_server, phot
     node_of(truncated, "InfU_InfuseNetLoader")[1]["inputs"]["infusenet_name"] = "broken/truncated_infusenet.safetensors"
     expect_failure(comfy_server, truncated, "InfiniteYou InfuseNet Loader", "truncated_infusenet.safetensors")
 
+    other_width = json.loads(json.dumps(good))
+    node_of(other_width, "InfU_InfuseNetLoader")[1]["inputs"].update(
+        infusenet_name="broken/infusenet_hidden64.safetensors", projection="aes_stage2/image_proj_model.bin")
+    expect_failure(comfy_server, other_width, "Apply InfiniteYou", "hidden size 64", "3072")
+
+    code = json.loads(json.dumps(good))
+    node_of(code, "InfU_InfuseNetLoader")[1]["inputs"]["projection"] = "broken/image_proj_with_code.bin"
+    expect_failure(comfy_server, code, "InfiniteYou InfuseNet Loader", "image_proj_with_code.bin")
+
     other_size = json.loads(json.dumps(good))
     node_of(other_size, "InfU_PoseImage")[1]["inputs"].update(width=96, height=96)
     expect_failure(comfy_server, other_size, "Apply InfiniteYou", "96x96", "64x96")
