@@ -115,6 +115,8 @@ class InfiniteYouPatch:
         self._packed: dict[tuple, Tensor] = {}     # (h, w, device, dtype) -> packed [b, L, C*4]
         self._masks: dict[tuple, Tensor] = {}      # (h_tok, w_tok, device, dtype) -> [1, L, 1]
         self._tokens: dict[tuple, Tensor] = {}
+        self._schedule_source: Tensor | None = None  # transformer_options["sample_sigmas"] last seen
+        self._schedule: Tensor | None = None         # its float32 CPU copy
 
     # ------------------------------------------------------------ per sampling run
     def outer_sample(self, executor, noise: Tensor, *args, **kwargs):
@@ -151,7 +153,9 @@ class InfiniteYouPatch:
         sigma = float(sigma.flatten()[0])
         schedule = transformer_options.get("sample_sigmas")
         if self.window == "steps" and schedule is not None and len(schedule) > 1:
-            return step_kept(step_index(sigma, schedule), len(schedule) - 1, self.start, self.end)
+            if schedule is not self._schedule_source:  # copy the schedule off the device once per run
+                self._schedule_source, self._schedule = schedule, schedule.detach().float().cpu()
+            return step_kept(step_index(sigma, self._schedule), len(self._schedule) - 1, self.start, self.end)
         if self.model_sampling is None or (self.start <= 0.0 and self.end >= 1.0):
             return True
         hi = self.model_sampling.percent_to_sigma(self.start)

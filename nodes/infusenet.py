@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..infusenet import paths
 from ..infusenet.patch import apply_infiniteyou
-from ..infusenet.weights import InfiniteYouError, load_infusenet
+from ..infusenet.weights import InfiniteYouError, find_projection_file, load_infusenet
 from .errors import node_errors
 from .types import CATEGORY, IdentityType, InfuseNetType
 
@@ -59,8 +59,6 @@ class InfuseNetLoader(io.ComfyNode):
             path = paths.resolve_model_path(infusenet_name)
             proj = None if projection == AUTO_PROJECTION else paths.resolve_model_path(projection)
             if proj is None:
-                from ..infusenet.weights import find_projection_file
-
                 proj = find_projection_file(path)
                 if proj is None:
                     raise InfiniteYouError(

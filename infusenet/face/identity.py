@@ -11,6 +11,7 @@ from .align import align_face, rgb_to_bgr, to_rgb_uint8
 from .analysis import DetectedFace, FaceSelect, det_sizes, detect_faces, select_face
 from .encoder import FaceEncoder
 from .errors import FaceError
+from .pose import KEYPOINT_COLOURS
 
 
 @dataclass
@@ -102,7 +103,6 @@ def identity_and_faces(encoder: FaceEncoder, images, face_select: FaceSelect = "
     return identity, uses
 
 
-KEYPOINT_COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255))  # RGB, InstantID order
 
 
 def preview_image(uses: Sequence[FaceUse], height: int = 512) -> torch.Tensor:
