@@ -1,0 +1,446 @@
+"""The one module that touches ComfyUI's internals.
+
+Everything the pack needs from ComfyUI beyond the public node API (``comfy_api.latest``) is reached
+through this module: FLUX classes and their parameters, state-dict key names, model management,
+patcher classes and the wrapper API, ComfyUI's loaders and samplers, the model folders and the
+server. Where ComfyUI releases differ, the difference is handled here, by looking at what the
+running ComfyUI has (never by its version number alone):
+
+* ``FluxParams`` gained required fields (``txt_ids_dims``, ComfyUI 0.4): :func:`flux_params` fills in
+  what the running ``FluxParams`` requires, with the FLUX.1 value.
+* FLUX q/k norm parameters are ``.weight`` since ComfyUI 0.14 (``.scale`` before, and in the files
+  Black Forest Labs published): :func:`to_host_keys` renames to what the running blocks use.
+* Rotary embedding needs ``model_management.in_training`` for autograd since ComfyUI 0.14:
+  :func:`training_mode`.
+* ``flux_to_diffusers`` maps several diffusers names to one key (FLUX.2, LoKr):
+  :func:`diffusers_key_map` keeps one name per tensor.
+* Dynamic-VRAM patchers (``CoreModelPatcher``) and multi-GPU clones (``cached_patcher_init``):
+  :func:`new_patcher`.
+
+:data:`CONTRACT` lists every internal symbol the pack relies on; :func:`check_contract` checks them
+on the running ComfyUI (``tests/infusenet/test_host_contract.py`` runs it on every test host).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import inspect
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+
+import comfy.ldm.flux.layers
+import comfy.ldm.flux.model
+import comfy.model_management
+import comfy.model_patcher
+import comfy.ops
+import comfy.patcher_extension
+import comfy.utils
+import folder_paths
+
+log = logging.getLogger("InfiniteYou")
+
+TESTED_VERSIONS = ("0.3.75", "0.30.0")
+"""ComfyUI releases the whole test suite runs on (see README, "Supported ComfyUI")."""
+OLDEST_SUPPORTED = "0.3.75"
+
+FLUX1_VALUES = {"txt_ids_dims": []}
+"""FLUX.1 values for ``FluxParams`` fields newer ComfyUI requires and older ones lack."""
+
+
+class HostMismatch(RuntimeError):
+    """The running ComfyUI differs from every ComfyUI this pack knows, in a way it cannot adapt to."""
+
+
+# ---------------------------------------------------------------- the running ComfyUI
+def comfy_version() -> str:
+    """The running ComfyUI's version (``comfyui_version.py`` at its root), or ``"unknown"``."""
+    try:
+        return str(importlib.import_module("comfyui_version").__version__)
+    except Exception:  # a checkout without the file, or a renamed module
+        return "unknown"
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
+def version_note(version: str | None = None) -> str:
+    """One line for the log: the ComfyUI version and whether this pack was tested on it."""
+    version = version or comfy_version()
+    if version in TESTED_VERSIONS:
+        return f"ComfyUI {version}: tested with this pack."
+    if version == "unknown":
+        return "ComfyUI version unknown (no comfyui_version.py): not a release this pack was tested on."
+    newest = max(TESTED_VERSIONS, key=_version_tuple)
+    if _version_tuple(version) > _version_tuple(newest):
+        return (f"ComfyUI {version}: newer than the releases this pack was tested on ({', '.join(TESTED_VERSIONS)}); "
+                "the pack checks the ComfyUI internals it uses at start and names any that changed.")
+    if _version_tuple(version) < _version_tuple(OLDEST_SUPPORTED):
+        return f"ComfyUI {version}: older than {OLDEST_SUPPORTED}, the oldest release this pack supports. Update ComfyUI."
+    return f"ComfyUI {version}: between the tested releases {', '.join(TESTED_VERSIONS)}; not tested itself."
+
+
+def host_label() -> str:
+    return f"ComfyUI {comfy_version()}"
+
+
+# ---------------------------------------------------------------- FLUX classes and parameters
+Flux = comfy.ldm.flux.model.Flux
+FluxParams = comfy.ldm.flux.model.FluxParams
+DoubleStreamBlock = comfy.ldm.flux.layers.DoubleStreamBlock
+SingleStreamBlock = comfy.ldm.flux.layers.SingleStreamBlock
+timestep_embedding = comfy.ldm.flux.layers.timestep_embedding
+
+
+def flux_params(**wanted: Any) -> dict:
+    """Keyword arguments for ``Flux(...)`` that the running ``FluxParams`` accepts.
+
+    Fields it requires and ``wanted`` lacks get their FLUX.1 value (:data:`FLUX1_VALUES`); a wanted
+    field it does not have is dropped when it holds the FLUX.1 value, otherwise HostMismatch."""
+    fields = {f.name: f for f in dataclasses.fields(FluxParams)}
+    out = {}
+    for name, value in wanted.items():
+        if name in fields:
+            out[name] = value
+        elif name not in FLUX1_VALUES or value != FLUX1_VALUES[name]:
+            raise HostMismatch(f"{host_label()}: FLUX parameters have no field '{name}' (wanted {value!r}); "
+                               "this ComfyUI cannot build that FLUX variant.")
+    for name, f in fields.items():
+        if name in out or f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            continue
+        if name not in FLUX1_VALUES:
+            raise HostMismatch(
+                f"{host_label()}: FLUX parameters now require '{name}', which this pack does not know "
+                f"(it knows {', '.join(TESTED_VERSIONS)}). Report this with your ComfyUI version.")
+        out[name] = FLUX1_VALUES[name]
+    return out
+
+
+def flux_diffusion_model(model) -> Flux | None:
+    """The FLUX diffusion model inside a ModelPatcher (or a BaseModel), or None."""
+    dm = getattr(getattr(model, "model", model), "diffusion_model", None)
+    return dm if isinstance(dm, Flux) else None
+
+
+# ---------------------------------------------------------------- state-dict key names
+_NORM_KEY = re.compile(r"(\.(?:query_norm|key_norm))\.(scale|weight)$")
+
+
+def norm_param_name() -> str:
+    """What the running FLUX blocks call their q/k RMSNorm parameter: ``"scale"`` or ``"weight"``."""
+    with torch.device("meta"):
+        norm = comfy.ldm.flux.layers.QKNorm(8, operations=comfy.ops.disable_weight_init)
+    return "scale" if "key_norm.scale" in norm.state_dict() else "weight"
+
+
+def to_host_keys(sd: dict) -> dict:
+    """FLUX-layout keys renamed to what the running ComfyUI's blocks use (q/k norm ``scale``/``weight``)."""
+    name = norm_param_name()
+    return {_NORM_KEY.sub(rf"\1.{name}", k): v for k, v in sd.items()}
+
+
+def to_published_keys(sd: dict) -> dict:
+    """FLUX-layout keys as Black Forest Labs' files name them (q/k norm ``.scale``), whatever the host."""
+    return {_NORM_KEY.sub(r"\1.scale", k): v for k, v in sd.items()}
+
+
+def diffusers_key_map(depth: int, depth_single_blocks: int, hidden_size: int) -> dict[str, Any]:
+    """diffusers ``FluxTransformer2DModel``/``FluxControlNetModel`` name -> ComfyUI FLUX key (or
+    ``(key, (dim, offset, size))`` for a slice of a fused tensor), one diffusers name per tensor.
+
+    ComfyUI's own map also carries aliases (FLUX.2's fused projections, LoKr names) that point at
+    tensors already covered; those are left out so that writing the map back gives no duplicates.
+    Targets use the running ComfyUI's key names (see :func:`to_host_keys`)."""
+    full = comfy.utils.flux_to_diffusers(
+        {"depth": depth, "depth_single_blocks": depth_single_blocks, "hidden_size": hidden_size})
+    sliced = {t[0] for t in full.values() if isinstance(t, tuple) and t[1] is not None}
+    out: dict[str, Any] = {}
+    seen: set = set()
+    for name, target in full.items():
+        if isinstance(target, str):
+            if target in sliced or target in seen:
+                continue
+            seen.add(target)
+        elif target[1] is not None:
+            slot = (target[0], tuple(target[1]))
+            if slot in seen:
+                continue
+            seen.add(slot)
+        out[name] = target
+    return out
+
+
+# ---------------------------------------------------------------- devices, dtypes, operations
+def torch_device() -> torch.device:
+    return comfy.model_management.get_torch_device()
+
+
+def offload_device() -> torch.device:
+    return comfy.model_management.unet_offload_device()
+
+
+def load_models(patchers: list, force_full_load: bool = False) -> None:
+    """Have ComfyUI's model management load these ModelPatchers to their device (offloading others)."""
+    comfy.model_management.load_models_gpu(patchers, force_full_load=force_full_load)
+
+
+def module_size(module: torch.nn.Module) -> int:
+    return comfy.model_management.module_size(module)
+
+
+def unet_dtype(params: int, supported: list[torch.dtype], weight_dtype: torch.dtype | None) -> torch.dtype:
+    return comfy.model_management.unet_dtype(model_params=params, supported_dtypes=supported, weight_dtype=weight_dtype)
+
+
+def manual_cast_dtype(dtype: torch.dtype, device: torch.device, supported: list[torch.dtype]) -> torch.dtype | None:
+    return comfy.model_management.unet_manual_cast(dtype, device, supported)
+
+
+def operations_for(dtype: torch.dtype, manual_cast: torch.dtype | None, device: torch.device):
+    """ComfyUI's layer classes for weights stored in ``dtype`` and computed in ``manual_cast``."""
+    return comfy.ops.pick_operations(dtype, manual_cast, load_device=device)
+
+
+plain_operations = comfy.ops.disable_weight_init
+"""Layer classes without weight initialisation (for building a model that is loaded next)."""
+
+
+def device_supports(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether ComfyUI would run ``dtype`` (fp16/bf16) on ``device``."""
+    if dtype == torch.float16:
+        return bool(comfy.model_management.should_use_fp16(device, prioritize_performance=False))
+    if dtype == torch.bfloat16:
+        return bool(comfy.model_management.should_use_bf16(device, prioritize_performance=False))
+    return dtype == torch.float32
+
+
+@contextlib.contextmanager
+def training_mode() -> Iterator[None]:
+    """Run FLUX blocks with autograd-capable kernels (ComfyUI >= 0.14 switches its rotary embedding
+    on ``model_management.in_training``); the previous value is restored on exit."""
+    mm = comfy.model_management
+    has_flag = hasattr(mm, "in_training")
+    previous = getattr(mm, "in_training", False)
+    if has_flag:
+        mm.in_training = True
+    try:
+        yield
+    finally:
+        if has_flag:
+            mm.in_training = previous
+
+
+# ---------------------------------------------------------------- files
+def load_torch_file(path: str) -> dict:
+    """Tensors from a safetensors or torch file, never unpickling objects (``safe_load``)."""
+    return comfy.utils.load_torch_file(str(path), safe_load=True)
+
+
+def weight_dtype(sd: dict) -> torch.dtype | None:
+    return comfy.utils.weight_dtype(sd)
+
+
+def resize(samples: torch.Tensor, width: int, height: int, method: str = "bilinear", crop: str = "center") -> torch.Tensor:
+    return comfy.utils.common_upscale(samples, width, height, method, crop)
+
+
+def load_diffusion_model(path: str):
+    """A diffusion model file through ComfyUI's own loader (a ModelPatcher)."""
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model(path)
+
+
+# ---------------------------------------------------------------- patchers and wrappers
+ModelPatcher = comfy.model_patcher.ModelPatcher
+WrappersMP = comfy.patcher_extension.WrappersMP
+
+
+def patcher_class() -> type:
+    """The patcher class core loaders use on this ComfyUI: ``CoreModelPatcher`` (the dynamic-VRAM
+    patcher where ComfyUI enabled it) when the host has one, else ``ModelPatcher``."""
+    return getattr(comfy.model_patcher, "CoreModelPatcher", ModelPatcher)
+
+
+def new_patcher(model: torch.nn.Module, load_device: torch.device, offload_device: torch.device, size: int = 0,
+                reload: tuple[Callable, tuple] | None = None, dynamic: bool = True):
+    """Wrap ``model`` in ComfyUI's patcher so model management loads and offloads it.
+
+    ``reload``: ``(factory, args)`` with ``factory(*args, disable_dynamic=False)`` building a fresh
+    patcher of the same model from its files. ComfyUI's multi-GPU mode and dynamic-VRAM clones
+    rebuild models through it (``cached_patcher_init``); without it those fail for this model."""
+    cls = patcher_class() if dynamic else ModelPatcher
+    patcher = cls(model, load_device=load_device, offload_device=offload_device, size=size)
+    if reload is not None and hasattr(patcher, "cached_patcher_init"):
+        patcher.cached_patcher_init = reload
+    return patcher
+
+
+def add_wrapper(patcher, wrapper_type: str, key: str, wrapper: Callable) -> None:
+    patcher.add_wrapper_with_key(wrapper_type, key, wrapper)
+
+
+def additional_models(patcher, key: str) -> list:
+    return list(patcher.get_additional_models_with_key(key))
+
+
+def set_additional_models(patcher, key: str, models: list) -> None:
+    patcher.set_additional_models(key, models)
+
+
+def model_object(patcher, name: str):
+    """``model_sampling`` and other objects of a patched model (object patches applied)."""
+    return patcher.get_model_object(name)
+
+
+def sample(model, noise, steps: int, cfg: float, sampler_name: str, scheduler: str, positive, negative, latent,
+           denoise: float = 1.0, seed: int | None = None):
+    import comfy.sample
+
+    return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                               denoise=denoise, seed=seed)
+
+
+def prepare_noise(latent: torch.Tensor, seed: int) -> torch.Tensor:
+    import comfy.sample
+
+    return comfy.sample.prepare_noise(latent, seed)
+
+
+# ---------------------------------------------------------------- model folders
+def models_dir() -> str:
+    return folder_paths.models_dir
+
+
+def add_model_folder(folder_name: str, path: str) -> None:
+    folder_paths.add_model_folder_path(folder_name, path)
+
+
+def model_folder_entry(folder_name: str):
+    """``(paths, extensions)`` registered under ``folder_name``, or None."""
+    return folder_paths.folder_names_and_paths.get(folder_name)
+
+
+def set_model_folder_entry(folder_name: str, paths: list[str], extensions) -> None:
+    folder_paths.folder_names_and_paths[folder_name] = (paths, extensions)
+
+
+def model_folder_paths(folder_name: str) -> list[str]:
+    try:
+        return list(folder_paths.get_folder_paths(folder_name))
+    except KeyError:
+        return []
+
+
+def model_filenames(folder_name: str) -> list[str]:
+    return list(folder_paths.get_filename_list(folder_name))
+
+
+# ---------------------------------------------------------------- the contract
+@dataclass(frozen=True)
+class Contact:
+    """One internal symbol the pack uses, and the parameters it passes to it (by name)."""
+
+    path: str
+    params: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()  # for dataclasses: fields the pack sets
+
+
+CONTRACT: tuple[Contact, ...] = (
+    Contact("comfy.ldm.flux.model.Flux", ("final_layer", "dtype", "device", "operations")),
+    Contact("comfy.ldm.flux.model.FluxParams", fields=(
+        "in_channels", "out_channels", "vec_in_dim", "context_in_dim", "hidden_size", "mlp_ratio", "num_heads",
+        "depth", "depth_single_blocks", "axes_dim", "theta", "patch_size", "qkv_bias", "guidance_embed",
+        "global_modulation")),
+    Contact("comfy.ldm.flux.model.Flux._forward", ("x", "timestep", "context", "y", "guidance", "ref_latents",
+                                                   "control", "transformer_options")),
+    Contact("comfy.ldm.flux.model.Flux.forward_orig", ("img", "img_ids", "txt", "txt_ids", "timesteps", "y",
+                                                       "guidance", "control", "transformer_options")),
+    Contact("comfy.ldm.flux.model.Flux.process_img", ("x", "transformer_options")),
+    Contact("comfy.ldm.flux.layers.DoubleStreamBlock.forward", ("img", "txt", "vec", "pe")),
+    Contact("comfy.ldm.flux.layers.SingleStreamBlock.forward", ("x", "vec", "pe")),
+    Contact("comfy.ldm.flux.layers.QKNorm", ("dim", "operations")),
+    Contact("comfy.ldm.flux.layers.timestep_embedding", ("t", "dim")),
+    Contact("comfy.model_patcher.ModelPatcher", ("model", "load_device", "offload_device", "size")),
+    Contact("comfy.model_patcher.ModelPatcher.clone"),
+    Contact("comfy.model_patcher.ModelPatcher.add_wrapper_with_key", ("wrapper_type", "key", "wrapper")),
+    Contact("comfy.model_patcher.ModelPatcher.set_additional_models", ("key", "models")),
+    Contact("comfy.model_patcher.ModelPatcher.get_additional_models_with_key", ("key",)),
+    Contact("comfy.model_patcher.ModelPatcher.get_model_object", ("name",)),
+    Contact("comfy.patcher_extension.WrappersMP.OUTER_SAMPLE"),
+    Contact("comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL"),
+    Contact("comfy.model_management.get_torch_device"),
+    Contact("comfy.model_management.unet_offload_device"),
+    Contact("comfy.model_management.load_models_gpu", ("models", "force_full_load")),
+    Contact("comfy.model_management.module_size", ("module",)),
+    Contact("comfy.model_management.unet_dtype", ("model_params", "supported_dtypes", "weight_dtype")),
+    Contact("comfy.model_management.unet_manual_cast", ("weight_dtype", "inference_device", "supported_dtypes")),
+    Contact("comfy.model_management.should_use_fp16", ("device", "prioritize_performance")),
+    Contact("comfy.model_management.should_use_bf16", ("device", "prioritize_performance")),
+    Contact("comfy.ops.pick_operations", ("weight_dtype", "compute_dtype", "load_device")),
+    Contact("comfy.ops.disable_weight_init"),
+    Contact("comfy.utils.load_torch_file", ("ckpt", "safe_load")),
+    Contact("comfy.utils.weight_dtype", ("sd",)),
+    Contact("comfy.utils.common_upscale", ("samples", "width", "height", "upscale_method", "crop")),
+    Contact("comfy.utils.flux_to_diffusers", ("mmdit_config",)),
+    Contact("comfy.sd.load_diffusion_model", ("unet_path",)),
+    Contact("comfy.sample.sample", ("model", "noise", "steps", "cfg", "sampler_name", "scheduler", "positive",
+                                    "negative", "latent_image", "denoise", "seed")),
+    Contact("comfy.sample.prepare_noise", ("latent_image", "seed")),
+    Contact("comfy.samplers.CFGGuider.outer_sample"),
+    Contact("comfy.model_sampling.ModelSamplingFlux.percent_to_sigma", ("percent",)),
+    Contact("comfy.latent_formats.Flux.process_in", ("latent",)),
+    Contact("comfy.sd.VAE.encode", ("pixel_samples",)),
+    Contact("comfy.sd.VAE.spacial_compression_encode"),
+    Contact("folder_paths.models_dir"),
+    Contact("folder_paths.folder_names_and_paths"),
+    Contact("folder_paths.add_model_folder_path", ("folder_name", "full_folder_path")),
+    Contact("folder_paths.get_folder_paths", ("folder_name",)),
+    Contact("folder_paths.get_filename_list", ("folder_name",)),
+)
+
+
+def _resolve(path: str):
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(path)
+
+
+def check_contact(contact: Contact) -> str | None:
+    """None when the symbol exists and takes what the pack passes; otherwise what is wrong."""
+    try:
+        obj = _resolve(contact.path)
+    except (ImportError, AttributeError) as e:
+        return f"{contact.path}: missing on {host_label()} ({type(e).__name__}: {e})"
+    if contact.fields:
+        names = {f.name for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else set()
+        lost = [f for f in contact.fields if f not in names]
+        if lost:
+            return f"{contact.path}: fields {lost} missing on {host_label()}"
+    if contact.params:
+        try:
+            sig = inspect.signature(obj)
+        except (TypeError, ValueError) as e:
+            return f"{contact.path}: signature unreadable on {host_label()} ({e})"
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+        lost = [p for p in contact.params if p not in sig.parameters and not takes_any]
+        if lost:
+            return f"{contact.path}: does not take {lost} on {host_label()} (signature {sig})"
+    return None
+
+
+def check_contract() -> list[str]:
+    """Every problem with :data:`CONTRACT` on the running ComfyUI (empty when all is in place)."""
+    return [problem for c in CONTRACT if (problem := check_contact(c))]
