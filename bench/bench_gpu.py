@@ -14,7 +14,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from tests.comfy_host import comfyui_dir  # noqa: E402
+from devtools.comfy_env import comfyui_dir  # noqa: E402
 
 sys.path.insert(0, str(comfyui_dir()))
 
@@ -35,7 +35,7 @@ def main() -> None:
     import comfy.supported_models
     from bench.bench_step import comfy_step_seconds
     from infusenet import patch, weights
-    from tests.fixtures import infusenet_files as files
+    from devtools import infusenet_files as files
 
     dev = mm.get_torch_device()
     cfg = comfy.supported_models.Flux(dict(

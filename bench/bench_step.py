@@ -77,12 +77,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    from tests.comfy_host import enable_in_process_comfy
+    from devtools.comfy_env import enable_in_process_comfy
 
     enable_in_process_comfy()  # CPU; bench_gpu imports this module without it
     from infusenet import patch, weights
-    from tests.fixtures import infusenet_files as files
-    from tests.infusenet import flux_pair as fp
+    from devtools import infusenet_files as files
+    from devtools import flux_pair as fp
 
     head = 32
     axes = (8, 12, 12)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_mode(checkpointing: bool, steps: int) -> dict:
     sys.path.insert(0, str(ROOT))
-    from tests.comfy_host import enable_in_process_comfy
+    from devtools.comfy_env import enable_in_process_comfy
 
     enable_in_process_comfy()
     import torch
@@ -28,8 +28,8 @@ def run_mode(checkpointing: bool, steps: int) -> dict:
 
     from infusenet.trainer.data import CachedDataset
     from infusenet.trainer.loop import Trainer
-    from tests.infusenet import flux_pair as fp
-    from tests.infusenet.trainer.conftest import tiny_config
+    from devtools import flux_pair as fp
+    from devtools.tiny_training import tiny_config
 
     tmp = Path(tempfile.mkdtemp())
     (tmp / "samples").mkdir()

@@ -299,11 +299,11 @@ def model_object(patcher, name: str):
 
 
 def sample(model, noise, steps: int, cfg: float, sampler_name: str, scheduler: str, positive, negative, latent,
-           denoise: float = 1.0, seed: int | None = None):
+           **options):
+    """ComfyUI's KSampler path (``denoise``, ``seed``, ``disable_pbar``... passed through)."""
     import comfy.sample
 
-    return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
-                               denoise=denoise, seed=seed)
+    return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent, **options)
 
 
 def prepare_noise(latent: torch.Tensor, seed: int) -> torch.Tensor:
@@ -406,24 +406,33 @@ CONTRACT: tuple[Contact, ...] = (
 
 
 def _resolve(path: str):
+    """The object at a dotted path, importing modules along the way (their own import errors surface)."""
     parts = path.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for attr in parts[i:]:
+    obj = importlib.import_module(parts[0])
+    for i, attr in enumerate(parts[1:], 2):
+        if hasattr(obj, attr):
             obj = getattr(obj, attr)
-        return obj
-    raise ImportError(path)
+            continue
+        if not inspect.ismodule(obj):
+            raise AttributeError(f"{'.'.join(parts[:i - 1])} has no attribute '{attr}'")
+        name = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            raise AttributeError(f"module '{'.'.join(parts[:i - 1])}' has no attribute '{attr}'") from e
+    return obj
 
 
 def check_contact(contact: Contact) -> str | None:
     """None when the symbol exists and takes what the pack passes; otherwise what is wrong."""
     try:
         obj = _resolve(contact.path)
-    except (ImportError, AttributeError) as e:
-        return f"{contact.path}: missing on {host_label()} ({type(e).__name__}: {e})"
+    except AttributeError as e:
+        return f"{contact.path}: missing on {host_label()} ({e})"
+    except Exception as e:  # the module itself fails to import
+        return f"{contact.path}: cannot be imported on {host_label()} ({type(e).__name__}: {e})"
     if contact.fields:
         names = {f.name for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else set()
         lost = [f for f in contact.fields if f not in names]

@@ -5,7 +5,7 @@ FLUX embedders and N double + M single transformer blocks, one Linear per block 
 block's image-stream output into a residual, and ``controlnet_x_embedder`` that adds the packed
 control latent to the embedded noisy latent. It takes the identity tokens as its "text".
 
-The class reuses :class:`comfy.ldm.flux.model.Flux` (embedders, blocks, ComfyUI operations and dtype
+The class reuses ComfyUI's ``Flux`` (embedders, blocks, ComfyUI operations and dtype
 casting) and adds only the residual projections and its own forward. Rotary embeddings are not
 owned by the branch: the caller passes the base model's ``pe_embedder`` so that positional settings
 always follow the model the branch is applied to.
@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-import comfy.ldm.flux.model
-from comfy.ldm.flux.layers import timestep_embedding
+from . import host
 
 DEFAULT_THETA = 10_000
 
@@ -44,9 +43,9 @@ class InfuseNetConfig:
         return self.hidden_size // self.head_dim
 
     def flux_params(self) -> dict:
-        """Keyword arguments for :class:`comfy.ldm.flux.model.Flux` (``FluxParams``)."""
+        """Keyword arguments for ComfyUI's ``Flux`` (``FluxParams``), as the running ComfyUI takes them."""
         # axes_dim only satisfies Flux's constructor; forward uses the base model's pe_embedder.
-        return dict(
+        return host.flux_params(
             in_channels=self.in_channels, out_channels=self.in_channels, vec_in_dim=self.vec_in_dim,
             context_in_dim=self.context_in_dim, hidden_size=self.hidden_size, mlp_ratio=self.mlp_ratio,
             num_heads=self.num_heads, depth=self.depth, depth_single_blocks=self.depth_single_blocks,
@@ -58,7 +57,7 @@ class InfuseNetConfig:
         return asdict(self)
 
 
-class InfuseNet(comfy.ldm.flux.model.Flux):
+class InfuseNet(host.Flux):
     """FLUX-shaped residual branch.
 
     ``forward`` returns one residual per double block and one per single block (image tokens only),
@@ -99,11 +98,11 @@ class InfuseNet(comfy.ldm.flux.model.Flux):
         Returns (double residuals N x [B, L, hidden], single residuals M x [B, L, hidden]).
         """
         img = self.img_in(img) + self.controlnet_x_embedder(control)
-        vec = self.time_in(timestep_embedding(timesteps, 256).to(img.dtype))
+        vec = self.time_in(host.timestep_embedding(timesteps, 256).to(img.dtype))
         if self.params.guidance_embed:
             if guidance is None:
                 guidance = torch.ones_like(timesteps)
-            vec = vec + self.guidance_in(timestep_embedding(guidance, 256).to(img.dtype))
+            vec = vec + self.guidance_in(host.timestep_embedding(guidance, 256).to(img.dtype))
         vec = vec + self.vector_in(y[:, : self.params.vec_in_dim])
         txt = self.txt_in(context)
 

@@ -19,12 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import comfy.ldm.flux.model
-import comfy.model_patcher
-import comfy.patcher_extension
-import comfy.utils
-from comfy.patcher_extension import WrappersMP
-
+from . import host
 from .weights import InfiniteYouError, InfuseNetBundle
 
 ADDITIONAL_MODELS_KEY = "infiniteyou"
@@ -32,11 +27,12 @@ Window = Literal["steps", "sigma"]
 ApplyTo = Literal["positive", "both"]
 
 
-def flux_diffusion_model(model: comfy.model_patcher.ModelPatcher) -> comfy.ldm.flux.model.Flux:
+def flux_diffusion_model(model: "host.ModelPatcher") -> "host.Flux":
     """The FLUX.1 diffusion model inside ``model``; InfiniteYouError for anything else."""
-    dm = getattr(getattr(model, "model", None), "diffusion_model", None)
+    dm = host.flux_diffusion_model(model)
     name = type(getattr(model, "model", model)).__name__
-    if not isinstance(dm, comfy.ldm.flux.model.Flux):
+    if dm is None:
+        dm = getattr(getattr(model, "model", None), "diffusion_model", None)
         raise InfiniteYouError(
             f"InfiniteYou needs a FLUX.1 model (dev, schnell or a fine-tune); the model given is {name} "
             f"({type(dm).__name__}). Load a FLUX.1 checkpoint or diffusion model."
@@ -50,7 +46,7 @@ def flux_diffusion_model(model: comfy.model_patcher.ModelPatcher) -> comfy.ldm.f
     return dm
 
 
-def check_compatible(dm: comfy.ldm.flux.model.Flux, bundle: InfuseNetBundle, id_tokens: Tensor) -> None:
+def check_compatible(dm: "host.Flux", bundle: InfuseNetBundle, id_tokens: Tensor) -> None:
     """Hidden size, head size, latent channels and token width must agree; InfiniteYouError otherwise."""
     c = bundle.config
     source = bundle.files[0] if bundle.files else "the InfuseNet"
@@ -117,13 +113,26 @@ class InfiniteYouPatch:
         self._tokens: dict[tuple, Tensor] = {}
         self._schedule_source: Tensor | None = None  # transformer_options["sample_sigmas"] last seen
         self._schedule: Tensor | None = None         # its float32 CPU copy
+        self._nets: dict[str, torch.nn.Module] = {}   # device -> this patch's InfuseNet there (per run)
 
     # ------------------------------------------------------------ per sampling run
     def outer_sample(self, executor, noise: Tensor, *args, **kwargs):
-        guider = executor.class_obj
-        self.model_sampling = guider.model_patcher.get_model_object("model_sampling")
+        patcher = executor.class_obj.model_patcher  # the guider's model
+        self.model_sampling = host.model_object(patcher, "model_sampling")
+        self._nets = self.branch_models(patcher)
         self.control_for(noise.shape[-2], noise.shape[-1])
         return executor(noise, *args, **kwargs)
+
+    def branch_models(self, patcher) -> dict[str, "torch.nn.Module"]:
+        """This patch's InfuseNet on each device of the run. In ComfyUI's multi-GPU mode every device
+        has its own clone of the additional models (same ``clone_base_uuid``); elsewhere just one."""
+        mine = getattr(self.bundle.patcher, "clone_base_uuid", None)
+        nets: dict[str, torch.nn.Module] = {}
+        for p in [patcher, *host.additional_models(patcher, "multigpu")]:
+            for extra in host.additional_models(p, ADDITIONAL_MODELS_KEY):
+                if extra is self.bundle.patcher or (mine is not None and getattr(extra, "clone_base_uuid", None) == mine):
+                    nets.setdefault(str(extra.load_device), extra.model)
+        return nets
 
     def control_for(self, h: int, w: int) -> Tensor:
         """The processed control latent [b, C, h, w] for a latent of spatial size h x w (cached)."""
@@ -141,7 +150,7 @@ class InfiniteYouPatch:
             src = src.float()
             if src.shape[-2:] != (h, w):
                 logging.info("InfiniteYou: control latent %s resized to the latent size %sx%s", list(src.shape), h, w)
-                src = comfy.utils.common_upscale(src, w, h, "bilinear", "center")
+                src = host.resize(src, w, h)
             self._control[key] = self.latent_format.process_in(src)
         return self._control[key]
 
@@ -204,7 +213,7 @@ class InfiniteYouPatch:
         def pick(t: Tensor) -> Tensor:
             return t if rows is None else t.index_select(0, rows)
 
-        net = self.bundle.model
+        net = self._nets.get(str(x.device), self.bundle.model)
         dtype = net.compute_dtype
         img, img_ids = base.process_img(x, transformer_options=transformer_options)
         h, w = x.shape[-2:]
@@ -266,7 +275,7 @@ def merge_control(control: dict | None, double: list[Tensor], single: list[Tenso
 
 
 def apply_infiniteyou(
-    model: comfy.model_patcher.ModelPatcher,
+    model: "host.ModelPatcher",
     bundle: InfuseNetBundle,
     id_tokens: Tensor,
     control_latent: Tensor | Callable[[int, int], Tensor] | None = None,
@@ -278,7 +287,7 @@ def apply_infiniteyou(
     apply_to: ApplyTo = "positive",
     mask: Tensor | None = None,
     vae=None,
-) -> comfy.model_patcher.ModelPatcher:
+) -> "host.ModelPatcher":
     """Return a clone of ``model`` that adds this InfuseNet's residuals; ``model`` is not changed.
 
     id_tokens: [1 or batch, Q, 4096] from :func:`weights.project_identity`.
@@ -305,8 +314,8 @@ def apply_infiniteyou(
     state = InfiniteYouPatch(bundle, id_tokens.detach(), control_latent, strength, start, end, window, guidance, apply_to,
                              mask, vae, model.model.latent_format)
     key = f"infiniteyou_{uuid.uuid4().hex}"
-    clone.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, key, state.outer_sample)
-    clone.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, key, state.diffusion_model)
-    others = [m for m in clone.get_additional_models_with_key(ADDITIONAL_MODELS_KEY) if m is not bundle.patcher]
-    clone.set_additional_models(ADDITIONAL_MODELS_KEY, others + [bundle.patcher])
+    host.add_wrapper(clone, host.WrappersMP.OUTER_SAMPLE, key, state.outer_sample)
+    host.add_wrapper(clone, host.WrappersMP.DIFFUSION_MODEL, key, state.diffusion_model)
+    others = [m for m in host.additional_models(clone, ADDITIONAL_MODELS_KEY) if m is not bundle.patcher]
+    host.set_additional_models(clone, ADDITIONAL_MODELS_KEY, others + [bundle.patcher])
     return clone

@@ -20,11 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-import comfy.model_management
-import comfy.model_patcher
-import comfy.ops
-import comfy.utils
-
+from . import host
 from .model import InfuseNet, InfuseNetConfig
 from .resampler import Resampler, ResamplerConfig
 
@@ -49,7 +45,7 @@ class InfiniteYouError(ValueError):
 class InfuseNetBundle:
     """A loaded InfuseNet (managed by ComfyUI), its Resampler and facts for the UI."""
 
-    patcher: comfy.model_patcher.ModelPatcher
+    patcher: "host.ModelPatcher"
     config: InfuseNetConfig
     resampler: Resampler | None = None
     variant: str = "unknown"        # "aes_stage2" | "sim_stage1" | "unknown" (guessed from the path)
@@ -68,7 +64,7 @@ class InfuseNetBundle:
 # ---------------------------------------------------------------- reading files
 def _read_safetensors(path: str) -> dict[str, Tensor]:
     try:
-        return comfy.utils.load_torch_file(path, safe_load=True)
+        return host.load_torch_file(path)
     except Exception as e:  # safetensors raises its own error types
         size = os.path.getsize(path) if os.path.exists(path) else 0
         raise InfiniteYouError(
@@ -129,13 +125,13 @@ def _count(sd: dict[str, Tensor], pattern: str) -> int:
 def to_comfy_keys(sd: dict[str, Tensor], source: str = "") -> dict[str, Tensor]:
     """Diffusers ``FluxControlNetModel`` keys -> this pack's :class:`InfuseNet` keys.
 
-    Uses ComfyUI's ``comfy.utils.flux_to_diffusers`` map; split q/k/v (and single-block mlp)
+    Uses ComfyUI's diffusers key map (:func:`host.diffusers_key_map`); split q/k/v (and single-block mlp)
     projections are fused in offset order. ``controlnet_*`` keys keep their names.
     Raises InfiniteYouError listing the expected keys that are missing.
     """
     sd = _strip_prefix(dict(sd))
     if "img_in.weight" in sd and "txt_in.weight" in sd:
-        return sd  # already in ComfyUI layout
+        return host.to_host_keys(sd)  # already in ComfyUI layout
     missing = [k for k in REQUIRED_DIFFUSERS_KEYS if k not in sd]
     if not any(k.startswith(("controlnet_blocks.", "controlnet_single_blocks.")) for k in sd):
         missing.append("controlnet_blocks.0.weight or controlnet_single_blocks.0.weight")
@@ -146,11 +142,8 @@ def to_comfy_keys(sd: dict[str, Tensor], source: str = "") -> dict[str, Tensor]:
             f"{', '.join(missing)}. Found {len(sd)} tensors, e.g. {sample}."
         )
     hidden = sd["x_embedder.weight"].shape[0]
-    key_map = comfy.utils.flux_to_diffusers({
-        "depth": _count(sd, r"transformer_blocks\.(\d+)\."),
-        "depth_single_blocks": _count(sd, r"single_transformer_blocks\.(\d+)\."),
-        "hidden_size": hidden,
-    })
+    key_map = host.diffusers_key_map(_count(sd, r"transformer_blocks\.(\d+)\."),
+                                     _count(sd, r"single_transformer_blocks\.(\d+)\."), hidden)
     out: dict[str, Tensor] = {}
     fused: dict[str, list[tuple[int, Tensor]]] = {}
     for key, tensor in sd.items():
@@ -168,7 +161,15 @@ def to_comfy_keys(sd: dict[str, Tensor], source: str = "") -> dict[str, Tensor]:
             out[target[0]] = target[2](tensor)
     for target, parts in fused.items():
         out[target] = torch.cat([t for _, t in sorted(parts, key=lambda p: p[0])], dim=0)
-    return out
+    return host.to_host_keys(out)
+
+
+def _norm_scale(sd: dict[str, Tensor], prefix: str) -> Tensor:
+    """A q/k RMSNorm parameter under either name ComfyUI has used (``.scale``, ``.weight``)."""
+    for name in (prefix + ".scale", prefix + ".weight"):
+        if name in sd:
+            return sd[name]
+    raise KeyError(prefix + ".weight")
 
 
 def config_from_state_dict(sd: dict[str, Tensor], source: str = "") -> InfuseNetConfig:
@@ -178,11 +179,11 @@ def config_from_state_dict(sd: dict[str, Tensor], source: str = "") -> InfuseNet
         depth = _count(sd, r"double_blocks\.(\d+)\.")
         single = _count(sd, r"single_blocks\.(\d+)\.")
         if depth:
-            head_dim = sd["double_blocks.0.img_attn.norm.key_norm.scale"].shape[0]
+            head_dim = _norm_scale(sd, "double_blocks.0.img_attn.norm.key_norm").shape[0]
             mlp_ratio = sd["double_blocks.0.img_mlp.0.weight"].shape[0] / hidden
             qkv_bias = "double_blocks.0.img_attn.qkv.bias" in sd
         else:
-            head_dim = sd["single_blocks.0.norm.key_norm.scale"].shape[0]
+            head_dim = _norm_scale(sd, "single_blocks.0.norm.key_norm").shape[0]
             mlp_ratio = (sd["single_blocks.0.linear1.weight"].shape[0] - 3 * hidden) / hidden
             qkv_bias = "single_blocks.0.linear1.bias" in sd
         return InfuseNetConfig(
@@ -211,29 +212,37 @@ def guess_variant(path: str) -> str:
 
 
 def build_infusenet(
-    sd: dict[str, Tensor], source: str = "", dtype: torch.dtype | None = None
-) -> tuple[comfy.model_patcher.ModelPatcher, InfuseNetConfig, torch.dtype]:
+    sd: dict[str, Tensor], source: str = "", dtype: torch.dtype | None = None, reload: tuple | None = None,
+    dynamic: bool = True,
+) -> tuple["host.ModelPatcher", InfuseNetConfig, torch.dtype]:
     """Construct the network on the offload device, load ``sd`` (ComfyUI layout), wrap in a ModelPatcher.
 
     dtype None: fp8 weights stay fp8 (compute cast per layer); others follow ComfyUI's choice for the
-    load device (``model_management.unet_dtype``). Returns (patcher, config, weight dtype of the file).
+    load device (``model_management.unet_dtype``). ``reload``: how to rebuild it from its files, for
+    ComfyUI's multi-GPU clones (see :func:`host.new_patcher`).
+    Returns (patcher, config, weight dtype of the file).
     """
     config = config_from_state_dict(sd, source)
-    file_dtype = comfy.utils.weight_dtype(sd)
-    load_device = comfy.model_management.get_torch_device()
-    offload_device = comfy.model_management.unet_offload_device()
+    file_dtype = host.weight_dtype(sd)
+    load_device = host.torch_device()
+    offload_device = host.offload_device()
     supported = [torch.bfloat16, torch.float16, torch.float32]
     if dtype is None:
         if file_dtype in FP8_DTYPES:
             dtype = file_dtype
         else:
-            params = sum(t.numel() for t in sd.values())
-            dtype = comfy.model_management.unet_dtype(model_params=params, supported_dtypes=supported, weight_dtype=file_dtype)
-    manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, supported)
-    operations = comfy.ops.pick_operations(dtype, manual_cast, load_device=load_device)
+            dtype = host.unet_dtype(sum(t.numel() for t in sd.values()), supported, file_dtype)
+    manual_cast = host.manual_cast_dtype(dtype, load_device, supported)
+    operations = host.operations_for(dtype, manual_cast, load_device)
     model = InfuseNet(config, dtype=dtype, device=offload_device, operations=operations)
     model.compute_dtype = manual_cast or dtype
     missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing and unexpected:
+        raise InfiniteYouError(
+            f"'{source}' could not be read by this {host.host_label()}: its FLUX blocks name {len(missing)} tensors "
+            f"differently from the file (this ComfyUI expects e.g. {missing[0]}; the file has e.g. {unexpected[0]}). "
+            f"The file is fine; ComfyUI changed its FLUX layer names. {host.version_note()}"
+        )
     if missing:
         raise InfiniteYouError(
             f"'{source}' is not a complete InfuseNet with {config.depth} double / {config.depth_single_blocks} "
@@ -242,8 +251,17 @@ def build_infusenet(
     if unexpected:
         logging.info("InfiniteYou: %d unused tensors in %s (e.g. %s)", len(unexpected), source, unexpected[:3])
     model.eval().requires_grad_(False)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    patcher = host.new_patcher(model, load_device, offload_device, reload=reload, dynamic=dynamic)
     return patcher, config, file_dtype
+
+
+def reload_infusenet_patcher(path: str, dtype: torch.dtype | None = None, disable_dynamic: bool = False):
+    """A fresh ModelPatcher of the InfuseNet at ``path``, for ComfyUI's multi-GPU and dynamic-VRAM clones."""
+    sd, _ = read_infusenet_state_dict(path)
+    sd = to_comfy_keys(sd, path)
+    patcher, _, _ = build_infusenet(sd, path, dtype, reload=(reload_infusenet_patcher, (path, dtype)),
+                                    dynamic=not disable_dynamic)
+    return patcher
 
 
 # ---------------------------------------------------------------- Resampler
@@ -303,7 +321,7 @@ def load_infusenet(path: str, projection_path: str | None = None, dtype: torch.d
     """Load an InfuseNet (folder or single file) and, if given or found beside it, its Resampler."""
     sd, files = read_infusenet_state_dict(path)
     sd = to_comfy_keys(sd, path)
-    patcher, config, file_dtype = build_infusenet(sd, path, dtype)
+    patcher, config, file_dtype = build_infusenet(sd, path, dtype, reload=(reload_infusenet_patcher, (path, dtype)))
     del sd
     resampler = None
     if projection_path is None:
@@ -324,9 +342,9 @@ def project_identity(bundle_or_resampler: InfuseNetBundle | Resampler, embedding
     if resampler is None:
         raise InfiniteYouError("This InfuseNet was loaded without an identity projection (image_proj_model.bin).")
     x = embedding.float().reshape(1, -1, resampler.config.embedding_dim)
-    device = comfy.model_management.get_torch_device()
+    device = host.torch_device()
     resampler.to(device)
     try:
         return resampler(x.to(device)).float().cpu()
     finally:
-        resampler.to(comfy.model_management.unet_offload_device())
+        resampler.to(host.offload_device())

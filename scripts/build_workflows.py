@@ -61,7 +61,7 @@ def note(id: int, text: str, pos) -> dict:
 
 
 def build(nodes: list[N], notes: list[dict], info: dict) -> dict:
-    from tests.workflow_api import _extra_values, _is_widget
+    from devtools.workflow_api import _extra_values, _is_widget
 
     by_id = {n.id: n for n in nodes}
     ids = [n.id for n in nodes] + [x["id"] for x in notes]
@@ -312,14 +312,18 @@ WORKFLOWS = {
 
 
 def main() -> None:
-    from tests.conftest import start_server
+    from devtools.server import ComfyServer
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(Path(tmp))
+        server = ComfyServer(Path(tmp))
+        server.prepare_base()
+        server.start()
         try:
             info = server.object_info()
         finally:
             server.stop()
+    if not any(name.startswith("InfU_") for name in info):
+        raise SystemExit("The pack's nodes are not in /object_info: it failed to import (see the server log).")
     out = ROOT / "workflows"
     out.mkdir(exist_ok=True)
     for name, make in WORKFLOWS.items():

@@ -37,10 +37,10 @@ def write_selftest(models: Path, inputs: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from tests.comfy_host import enable_in_process_comfy
+    from devtools.comfy_env import enable_in_process_comfy
 
     enable_in_process_comfy()
-    from tests.fixtures import face_models, host_models, infusenet_files
+    from devtools import face_models, host_models, infusenet_files
 
     done = models / "infiniteyou" / "infu-selftest" / ".complete"
     if not done.exists():

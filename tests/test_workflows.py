@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import io as _io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.comfy_host import PACK_ROOT
-from tests.fixtures.face_models import draw_faces
-from tests.workflow_api import to_api
+from devtools.comfy_env import PACK_ROOT
+from devtools.face_models import draw_faces
+from devtools.workflow_api import to_api
 
 WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 SIZE_MAP = {864: 64, 1152: 96, 576: 48}
@@ -94,6 +95,17 @@ def test_workflow_runs_end_to_end(comfy_server, photos, path):
     result = run_ok(comfy_server, prompt)
     pixels = saved_pixels(comfy_server, result)
     assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.std() > 0
+    keep_for_host_comparison(path.stem, pixels)
+
+
+def keep_for_host_comparison(name: str, pixels: np.ndarray) -> None:
+    """The output of each workflow (same seed, same models on every host) goes to
+    ``$INFU_REPORTS/outputs/<host>/``; scripts/test_summary.py compares the hosts' outputs."""
+    reports = os.environ.get("INFU_REPORTS")
+    if reports:
+        folder = Path(reports) / "outputs" / os.environ.get("INFU_HOST_NAME", "host")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"{name}.png")
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -153,7 +165,7 @@ def test_strength_zero_equals_the_graph_without_the_pack(comfy_server, photos):
 
 def expect_failure(server, prompt: dict, *fragments: str) -> str:
     """The prompt fails (validation or execution) with a message containing every fragment."""
-    from tests.server import PromptRejected
+    from devtools.server import PromptRejected
 
     try:
         result = server.run(prompt, timeout=600)

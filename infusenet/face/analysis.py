@@ -200,9 +200,9 @@ def _session_provider_options(providers: list[str]) -> list[dict]:
     index = None
     if any(p in ("CUDAExecutionProvider", "ROCMExecutionProvider") for p in providers):
         try:
-            import comfy.model_management as mm
+            from .. import host
 
-            device = mm.get_torch_device()
+            device = host.torch_device()
             index = device.index if getattr(device, "type", "") == "cuda" else None
         except Exception:  # comfy not importable (library use): let onnxruntime pick
             index = None

@@ -26,7 +26,7 @@ class FaceEncoder:
     :class:`ArcFaceIRSE50`, loaded to ComfyUI's device when used, offloaded by model management)."""
 
     detector: FaceDetector
-    arcface: "object"  # comfy.model_patcher.ModelPatcher
+    arcface: "object"  # a ComfyUI ModelPatcher (see infusenet.host.new_patcher)
     arcface_path: Path
     dtype: torch.dtype
     info: dict = field(default_factory=dict)
@@ -37,12 +37,12 @@ class FaceEncoder:
 
     def embed(self, crops_bgr: np.ndarray) -> torch.Tensor:
         """Aligned uint8 BGR crops ``[N, 112, 112, 3]`` -> L2-normalised embeddings ``[N, 512]`` (float32, CPU)."""
-        import comfy.model_management as mm
+        from .. import host
 
         crops_bgr = np.asarray(crops_bgr)
         if crops_bgr.ndim != 4 or crops_bgr.shape[1:] != (112, 112, 3):
             raise FaceError(f"ArcFace takes aligned crops [N, 112, 112, 3]; got {list(crops_bgr.shape)}.")
-        mm.load_models_gpu([self.arcface])
+        host.load_models([self.arcface])
         device = self.arcface.load_device
         with torch.inference_mode():
             out = self.arcface.model(crops_to_input(crops_bgr, device, self.dtype))
@@ -54,29 +54,27 @@ def arcface_dtype(device: torch.device, dtype: str | torch.dtype | None = None) 
     """float32 by default (the reference runs ArcFace in float32, and it is cheap: ~44M parameters,
     one 112x112 crop). ``"fp16"``/``"bf16"`` are honoured only where ComfyUI says the device supports
     them (never on CPU)."""
-    import comfy.model_management as mm
+    from .. import host
 
     if dtype is None or dtype in ("auto", "fp32", torch.float32):
         return torch.float32
     wanted = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
-    if wanted == torch.float16 and mm.should_use_fp16(device, prioritize_performance=False):
-        return torch.float16
-    if wanted == torch.bfloat16 and mm.should_use_bf16(device, prioritize_performance=False):
-        return torch.bfloat16
+    if wanted in (torch.float16, torch.bfloat16) and host.device_supports(wanted, device):
+        return wanted
     log.info("ArcFace: %s not supported on %s; using float32.", dtype, device)
     return torch.float32
 
 
 def load_arcface_state_dict(path: Path, searched: Sequence[Path] = ()) -> dict[str, torch.Tensor]:
     """Read ``recognition_arcface_ir_se50.pth`` safely (``weights_only``) and check its keys."""
-    import comfy.utils
+    from .. import host
 
     if not path.is_file():
         where = ", ".join(str(p) for p in searched) if len(searched) > 1 else str(path)
         raise FaceError(f"ArcFace weights {ARCFACE_FILE} not found (looked at {where}). Put the file (the "
                         f"IR-SE50 ArcFace used by InfiniteYou, facexlib release v0.1.0) at {path}.")
     try:
-        state = comfy.utils.load_torch_file(str(path), safe_load=True)
+        state = host.load_torch_file(str(path))
     except Exception as exc:
         raise FaceError(f"ArcFace weights {path} ({path.stat().st_size} bytes) cannot be read as a plain "
                         f"state dict ({type(exc).__name__}: {str(exc)[:200]}). The file is truncated, "
@@ -111,21 +109,32 @@ def load_face_encoder(path: str | os.PathLike | None = None, arcface_path: str |
     ``models/facexlib`` (None: ``recognition_arcface_ir_se50.pth``). ``providers``: ONNX providers for the
     detector (``"auto"`` picks CUDA/ROCm/CoreML/DirectML when present, then CPU). ``device``: where ArcFace
     runs (None: ComfyUI's torch device); ``dtype``: see :func:`arcface_dtype`."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
+    from .. import host
 
     resolved, searched = resolve_arcface_path(arcface_path)
     state = load_arcface_state_dict(resolved, searched)  # cheap checks before opening sessions
     detector = load_detector(path, providers)
-    load_device = device if device is not None else mm.get_torch_device()
-    offload_device = mm.unet_offload_device() if device is None else torch.device("cpu")
+    load_device = device if device is not None else host.torch_device()
+    offload_device = host.offload_device() if device is None else torch.device("cpu")
     dt = arcface_dtype(load_device, dtype)
     net = ArcFaceIRSE50()
     net.load_state_dict(state, strict=True)
     net.eval().requires_grad_(False).to(dtype=dt)
-    patcher = comfy.model_patcher.ModelPatcher(net, load_device=load_device, offload_device=offload_device,
-                                               size=mm.module_size(net))
+    patcher = host.new_patcher(net, load_device, offload_device, size=host.module_size(net),
+                               reload=(reload_arcface_patcher, (str(resolved), str(load_device), str(dt))))
     log.info("ArcFace IR-SE50 %s: %s on %s; detector providers %s.", resolved, dt, load_device, detector.providers)
     info = {"detector": str(detector.path), "providers": list(detector.providers), "arcface": str(resolved),
             "device": str(load_device), "dtype": str(dt).replace("torch.", "")}
     return FaceEncoder(detector=detector, arcface=patcher, arcface_path=resolved, dtype=dt, info=info)
+
+
+def reload_arcface_patcher(path: str, device: str, dtype: str, disable_dynamic: bool = False):
+    """A fresh ArcFace patcher from its file, for ComfyUI's multi-GPU and dynamic-VRAM clones."""
+    from .. import host
+
+    dt = getattr(torch, dtype.replace("torch.", ""))
+    net = ArcFaceIRSE50()
+    net.load_state_dict(load_arcface_state_dict(Path(path)), strict=True)
+    net.eval().requires_grad_(False).to(dtype=dt)
+    return host.new_patcher(net, torch.device(device), host.offload_device(), size=host.module_size(net),
+                            reload=(reload_arcface_patcher, (path, device, dtype)), dynamic=not disable_dynamic)

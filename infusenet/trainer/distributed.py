@@ -70,7 +70,7 @@ def wrap(module: nn.Module, ctx: DistContext) -> nn.Module:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        from comfy.ldm.flux.layers import DoubleStreamBlock, SingleStreamBlock
+        from ..host import DoubleStreamBlock, SingleStreamBlock
 
         mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
         for sub in module.modules():

@@ -5,9 +5,9 @@
 * ``<out>/infusenet_<name>_<precision>.safetensors``: one file, diffusers key names;
 * ``<out>/image_proj_model.bin`` (``{"image_proj": state_dict}``) and ``image_proj_model.safetensors``.
 
-Keys go back through the inverse of ComfyUI's ``comfy.utils.flux_to_diffusers`` map (the map
-:func:`infusenet.weights.to_comfy_keys` reads with): fused qkv / linear1 weights are split at the
-offsets the map gives.
+Keys go back through the inverse of ComfyUI's diffusers key map (:func:`infusenet.host.diffusers_key_map`,
+the map :func:`infusenet.weights.to_comfy_keys` reads with, one diffusers name per tensor): fused
+qkv / linear1 weights are split at the offsets the map gives.
 """
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-import comfy.utils
-
+from .. import host
 from ..model import InfuseNetConfig
 from ..resampler import Resampler
 from ..weights import DIFFUSERS_INDEX, config_from_state_dict
@@ -32,9 +31,8 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 def to_diffusers_keys(sd: dict[str, Tensor], config: InfuseNetConfig) -> dict[str, Tensor]:
     """ComfyUI-layout InfuseNet weights -> diffusers ``FluxControlNetModel`` names. Raises ValueError
     if a tensor has no diffusers name (nothing is dropped silently)."""
-    key_map = comfy.utils.flux_to_diffusers({
-        "depth": config.depth, "depth_single_blocks": config.depth_single_blocks, "hidden_size": config.hidden_size,
-    })
+    key_map = host.diffusers_key_map(config.depth, config.depth_single_blocks, config.hidden_size)
+    sd = host.to_host_keys(sd)
     out: dict[str, Tensor] = {}
     used: set[str] = set()
     for name, target in key_map.items():

@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import comfy.ldm.flux.model
-import comfy.ops
+from .. import host
 
 from ..model import InfuseNet, InfuseNetConfig
 from ..resampler import Resampler, ResamplerConfig
@@ -24,7 +23,7 @@ from .config import InfuseNetShape
 COPIED_EMBEDDERS = ("img_in", "time_in", "vector_in", "guidance_in")
 
 
-def branch_config(base: comfy.ldm.flux.model.Flux, shape: InfuseNetShape) -> InfuseNetConfig:
+def branch_config(base: "host.Flux", shape: InfuseNetShape) -> InfuseNetConfig:
     """The InfuseNet shape that fits ``base`` (hidden, heads, channels from the base; depths from ``shape``)."""
     p = base.params
     if shape.depth > len(base.double_blocks) or shape.depth_single_blocks > len(base.single_blocks):
@@ -50,24 +49,24 @@ def resampler_config(shape: InfuseNetShape) -> ResamplerConfig:
 
 def new_infusenet(config: InfuseNetConfig, device: torch.device | str = "cpu") -> InfuseNet:
     """An InfuseNet in float32 with trainable ComfyUI operations (no weight casting)."""
-    net = InfuseNet(config, dtype=torch.float32, device=device, operations=comfy.ops.disable_weight_init)
+    net = InfuseNet(config, dtype=torch.float32, device=device, operations=host.plain_operations)
     net.compute_dtype = torch.float32
     # disable_weight_init skips initialisation: give every Linear PyTorch's default first.
     for module in net.modules():
         if isinstance(module, nn.Linear):
             nn.Linear.reset_parameters(module)
-        elif isinstance(module, (nn.LayerNorm, comfy.ops.disable_weight_init.LayerNorm)) and module.weight is not None:
+        elif isinstance(module, (nn.LayerNorm, host.plain_operations.LayerNorm)) and module.weight is not None:
             nn.init.ones_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     for name, p in net.named_parameters():
-        if name.endswith(".scale"):  # RMSNorm scales in the q/k norms
+        if name.endswith(("_norm.scale", "_norm.weight")):  # q/k RMSNorm scales (either ComfyUI's name)
             nn.init.ones_(p)
     return net
 
 
 @torch.no_grad()
-def init_from_base(base: comfy.ldm.flux.model.Flux, shape: InfuseNetShape, seed: int = 0) -> tuple[InfuseNet, Resampler]:
+def init_from_base(base: "host.Flux", shape: InfuseNetShape, seed: int = 0) -> tuple[InfuseNet, Resampler]:
     """A trainable (InfuseNet, Resampler) pair initialised from ``base`` (see the module docstring)."""
     torch.manual_seed(seed)
     config = branch_config(base, shape)

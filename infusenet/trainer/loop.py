@@ -28,9 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-import comfy.model_management
-import comfy.model_patcher
-
+from .. import host
 from ..model import InfuseNet
 from ..patch import flux_diffusion_model, merge_control
 from ..resampler import Resampler, ResamplerConfig
@@ -50,7 +48,7 @@ STEP_DIR = re.compile(r"^step-(\d+)$")
 class FrozenBase:
     """The ComfyUI FLUX model (a ModelPatcher), frozen, loaded by ComfyUI's model management."""
 
-    def __init__(self, patcher: comfy.model_patcher.ModelPatcher):
+    def __init__(self, patcher: "host.ModelPatcher"):
         self.patcher = patcher
         self.dm = flux_diffusion_model(patcher)
         self.model = patcher.model
@@ -58,7 +56,7 @@ class FrozenBase:
         self.latent_format = self.model.latent_format
 
     def load(self) -> torch.device:
-        comfy.model_management.load_models_gpu([self.patcher], force_full_load=True)
+        host.load_models([self.patcher], force_full_load=True)
         self.dm.eval().requires_grad_(False)
         return self.device
 
@@ -71,11 +69,9 @@ class FrozenBase:
         return self.model.manual_cast_dtype or self.model.get_dtype()
 
 
-def load_base(path: str) -> comfy.model_patcher.ModelPatcher:
+def load_base(path: str) -> "host.ModelPatcher":
     """A FLUX.1 diffusion model file through ComfyUI's own loader."""
-    import comfy.sd
-
-    return comfy.sd.load_diffusion_model(path)
+    return host.load_diffusion_model(path)
 
 
 class TrainableInfuseNet(nn.Module):
@@ -280,6 +276,7 @@ def modules_from_trainable(sd: dict[str, Tensor], source: str = "") -> tuple[Inf
     from ..weights import config_from_state_dict
     from .init import new_infusenet
 
+    sd = host.to_host_keys(sd)
     net_sd = {k[len("infusenet."):]: v.float() for k, v in sd.items() if k.startswith("infusenet.")}
     res_sd = {k[len("resampler."):]: v.float() for k, v in sd.items() if k.startswith("resampler.")}
     net = new_infusenet(config_from_state_dict(net_sd, source))
@@ -292,7 +289,7 @@ def modules_from_trainable(sd: dict[str, Tensor], source: str = "") -> tuple[Inf
 class Trainer:
     """One training run; ``run()`` trains to ``schedule.max_steps`` from where the checkpoint left off."""
 
-    def __init__(self, config: TrainConfig, base_patcher: comfy.model_patcher.ModelPatcher, dataset: CachedDataset,
+    def __init__(self, config: TrainConfig, base_patcher: "host.ModelPatcher", dataset: CachedDataset,
                  modules: tuple[InfuseNet, Resampler] | None = None):
         self.config = config
         self.dataset = dataset
@@ -330,10 +327,11 @@ class Trainer:
         p = self.base.dm.patch_size
         n_tokens = math.ceil(latent_shape[-2] / p) * math.ceil(latent_shape[-1] / p)
         sigmas, noise = sample_noise(positions, latent_shape, n_tokens, cfg.timesteps, cfg.seed)
-        with torch.autocast(self.base.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            loss = flow_loss(self.wrapped, self.base, batch, sigmas, noise, cfg.timesteps.guidance)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with host.training_mode():  # FLUX blocks with autograd-capable kernels, for this step only
+            with torch.autocast(self.base.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+                loss = flow_loss(self.wrapped, self.base, batch, sigmas, noise, cfg.timesteps.guidance)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         if cfg.optim.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)  # DTensor-aware under FSDP
         self.optimizer.step()
@@ -388,10 +386,12 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             axes = ",".join(str(a) for a in self.base.dm.params.axes_dim)
-            save_file({k: v.detach().float().cpu().contiguous() for k, v in model_sd.items()}, str(tmp / TRAINABLE_FILE),
+            # Key names as published FLUX files have them, so a checkpoint resumes on any ComfyUI.
+            save_file(host.to_published_keys({k: v.detach().float().cpu().contiguous() for k, v in model_sd.items()}),
+                      str(tmp / TRAINABLE_FILE),
                       metadata={"axes_dim": axes, "stage": self.config.stage, "step": str(self.step)})
             if self.ema is not None:
-                save_file(self.ema.state_dict(), str(tmp / EMA_FILE), metadata={"axes_dim": axes})
+                save_file(host.to_published_keys(self.ema.state_dict()), str(tmp / EMA_FILE), metadata={"axes_dim": axes})
             torch.save({
                 "step": self.step, "optimizer": optim_sd, "scheduler": self.scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
@@ -412,7 +412,7 @@ class Trainer:
         folder = Path(folder)
         if not (folder / STATE_FILE).is_file():
             raise FileNotFoundError(f"'{folder}' is not a trainer checkpoint: {STATE_FILE} is missing")
-        model_sd = load_file(str(folder / TRAINABLE_FILE))
+        model_sd = host.to_host_keys(load_file(str(folder / TRAINABLE_FILE)))
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
         if self.ctx.strategy == "fsdp":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
@@ -424,7 +424,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and (folder / EMA_FILE).is_file():
-            self.ema.load_state_dict(load_file(str(folder / EMA_FILE)))
+            self.ema.load_state_dict(host.to_host_keys(load_file(str(folder / EMA_FILE))))
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         self.step = int(state["step"])
@@ -442,7 +442,7 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def train(config: TrainConfig, base: comfy.model_patcher.ModelPatcher | None = None,
+def train(config: TrainConfig, base: "host.ModelPatcher | None" = None,
           dataset: CachedDataset | None = None) -> TrainResult:
     """Train stage 1 or 2 as ``config`` says. ``base``: an already loaded FLUX ModelPatcher (else
     ``config.models.base_model`` is loaded with ComfyUI); ``dataset``: else ``config.data.cache_dir``."""

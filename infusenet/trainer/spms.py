@@ -2,7 +2,7 @@
 
 For each real identity photo: ArcFace identity (pack's face pipeline), identity tokens from the
 model's Resampler, then for each prompt an image generated through ComfyUI's own sampling
-(``comfy.sample.sample``) on the base patched by :func:`infusenet.patch.apply_infiniteyou`, decoded
+(ComfyUI's sampler) on the base patched by :func:`infusenet.patch.apply_infiniteyou`, decoded
 by the VAE. An image is kept when a face is detected and its ArcFace similarity to the identity is at
 least ``threshold``; kept images go to an SPMS manifest (see :mod:`infusenet.trainer.data`), the rest
 are counted per reason.
@@ -18,7 +18,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-import comfy.model_patcher
 
 from ..model import InfuseNet
 from ..resampler import Resampler
@@ -54,17 +53,16 @@ class SynthesisReport:
 
 def bundle_from_modules(infusenet: InfuseNet, resampler: Resampler) -> InfuseNetBundle:
     """An InfuseNetBundle around trained modules (no file round trip), for Apply InfiniteYou."""
-    import comfy.model_management as mm
+    from .. import host
 
-    device = mm.get_torch_device()
-    patcher = comfy.model_patcher.ModelPatcher(infusenet.eval(), load_device=device, offload_device=mm.unet_offload_device())
+    patcher = host.new_patcher(infusenet.eval(), host.torch_device(), host.offload_device())
     return InfuseNetBundle(patcher=patcher, config=infusenet.config, resampler=resampler.eval(), precision="fp32")
 
 
 class ComfyGenerator:
     """Text-to-image with InfiniteYou through ComfyUI's sampler: (request) -> IMAGE [1, H, W, 3]."""
 
-    def __init__(self, base: comfy.model_patcher.ModelPatcher, bundle: InfuseNetBundle, clip, vae, steps: int = 28,
+    def __init__(self, base: "host.ModelPatcher", bundle: InfuseNetBundle, clip, vae, steps: int = 28,
                  cfg: float = 1.0, guidance: float = 3.5, sampler: str = "euler", scheduler: str = "simple",
                  negative: str = ""):
         self.base, self.bundle, self.clip, self.vae = base, bundle, clip, vae
@@ -77,13 +75,13 @@ class ComfyGenerator:
 
     @torch.no_grad()
     def __call__(self, req: GenerationRequest) -> torch.Tensor:
-        import comfy.sample
+        from .. import host
         from ..patch import apply_infiniteyou
 
         model = apply_infiniteyou(self.base, self.bundle, req.tokens, None, vae=self.vae)
         latent = torch.zeros((1, 16, req.height // 8, req.width // 8))
-        noise = comfy.sample.prepare_noise(latent, req.seed)
-        samples = comfy.sample.sample(model, noise, self.steps, self.cfg, self.sampler, self.scheduler,
+        noise = host.prepare_noise(latent, req.seed)
+        samples = host.sample(model, noise, self.steps, self.cfg, self.sampler, self.scheduler,
                                       self._cond(req.prompt), self._cond(self.negative), latent, seed=req.seed,
                                       disable_pbar=True)
         return self.vae.decode(samples).float().clamp(0, 1)[:1]

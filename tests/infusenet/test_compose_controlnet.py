@@ -8,20 +8,20 @@ import comfy.controlnet
 import comfy.latent_formats
 import comfy.ldm.flux.controlnet
 import comfy.ops
-from infusenet import patch, weights
-from tests.fixtures import host_models
-from tests.fixtures import infusenet_files as files
-from tests.infusenet import flux_pair as fp
+from infusenet import host, patch, weights
+from devtools import host_models
+from devtools import infusenet_files as files
+from devtools import flux_pair as fp
 
 H = W = 8
 
 
 def stock_flux_controlnet(seed: int = 5) -> comfy.controlnet.ControlNet:
     """ComfyUI's own ControlNetFlux (InstantX layout) at the test width, wrapped as ComfyUI wraps it."""
-    config = dict(image_model="flux", in_channels=16, out_channels=16, patch_size=2, vec_in_dim=fp.POOLED_DIM,
-                  context_in_dim=fp.TEXT_DIM, hidden_size=fp.HIDDEN, mlp_ratio=4.0, num_heads=fp.HIDDEN // fp.HEAD_DIM,
-                  depth=2, depth_single_blocks=2, axes_dim=list(fp.AXES), theta=10000, qkv_bias=True,
-                  guidance_embed=True)
+    config = dict(image_model="flux", **host.flux_params(
+        in_channels=16, out_channels=16, patch_size=2, vec_in_dim=fp.POOLED_DIM, context_in_dim=fp.TEXT_DIM,
+        hidden_size=fp.HIDDEN, mlp_ratio=4.0, num_heads=fp.HIDDEN // fp.HEAD_DIM, depth=2, depth_single_blocks=2,
+        axes_dim=list(fp.AXES), theta=10000, qkv_bias=True, guidance_embed=True))
     with torch.device("meta"):
         meta = comfy.ldm.flux.controlnet.ControlNetFlux(latent_input=True, control_latent_channels=16,
                                                         operations=comfy.ops.disable_weight_init, **config)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from infusenet.onnx_runtime import OnnxState, current_state, provider_report, repair_plan
-from tests.comfy_host import PACK_ROOT
+from devtools.comfy_env import PACK_ROOT
 
 CPU = ("CPUExecutionProvider",)
 CUDA = ("CUDAExecutionProvider", "CPUExecutionProvider")

@@ -8,8 +8,8 @@ import torch
 
 import comfy.patcher_extension
 from infusenet import patch, weights
-from tests.fixtures import infusenet_files as files
-from tests.infusenet import flux_pair as fp
+from devtools import infusenet_files as files
+from devtools import flux_pair as fp
 
 H = W = 8          # latent size -> 16 image tokens
 Q = 8              # identity tokens
@@ -170,7 +170,7 @@ def test_with_lora_style_weight_patch_on_base(tmp_path):
 def test_full_sampling_run_black_control_matches_reference_loop(tmp_path):
     import comfy.sd
     import comfy.utils
-    from tests.fixtures.host_models import write_flux_vae
+    from devtools.host_models import write_flux_vae
 
     vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(write_flux_vae(tmp_path / "ae.safetensors"))))
     base = fp.make_base(2, 4)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from infusenet import patch, resampler, weights
 from infusenet.weights import InfiniteYouError
-from tests.fixtures import infusenet_files as files
-from tests.infusenet import flux_pair as fp
+from devtools import infusenet_files as files
+from devtools import flux_pair as fp
 
 SPEC = files.InfuseNetSpec(hidden_size=fp.HIDDEN, head_dim=fp.HEAD_DIM, num_layers=2, num_single_layers=3, axes_dims_rope=fp.AXES)
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.comfy_host import PACK_ROOT
+from devtools.comfy_env import PACK_ROOT
 
 PACKAGE = "infiniteyou_studio_under_test"
 

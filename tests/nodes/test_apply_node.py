@@ -9,9 +9,9 @@ import torch
 
 import comfy.sd
 import comfy.utils
-from tests.fixtures import host_models
-from tests.fixtures import infusenet_files as files
-from tests.infusenet import flux_pair as fp
+from devtools import host_models
+from devtools import infusenet_files as files
+from devtools import flux_pair as fp
 from tests.nodes.conftest import PACKAGE
 
 H, W = 8, 8  # latent -> 4x4 image tokens

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.face_models import write_arcface_ir_se50, write_insightface_root
+from devtools.face_models import write_arcface_ir_se50, write_insightface_root
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from infusenet.face.analysis import (
     CPU, choose_providers, det_sizes, detect_faces, load_detector, parse_face_select, select_face,
 )
 from infusenet.face.errors import FaceError
-from tests.fixtures.face_models import (
+from devtools.face_models import (
     DETECTOR_FILE, MAX_SIDE, RECOGNISER_FILE, draw_faces, expected_keypoints, write_antelopev2,
 )
 

@@ -8,7 +8,7 @@ import torch
 from infusenet.face.arcface import ArcFaceIRSE50, crops_to_input
 from infusenet.face.encoder import arcface_dtype, load_arcface_state_dict, load_face_encoder
 from infusenet.face.errors import FaceError
-from tests.fixtures.face_models import arcface_ir_se50_state_dict, ir_se50_layout
+from devtools.face_models import arcface_ir_se50_state_dict, ir_se50_layout
 
 
 def test_module_matches_the_397_key_file_layout():

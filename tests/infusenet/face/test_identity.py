@@ -9,7 +9,7 @@ import torch
 
 from infusenet.face.errors import FaceError
 from infusenet.face.identity import combine_embeddings, identity_and_faces, identity_from_images, preview_image
-from tests.fixtures.face_models import draw_faces
+from devtools.face_models import draw_faces
 
 A = draw_faces((640, 480), [(100, 100, 220, 260), (400, 150, 440, 200)], texture_seed=1)
 B = draw_faces((640, 480), [(300, 120, 420, 280)], texture_seed=2)

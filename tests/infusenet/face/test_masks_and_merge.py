@@ -8,7 +8,7 @@ import torch
 from infusenet.face.errors import FaceError
 from infusenet.face.identity import combine_embeddings, identity_from_images, merge_identities
 from infusenet.face.masks import box_mask, face_mask
-from tests.fixtures.face_models import draw_faces
+from devtools.face_models import draw_faces
 
 
 def test_box_mask_covers_the_grown_box_and_nothing_far_away():

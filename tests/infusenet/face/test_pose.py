@@ -10,7 +10,7 @@ from infusenet.face.errors import FaceError
 from infusenet.face.pose import (
     DEFAULT_HEIGHT, DEFAULT_WIDTH, KEYPOINT_COLOURS, draw_keypoints, fit_to_canvas, pose_image, pose_keypoints,
 )
-from tests.fixtures.face_models import draw_faces, expected_keypoints
+from devtools.face_models import draw_faces, expected_keypoints
 
 
 def test_defaults_are_the_reference_output_size():

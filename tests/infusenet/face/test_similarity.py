@@ -6,7 +6,7 @@ import torch
 
 from infusenet.face.identity import identity_and_faces
 from infusenet.face.similarity import identity_similarity
-from tests.fixtures.face_models import draw_faces
+from devtools.face_models import draw_faces
 
 
 def test_cosine_per_image_and_none_without_a_face(encoder):

@@ -8,39 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures.face_models import draw_faces, write_arcface_ir_se50, write_insightface_root
-from tests.fixtures.host_models import write_clip_l, write_flux_vae
+from devtools.face_models import draw_faces, write_arcface_ir_se50, write_insightface_root
+from devtools.host_models import write_clip_l, write_flux_vae
+
+from devtools.tiny_training import tiny_config, tiny_shape  # noqa: F401  (used by the trainer tests)
 
 RES = (64, 64)            # training images -> 8x8 latents -> 16 image tokens
 FACE_BOXES = {"ann": (12, 10, 44, 50), "bob": (20, 6, 50, 40), "cy": (8, 16, 36, 60)}
 
 
-def tiny_shape():
-    from infusenet.trainer.config import InfuseNetShape
-
-    return InfuseNetShape(depth=1, depth_single_blocks=2, resampler_dim=64, resampler_depth=1, resampler_heads=1,
-                          num_tokens=4)
-
-
-def tiny_config(cache_dir, out_dir, steps: int, batch: int = 2, **overrides):
-    from infusenet.trainer import config as c
-
-    cfg = c.TrainConfig(
-        seed=0, shape=tiny_shape(), data=c.DataConfig(cache_dir=str(cache_dir), batch_size=batch),
-        optim=c.OptimConfig(lr=1e-3, warmup_steps=2),
-        schedule=c.ScheduleConfig(max_steps=steps, log_every=1, progress=False),
-        precision=c.PrecisionConfig(mixed="fp32", gradient_checkpointing=False),
-        checkpoint=c.CheckpointConfig(output_dir=str(out_dir), every=0, resume=None),
-    )
-    for key, value in overrides.items():
-        section, name = key.split("__")
-        setattr(getattr(cfg, section), name, value)
-    return cfg
-
-
 @pytest.fixture(scope="session")
 def base():
-    from tests.infusenet import flux_pair as fp
+    from devtools import flux_pair as fp
 
     return fp.make_base(2, 2, seed=0, text_dim=768)
 

@@ -25,13 +25,13 @@ def _worker(rank, world, port, cache: str, out: str, strategy: str = "ddp") -> N
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from tests.comfy_host import enable_in_process_comfy
+    from devtools.comfy_env import enable_in_process_comfy
 
     enable_in_process_comfy()
     from infusenet.trainer.data import CachedDataset
     from infusenet.trainer.loop import Trainer
-    from tests.infusenet import flux_pair as fp
-    from tests.infusenet.trainer.conftest import tiny_config
+    from devtools import flux_pair as fp
+    from devtools.tiny_training import tiny_config
 
     base = fp.make_base(2, 2, seed=0, text_dim=768)
     cfg = tiny_config(cache, out, steps=STEPS, batch=GLOBAL_BATCH, distributed__backend="gloo",
@@ -61,7 +61,7 @@ def _free_port() -> int:
 def test_two_processes_match_one_process(base, prepared, tmp_path, strategy):
     from infusenet.trainer.data import CachedDataset
     from infusenet.trainer.loop import Trainer
-    from tests.infusenet.trainer.conftest import tiny_config
+    from devtools.tiny_training import tiny_config
 
     cache, _ = prepared
     single = Trainer(tiny_config(cache, tmp_path / "one", steps=STEPS, batch=GLOBAL_BATCH), base.patcher, CachedDataset(cache))

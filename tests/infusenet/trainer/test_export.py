@@ -9,7 +9,7 @@ from infusenet import patch, weights
 from infusenet.trainer.data import CachedDataset
 from infusenet.trainer.export import export_checkpoint
 from infusenet.trainer.loop import Trainer
-from tests.infusenet.trainer.conftest import tiny_config
+from devtools.tiny_training import tiny_config
 
 
 @pytest.fixture(scope="module")

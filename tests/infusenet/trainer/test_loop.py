@@ -6,7 +6,7 @@ import torch
 from infusenet.trainer.data import CachedDataset
 from infusenet.trainer.init import init_from_base
 from infusenet.trainer.loop import FrozenBase, TrainableInfuseNet, Trainer, sample_noise
-from tests.infusenet.trainer.conftest import tiny_config, tiny_shape
+from devtools.tiny_training import tiny_config, tiny_shape
 
 
 def test_step0_prediction_is_the_base_prediction(base, prepared):

@@ -13,7 +13,7 @@ from infusenet.trainer.data import read_manifest
 from infusenet.trainer.init import init_from_base
 from infusenet.trainer.loop import FrozenBase
 from infusenet.trainer.spms import ComfyGenerator, bundle_from_modules, synthesize_spms
-from tests.fixtures.face_models import draw_faces
+from devtools.face_models import draw_faces
 from tests.infusenet.trainer.conftest import FACE_BOXES, RES, tiny_shape
 
 

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.comfy_host import PACK_ROOT, comfyui_dir
+from devtools.comfy_env import PACK_ROOT, comfyui_dir
 
 PACK_LINK_NAME = "infiniteyou-studio"
 

@@ -43,11 +43,13 @@ def make_base(n_double: int, n_single: int, seed: int = 0, hidden: int = HIDDEN,
             if name.endswith(".bias"):
                 p.normal_(0, 0.02)
     sd = comfy.model_detection.convert_diffusers_mmdit({k: v.clone() for k, v in tr.state_dict().items()}, "")
-    unet_config = dict(
-        image_model="flux", in_channels=16, out_channels=16, patch_size=2, vec_in_dim=POOLED_DIM,
+    from infusenet import host
+
+    unet_config = dict(image_model="flux", **host.flux_params(
+        in_channels=16, out_channels=16, patch_size=2, vec_in_dim=POOLED_DIM,
         context_in_dim=TEXT_DIM, hidden_size=HIDDEN, mlp_ratio=4.0, num_heads=HIDDEN // HEAD_DIM, depth=n_double,
         depth_single_blocks=n_single, axes_dim=list(AXES), theta=10000, qkv_bias=True, guidance_embed=True,
-    )
+    ))
     cfg = comfy.supported_models.Flux(unet_config)
     cfg.set_inference_dtype(torch.float32, None)
     model = cfg.get_model({})

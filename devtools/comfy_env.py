@@ -1,7 +1,7 @@
-"""Where the test ComfyUI lives, and how to import it in-process.
+"""Which ComfyUI the scripts and tests run against, and how to import it in-process.
 
-The suite runs against a real ComfyUI: the one named by ``COMFYUI_DIR`` or, by default, the copy that
-``scripts/setup.sh`` prepared under ``.host/ComfyUI``.
+``COMFYUI_DIR`` names the ComfyUI tree (``scripts/test.sh`` sets it for each test host); without it the
+first prepared test host under ``.host/<name>/ComfyUI`` is used (see ``scripts/setup.sh``).
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
+HOST_NAMES = ("0.3.75", "0.30.0")
+"""The test hosts ``scripts/setup.sh`` prepares, oldest first."""
 
 
 def comfyui_dir() -> Path:
@@ -18,14 +20,24 @@ def comfyui_dir() -> Path:
     if env:
         path = Path(env).expanduser().resolve()
     else:
-        marker = PACK_ROOT / ".host" / "comfyui_dir"
-        path = Path(marker.read_text().strip()) if marker.exists() else PACK_ROOT / ".host" / "ComfyUI"
+        prepared = [PACK_ROOT / ".host" / n / "ComfyUI" for n in HOST_NAMES]
+        path = next((p for p in prepared if (p / "main.py").is_file()), prepared[0])
     if not (path / "main.py").is_file() or not (path / "comfy").is_dir():
         raise RuntimeError(
             f"No ComfyUI found at {path} (expected main.py and comfy/). Run scripts/setup.sh, "
             "or set COMFYUI_DIR to your ComfyUI checkout."
         )
     return path
+
+
+def comfyui_version(path: Path | None = None) -> str:
+    """The version a ComfyUI tree declares in ``comfyui_version.py`` ("unknown" without one)."""
+    version_file = (path or comfyui_dir()) / "comfyui_version.py"
+    if version_file.is_file():
+        for line in version_file.read_text().splitlines():
+            if line.startswith("__version__"):
+                return line.split("=", 1)[1].strip().strip("\"'")
+    return "unknown"
 
 
 def enable_in_process_comfy() -> Path:

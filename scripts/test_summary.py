@@ -1,0 +1,94 @@
+"""Summary of a scripts/test.sh run: per-host counts, skip reasons, hosts not tested.
+
+Reads ``<reports>/<host>.xml`` (pytest JUnit XML), ``<host>.rc``, ``<host>.seconds`` and
+``<host>.unavailable``; exits non-zero when any host failed, ran no test, or could not be set up.
+The last line is the total: ``N passed, N failed``.
+"""
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+
+def counts(xml: Path) -> tuple[dict[str, int], list[str]]:
+    out = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    skips: list[str] = []
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        if case.find("failure") is not None:
+            out["failed"] += 1
+        elif case.find("error") is not None:
+            out["errors"] += 1
+        elif (skip := case.find("skipped")) is not None:
+            out["skipped"] += 1
+            skips.append(f"{name}: {skip.get('message', '')}")
+        else:
+            out["passed"] += 1
+    return out, skips
+
+
+def compare_outputs(outputs: Path) -> None:
+    """Each shipped workflow's image on every host (same seed, same models), compared pixel by pixel."""
+    hosts = sorted(p for p in outputs.iterdir() if p.is_dir()) if outputs.is_dir() else []
+    if len(hosts) < 2:
+        return
+    import numpy as np
+    from PIL import Image
+
+    first, *others = hosts
+    print(f"workflow outputs, {first.name} against {', '.join(h.name for h in others)} (pixel values 0-255):")
+    for image in sorted(first.glob("*.png")):
+        a = np.asarray(Image.open(image), dtype=np.float64)
+        for other in others:
+            if not (other / image.name).exists():
+                print(f"    {image.stem}: no output on {other.name}")
+                continue
+            b = np.asarray(Image.open(other / image.name), dtype=np.float64)
+            if a.shape != b.shape:
+                print(f"    {image.stem}: sizes differ, {a.shape} against {b.shape}")
+                continue
+            diff = np.abs(a - b)
+            print(f"    {image.stem} vs {other.name}: mean |difference| {diff.mean():.3f}, max {diff.max():.0f}, "
+                  f"identical pixels {100 * (diff == 0).mean():.1f}%")
+
+
+def main(reports: Path) -> int:
+    ok = True
+    total = {"passed": 0, "failed": 0}
+    print("\n======== InfiniteYou test summary, per ComfyUI host ========")
+    names = sorted({p.stem for p in reports.iterdir() if p.suffix in (".xml", ".unavailable", ".rc")})
+    for name in names:
+        unavailable = reports / f"{name}.unavailable"
+        xml = reports / f"{name}.xml"
+        if unavailable.exists():
+            print(f"- {name}: {unavailable.read_text().strip()}")
+            ok = ok and not (reports / f"{name}.rc").exists()  # a failed setup fails the run
+            continue
+        if not xml.exists():
+            print(f"- ComfyUI {name}: pytest wrote no report (exit code {(reports / f'{name}.rc').read_text().strip()}).")
+            ok = False
+            continue
+        c, skips = counts(xml)
+        rc = int((reports / f"{name}.rc").read_text().strip() or 1)
+        seconds = (reports / f"{name}.seconds").read_text().strip() if (reports / f"{name}.seconds").exists() else "?"
+        print(f"- ComfyUI {name}: {c['passed']} passed, {c['failed']} failed, {c['errors']} errors, "
+              f"{c['skipped']} skipped in {seconds} s (pytest exit {rc})")
+        for s in skips:
+            print(f"    skipped: {s}")
+        total["passed"] += c["passed"]
+        total["failed"] += c["failed"] + c["errors"]
+        if rc != 0 or c["passed"] == 0:
+            ok = False
+    compare_outputs(reports / "outputs")
+    seconds = (reports / "total.seconds").read_text().strip() if (reports / "total.seconds").exists() else "?"
+    print(f"whole run: {seconds} s")
+    if not names:
+        print("no host was tested")
+        ok = False
+    print(f"{total['passed']} passed, {total['failed']} failed")
+    return 0 if ok and total["passed"] > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
