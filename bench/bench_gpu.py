@@ -34,14 +34,14 @@ def main() -> None:
     import comfy.model_patcher
     import comfy.supported_models
     from bench.bench_step import comfy_step_seconds
-    from infusenet import patch, weights
+    from infusenet import host, patch, weights
     from devtools import infusenet_files as files
 
     dev = mm.get_torch_device()
-    cfg = comfy.supported_models.Flux(dict(
-        image_model="flux", in_channels=16, out_channels=16, patch_size=2, vec_in_dim=768, context_in_dim=4096,
+    cfg = comfy.supported_models.Flux(dict(image_model="flux", **host.flux_params(
+        in_channels=16, out_channels=16, patch_size=2, vec_in_dim=768, context_in_dim=4096,
         hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=19, depth_single_blocks=38, axes_dim=[16, 56, 56],
-        theta=10000, qkv_bias=True, guidance_embed=True))
+        theta=10000, qkv_bias=True, guidance_embed=True)))
     cfg.set_inference_dtype(torch.bfloat16, None)
     model = cfg.get_model({}, device=dev)
     for p in model.diffusion_model.parameters():  # constructed uninitialised: fill with small random values

@@ -222,6 +222,7 @@ def build_infusenet(
     ComfyUI's multi-GPU clones (see :func:`host.new_patcher`).
     Returns (patcher, config, weight dtype of the file).
     """
+    sd = host.to_host_keys(sd)
     config = config_from_state_dict(sd, source)
     file_dtype = host.weight_dtype(sd)
     load_device = host.torch_device()

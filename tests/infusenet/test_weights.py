@@ -193,3 +193,23 @@ def test_flux_width_spec_is_quick_to_generate():
     assert sd["x_embedder.weight"].shape == (3072, 64) and sd["context_embedder.weight"].shape == (3072, 4096)
     assert sd["transformer_blocks.0.attn.norm_k.weight"].shape == (128,)
     assert float(sd["controlnet_blocks.0.weight"].float().abs().mean()) > 0
+
+
+def test_keys_this_comfyui_names_differently_blame_the_host_not_the_file(tmp_path, monkeypatch):
+    """A ComfyUI whose FLUX blocks name a tensor differently from the file: the error names the ComfyUI
+    version and the change, says the file is fine, and never asks for a new download."""
+    from infusenet import host
+
+    sd = weights.to_comfy_keys(files.random_infusenet_state_dict(files.InfuseNetSpec(), 1))
+    other = "scale" if host.norm_param_name() == "weight" else "weight"
+    renamed = {k.replace(f"_norm.{host.norm_param_name()}", f"_norm.{other}"): v for k, v in sd.items()}
+    assert renamed != sd
+    monkeypatch.setattr(host, "to_host_keys", lambda state: state)  # a pack that did not adapt
+    with pytest.raises(InfiniteYouError) as err:
+        weights.build_infusenet(renamed, "infusenet_aes_bf16.safetensors")
+    message = str(err.value)
+    assert f"ComfyUI {host.comfy_version()}" in message and "The file is fine" in message
+    assert f"_norm.{other}" in message and "download" not in message.lower()
+    monkeypatch.undo()
+    patcher, config, _ = weights.build_infusenet(renamed, "infusenet_aes_bf16.safetensors")  # adapted: loads
+    assert config.depth == files.InfuseNetSpec().num_layers
