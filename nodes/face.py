@@ -13,6 +13,7 @@ from ..infusenet.face.pose import DEFAULT_HEIGHT, DEFAULT_WIDTH, pose_image
 from ..infusenet.face.masks import face_mask
 from ..infusenet.face.similarity import identity_similarity
 from ..infusenet.weights import project_identity
+from .checks import finite_between, one_of, require, verdict
 from .errors import node_errors
 from .types import CATEGORY, FaceEncoderType, IdentityType, InfuseNetType
 
@@ -43,11 +44,15 @@ def arcface_files() -> list[str]:
     return [face_paths.ARCFACE_FILE] + sorted(names - {face_paths.ARCFACE_FILE})
 
 
-def pack_path(name: str):
-    for root in face_paths.insightface_roots():
-        if (root / "models" / name).is_dir():
-            return root / "models" / name
-    return face_paths.insightface_roots()[0] / "models" / name
+NODE_FACE_LOADER = "InfiniteYou Face Encoder Loader"
+NODE_IDENTITY = "InfiniteYou Identity From Images"
+NODE_POSE = "InfiniteYou Pose Image"
+NODE_MASK = "InfiniteYou Face Mask"
+
+
+def face_select_problems(face_select, det_size):
+    yield one_of("face_select", face_select, FACE_SELECT)
+    yield one_of("det_size", det_size, DET_SIZES)
 
 
 def face_choice(face_select: str, face_index: int):
@@ -98,10 +103,22 @@ class FaceEncoderLoader(io.ComfyNode):
                                             "InfiniteYou face nodes.")],
         )
 
+    @staticmethod
+    def problems(detector_pack, arcface, providers):
+        yield one_of("detector_pack", detector_pack, detector_packs(), "face packs in models/insightface/models")
+        yield one_of("arcface", arcface, arcface_files(), "ArcFace files in models/insightface or models/facexlib")
+        yield one_of("providers", providers, PROVIDERS)
+
+    @classmethod
+    def validate_inputs(cls, detector_pack: str, arcface: str, providers: str):
+        return verdict(NODE_FACE_LOADER, cls.problems(detector_pack, arcface, providers))
+
     @classmethod
     def execute(cls, detector_pack: str, arcface: str, providers: str) -> io.NodeOutput:
-        with node_errors("InfiniteYou Face Encoder Loader"):
-            encoder = load_face_encoder(pack_path(detector_pack), arcface, providers)
+        require(NODE_FACE_LOADER, cls.problems(detector_pack, arcface, providers))
+        with node_errors(NODE_FACE_LOADER):
+            encoder = load_face_encoder(face_paths.resolve_detector_pack(detector_pack),
+                                        face_paths.resolve_arcface_name(arcface), providers)
         return io.NodeOutput(encoder, ui={"text": [f"detector on {', '.join(encoder.providers)}; "
                                                    f"ArcFace on {encoder.info.get('device')} ({encoder.info.get('dtype')})"]})
 
@@ -137,8 +154,13 @@ class IdentityFromImages(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, face_select: str, det_size: str):
+        return verdict(NODE_IDENTITY, face_select_problems(face_select, det_size))
+
+    @classmethod
     def execute(cls, face_encoder, infusenet, images, face_select, face_index, det_size, add_to=None) -> io.NodeOutput:
-        with node_errors("InfiniteYou Identity From Images"):
+        require(NODE_IDENTITY, face_select_problems(face_select, det_size))
+        with node_errors(NODE_IDENTITY):
             identity, uses = identity_and_faces(face_encoder, images, face_choice(face_select, face_index), det_size)
             if add_to is not None:
                 identity = merge_identities(add_to, identity)
@@ -172,8 +194,13 @@ class PoseImage(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, face_select: str, det_size: str):
+        return verdict(NODE_POSE, face_select_problems(face_select, det_size))
+
+    @classmethod
     def execute(cls, face_encoder, photo, width, height, face_select, face_index, det_size, mask=None) -> io.NodeOutput:
-        with node_errors("InfiniteYou Pose Image"):
+        require(NODE_POSE, face_select_problems(face_select, det_size))
+        with node_errors(NODE_POSE):
             image = pose_image(face_encoder, photo[0], width, height, mask, face_choice(face_select, face_index), det_size)
         return io.NodeOutput(image)
 
@@ -199,9 +226,19 @@ class FaceMask(io.ComfyNode):
             outputs=[io.Mask.Output("mask", display_name="mask", tooltip="1 over the face region, 0 elsewhere, per image.")],
         )
 
+    @staticmethod
+    def problems(grow, face_select, det_size):
+        yield finite_between("grow", grow, 0.0, 3.0)
+        yield from face_select_problems(face_select, det_size)
+
+    @classmethod
+    def validate_inputs(cls, grow: float, face_select: str, det_size: str):
+        return verdict(NODE_MASK, cls.problems(grow, face_select, det_size))
+
     @classmethod
     def execute(cls, face_encoder, images, grow, feather, face_select, face_index, det_size) -> io.NodeOutput:
-        with node_errors("InfiniteYou Face Mask"):
+        require(NODE_MASK, cls.problems(grow, face_select, det_size))
+        with node_errors(NODE_MASK):
             mask = face_mask(face_encoder, images, grow, feather, face_choice(face_select, face_index), det_size)
         return io.NodeOutput(mask)
 
