@@ -72,6 +72,16 @@ def face_select_inputs() -> list:
     ]
 
 
+def selftest_ui(encoder, ui: dict | None = None) -> dict | None:
+    """``ui`` with the self-test note added to its text when the encoder's models are the stand-ins."""
+    note = encoder.selftest_note() if hasattr(encoder, "selftest_note") else None
+    if note is None:
+        return ui
+    ui = dict(ui or {})
+    ui["text"] = [*ui.get("text", []), note]
+    return ui
+
+
 def faces_ui(identity) -> dict:
     """What a frontend needs to draw the faces used: boxes, keypoints and photo sizes."""
     return {"infu_faces": [json.dumps({"boxes": identity.boxes, "keypoints": identity.keypoints,
@@ -119,8 +129,9 @@ class FaceEncoderLoader(io.ComfyNode):
         with node_errors(NODE_FACE_LOADER):
             encoder = load_face_encoder(face_paths.resolve_detector_pack(detector_pack),
                                         face_paths.resolve_arcface_name(arcface), providers)
-        return io.NodeOutput(encoder, ui={"text": [f"detector on {', '.join(encoder.providers)}; "
-                                                   f"ArcFace on {encoder.info.get('device')} ({encoder.info.get('dtype')})"]})
+        return io.NodeOutput(encoder, ui=selftest_ui(encoder, {"text": [
+            f"detector on {', '.join(encoder.providers)}; "
+            f"ArcFace on {encoder.info.get('device')} ({encoder.info.get('dtype')})"]}))
 
 
 class IdentityFromImages(io.ComfyNode):
@@ -165,7 +176,7 @@ class IdentityFromImages(io.ComfyNode):
             if add_to is not None:
                 identity = merge_identities(add_to, identity)
             identity.tokens = project_identity(infusenet, identity.embedding)
-        return io.NodeOutput(identity, preview_image(uses), ui=faces_ui(identity))
+        return io.NodeOutput(identity, preview_image(uses), ui=selftest_ui(face_encoder, faces_ui(identity)))
 
 
 class PoseImage(io.ComfyNode):
@@ -202,7 +213,7 @@ class PoseImage(io.ComfyNode):
         require(NODE_POSE, face_select_problems(face_select, det_size))
         with node_errors(NODE_POSE):
             image = pose_image(face_encoder, photo[0], width, height, mask, face_choice(face_select, face_index), det_size)
-        return io.NodeOutput(image)
+        return io.NodeOutput(image, ui=selftest_ui(face_encoder))
 
 
 class FaceMask(io.ComfyNode):
@@ -240,7 +251,7 @@ class FaceMask(io.ComfyNode):
         require(NODE_MASK, cls.problems(grow, face_select, det_size))
         with node_errors(NODE_MASK):
             mask = face_mask(face_encoder, images, grow, feather, face_choice(face_select, face_index), det_size)
-        return io.NodeOutput(mask)
+        return io.NodeOutput(mask, ui=selftest_ui(face_encoder))
 
 
 class IdentitySimilarity(io.ComfyNode):
@@ -272,6 +283,7 @@ class IdentitySimilarity(io.ComfyNode):
         lines = [f"image {i}: {'no face' if s is None else f'{s:.4f}'}" for i, s in enumerate(scores)]
         valid = [(s, i) for i, s in enumerate(scores) if s is not None]
         best, index = max(valid) if valid else (-1.0, -1)
-        report = "\n".join(lines)
+        note = face_encoder.selftest_note() if hasattr(face_encoder, "selftest_note") else None
+        report = "\n".join([note, *lines] if note else lines)
         return io.NodeOutput(float(best), int(index), report,
                              ui={"text": [report], "infu_similarity": [json.dumps(scores)]})
