@@ -31,6 +31,7 @@ from torch import Tensor, nn
 import comfy.model_management
 import comfy.model_patcher
 
+from .. import host
 from ..model import InfuseNet
 from ..patch import flux_diffusion_model, merge_control
 from ..resampler import Resampler, ResamplerConfig
@@ -307,10 +308,7 @@ class Trainer:
         device = rank_device(base_patcher.load_device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        if device != base_patcher.load_device:
-            base_patcher = base_patcher.clone()
-            base_patcher.load_device = device
-        self.base = FrozenBase(base_patcher)
+        self.base = FrozenBase(host.patcher_on_device(base_patcher, device))
         device = self.base.load()
         self.ctx: DistContext = init_distributed(config.distributed, device)
         if config.data.batch_size % self.ctx.world_size:
