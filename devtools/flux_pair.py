@@ -28,7 +28,7 @@ class Base:
 
 
 def make_base(n_double: int, n_single: int, seed: int = 0, hidden: int = HIDDEN, head_dim: int = HEAD_DIM,
-              axes: tuple = AXES, text_dim: int = TEXT_DIM) -> Base:
+              axes: tuple = AXES, text_dim: int = TEXT_DIM, dtype: torch.dtype = torch.float32) -> Base:
     from diffusers import FluxTransformer2DModel
     HIDDEN, HEAD_DIM, AXES, TEXT_DIM = hidden, head_dim, axes, text_dim  # noqa: N806
 
@@ -51,7 +51,7 @@ def make_base(n_double: int, n_single: int, seed: int = 0, hidden: int = HIDDEN,
         depth_single_blocks=n_single, axes_dim=list(AXES), theta=10000, qkv_bias=True, guidance_embed=True,
     ))
     cfg = comfy.supported_models.Flux(unet_config)
-    cfg.set_inference_dtype(torch.float32, None)
+    cfg.set_inference_dtype(dtype, None)
     model = cfg.get_model({})
     missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=False)
     assert not missing and not unexpected, (missing, unexpected)

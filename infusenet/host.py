@@ -453,3 +453,14 @@ def check_contact(contact: Contact) -> str | None:
 def check_contract() -> list[str]:
     """Every problem with :data:`CONTRACT` on the running ComfyUI (empty when all is in place)."""
     return [problem for c in CONTRACT if (problem := check_contact(c))]
+
+
+# ---- added for hardening
+def patcher_on_device(patcher, device: torch.device):
+    """``patcher`` itself when model management already loads it to ``device``, else a clone (same weights)
+    that loads there: how a training process puts the shared base model on its own GPU."""
+    if patcher.load_device == device:
+        return patcher
+    clone = patcher.clone()
+    clone.load_device = device
+    return clone

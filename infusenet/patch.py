@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import torch
@@ -88,8 +89,22 @@ def step_kept(i: int, n_steps: int, start: float, end: float) -> bool:
     return not (i / n_steps < start or (i + 1) / n_steps > end)
 
 
+@dataclass
+class RunState:
+    """What one sampling run computes once and reuses at every model call, released when the run ends
+    (like core's EasyCache holder): nothing stays on the device from one run to the next."""
+
+    control: dict[tuple, Tensor] = field(default_factory=dict)  # latent (h, w) -> processed control [b, C, h, w]
+    packed: dict[tuple, Tensor] = field(default_factory=dict)   # (h, w, device, dtype) -> packed [b, L, C*4]
+    masks: dict[tuple, Tensor] = field(default_factory=dict)    # (h_tok, w_tok, device, dtype) -> [1, L, 1]
+    tokens: dict[tuple, Tensor] = field(default_factory=dict)   # (per_chunk, chunks, device, dtype) -> tokens
+    schedule_source: Tensor | None = None  # transformer_options["sample_sigmas"] last seen
+    schedule: Tensor | None = None         # its float32 CPU copy
+    nets: dict[str, torch.nn.Module] = field(default_factory=dict)  # device -> this patch's InfuseNet there
+
+
 class InfiniteYouPatch:
-    """Per-apply state: inputs, caches (control latent, packed control, mask) and the two wrappers."""
+    """Per-apply settings and inputs, the two wrappers, and the current sampling run's :class:`RunState`."""
 
     def __init__(
         self, bundle: InfuseNetBundle, id_tokens: Tensor, control_latent, strength: float, start: float, end: float,
@@ -107,21 +122,26 @@ class InfiniteYouPatch:
         self.vae = vae
         self.latent_format = latent_format
         self.model_sampling = None
-        self._control: dict[tuple, Tensor] = {}    # latent (h, w) -> processed control latent [b, C, h, w]
-        self._packed: dict[tuple, Tensor] = {}     # (h, w, device, dtype) -> packed [b, L, C*4]
-        self._masks: dict[tuple, Tensor] = {}      # (h_tok, w_tok, device, dtype) -> [1, L, 1]
-        self._tokens: dict[tuple, Tensor] = {}
-        self._schedule_source: Tensor | None = None  # transformer_options["sample_sigmas"] last seen
-        self._schedule: Tensor | None = None         # its float32 CPU copy
-        self._nets: dict[str, torch.nn.Module] = {}   # device -> this patch's InfuseNet there (per run)
+        self.run: RunState | None = None
+
+    @property
+    def state(self) -> RunState:
+        """The current run's state (created on first use outside a sampling run, e.g. by a direct call)."""
+        if self.run is None:
+            self.run = RunState()
+        return self.run
 
     # ------------------------------------------------------------ per sampling run
     def outer_sample(self, executor, noise: Tensor, *args, **kwargs):
-        patcher = executor.class_obj.model_patcher  # the guider's model
-        self.model_sampling = host.model_object(patcher, "model_sampling")
-        self._nets = self.branch_models(patcher)
-        self.control_for(noise.shape[-2], noise.shape[-1])
-        return executor(noise, *args, **kwargs)
+        guider = executor.class_obj
+        self.model_sampling = host.model_object(guider.model_patcher, "model_sampling")
+        self.run = RunState(nets=self.branch_models(guider.model_patcher))
+        try:
+            self.control_for(noise.shape[-2], noise.shape[-1])
+            return executor(noise, *args, **kwargs)
+        finally:
+            self.run = None
+            self.model_sampling = None
 
     def branch_models(self, patcher) -> dict[str, "torch.nn.Module"]:
         """This patch's InfuseNet on each device of the run. In ComfyUI's multi-GPU mode every device
@@ -137,7 +157,8 @@ class InfiniteYouPatch:
     def control_for(self, h: int, w: int) -> Tensor:
         """The processed control latent [b, C, h, w] for a latent of spatial size h x w (cached)."""
         key = (h, w)
-        if key not in self._control:
+        cache = self.state.control
+        if key not in cache:
             src = self.control_source
             if callable(src):
                 src = src(h, w)
@@ -151,8 +172,8 @@ class InfiniteYouPatch:
             if src.shape[-2:] != (h, w):
                 logging.info("InfiniteYou: control latent %s resized to the latent size %sx%s", list(src.shape), h, w)
                 src = host.resize(src, w, h)
-            self._control[key] = self.latent_format.process_in(src)
-        return self._control[key]
+            cache[key] = self.latent_format.process_in(src)
+        return cache[key]
 
     # ------------------------------------------------------------ per model call
     def is_active(self, transformer_options: dict) -> bool:
@@ -162,9 +183,10 @@ class InfiniteYouPatch:
         sigma = float(sigma.flatten()[0])
         schedule = transformer_options.get("sample_sigmas")
         if self.window == "steps" and schedule is not None and len(schedule) > 1:
-            if schedule is not self._schedule_source:  # copy the schedule off the device once per run
-                self._schedule_source, self._schedule = schedule, schedule.detach().float().cpu()
-            return step_kept(step_index(sigma, self._schedule), len(self._schedule) - 1, self.start, self.end)
+            run = self.state
+            if schedule is not run.schedule_source:  # copy the schedule off the device once per run
+                run.schedule_source, run.schedule = schedule, schedule.detach().float().cpu()
+            return step_kept(step_index(sigma, run.schedule), len(run.schedule) - 1, self.start, self.end)
         if self.model_sampling is None or (self.start <= 0.0 and self.end >= 1.0):
             return True
         hi = self.model_sampling.percent_to_sigma(self.start)
@@ -173,30 +195,33 @@ class InfiniteYouPatch:
 
     def _packed_control(self, base, h: int, w: int, device, dtype) -> Tensor:
         key = (h, w, device, dtype)
-        if key not in self._packed:
+        cache = self.state.packed
+        if key not in cache:
             packed, _ = base.process_img(self.control_for(h, w))
-            self._packed[key] = packed.to(device=device, dtype=dtype)
-        return self._packed[key]
+            cache[key] = packed.to(device=device, dtype=dtype)
+        return cache[key]
 
     def _token_mask(self, h_tok: int, w_tok: int, device, dtype) -> Tensor | None:
         if self.mask is None:
             return None
         key = (h_tok, w_tok, device, dtype)
-        if key not in self._masks:
+        cache = self.state.masks
+        if key not in cache:
             m = self.mask.float().reshape(-1, *self.mask.shape[-2:])[:1].unsqueeze(0)
             m = F.interpolate(m, size=(h_tok, w_tok), mode="bilinear", align_corners=False)
-            self._masks[key] = m.reshape(1, h_tok * w_tok, 1).to(device=device, dtype=dtype)
-        return self._masks[key]
+            cache[key] = m.reshape(1, h_tok * w_tok, 1).to(device=device, dtype=dtype)
+        return cache[key]
 
     def _id_tokens(self, per_chunk: int, n_chunks: int, device, dtype) -> Tensor:
         key = (per_chunk, n_chunks, device, dtype)
-        if key not in self._tokens:
+        cache = self.state.tokens
+        if key not in cache:
             t = self.id_tokens
             if t.shape[0] not in (1, per_chunk):
                 raise InfiniteYouError(f"Identity tokens have batch {t.shape[0]}; expected 1 or the latent batch {per_chunk}.")
             t = t.expand(per_chunk, -1, -1).repeat(n_chunks, 1, 1)
-            self._tokens[key] = t.to(device=device, dtype=dtype)
-        return self._tokens[key]
+            cache[key] = t.to(device=device, dtype=dtype)
+        return cache[key]
 
     def residuals(self, base, x: Tensor, timestep: Tensor, y: Tensor | None, guidance: Tensor | None,
                   transformer_options: dict) -> tuple[list[Tensor], list[Tensor]] | None:
@@ -213,7 +238,7 @@ class InfiniteYouPatch:
         def pick(t: Tensor) -> Tensor:
             return t if rows is None else t.index_select(0, rows)
 
-        net = self._nets.get(str(x.device), self.bundle.model)
+        net = self.state.nets.get(str(x.device), self.bundle.model)
         dtype = net.compute_dtype
         img, img_ids = base.process_img(x, transformer_options=transformer_options)
         h, w = x.shape[-2:]
@@ -304,6 +329,9 @@ def apply_infiniteyou(
         raise InfiniteYouError(f"window must be 'steps' or 'sigma', got {window!r}.")
     if apply_to not in ("positive", "both"):
         raise InfiniteYouError(f"apply_to must be 'positive' or 'both', got {apply_to!r}.")
+    for name, value in (("strength", strength), ("start", start), ("end", end), ("guidance", guidance)):
+        if value is not None and not math.isfinite(float(value)):
+            raise InfiniteYouError(f"{name} must be a finite number; got {value}.")
     if not 0.0 <= start <= end <= 1.0:
         raise InfiniteYouError(f"start and end must satisfy 0 <= start <= end <= 1; got start={start}, end={end}.")
     if control_latent is None and vae is None and strength != 0.0:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 
-import folder_paths
+from . import host
+from .names import ModelNameError, contained_join, inside
 
 FOLDER_NAME = "infiniteyou"
 """The ComfyUI folder name the pack looks models up in (``folder_paths.get_full_path``)."""
@@ -23,11 +24,20 @@ def register_model_folders() -> list[str]:
     Returns the folder list now registered.
     """
     for sub in SUBFOLDERS:
-        folder_paths.add_model_folder_path(FOLDER_NAME, os.path.join(folder_paths.models_dir, sub))
-    paths, extensions = folder_paths.folder_names_and_paths[FOLDER_NAME]
-    if isinstance(extensions, set):
-        extensions.update(MODEL_EXTENSIONS)
-    return list(paths)
+        host.add_model_folder(FOLDER_NAME, os.path.join(host.models_dir(), sub))
+    return list(add_extensions(FOLDER_NAME, MODEL_EXTENSIONS))
+
+
+def add_extensions(folder_name: str, extensions) -> list[str]:
+    """Give ``folder_name`` its own extension set holding ``extensions`` too; returns its folders.
+
+    The registered collection is never changed in place: another pack may have registered a list, or
+    ComfyUI's shared ``supported_pt_extensions`` set, which every other folder uses too."""
+    paths, current = host.model_folder_entry(folder_name)
+    current = set(current or ())
+    if not set(extensions) <= current:
+        host.set_model_folder_entry(folder_name, paths, current | set(extensions))
+    return paths
 
 
 def _is_projection_name(name: str) -> bool:
@@ -41,7 +51,7 @@ def list_infusenet_models() -> list[str]:
     Names are relative to the registered folders, with ``/`` separators, like ComfyUI's lists.
     """
     names = set()
-    for name in folder_paths.get_filename_list(FOLDER_NAME):
+    for name in host.model_filenames(FOLDER_NAME):
         norm = name.replace(os.sep, "/")
         parts = norm.split("/")
         if DIFFUSERS_FOLDER in parts[:-1]:
@@ -54,7 +64,7 @@ def list_infusenet_models() -> list[str]:
 def list_projection_models() -> list[str]:
     """Identity projection (Resampler) files: ``image_proj_model.bin`` and safetensors equivalents."""
     out = []
-    for name in folder_paths.get_filename_list(FOLDER_NAME):
+    for name in host.model_filenames(FOLDER_NAME):
         norm = name.replace(os.sep, "/")
         if DIFFUSERS_FOLDER in norm.split("/")[:-1]:
             continue
@@ -64,15 +74,35 @@ def list_projection_models() -> list[str]:
 
 
 def resolve_model_path(name: str) -> str:
-    """Absolute path of a listed name (file or ``InfuseNetModel`` folder); absolute paths pass through.
+    """Path of a listed name (file or ``InfuseNetModel`` folder) inside one of the registered folders.
 
-    Raises FileNotFoundError naming the folders searched.
-    """
-    if os.path.isabs(name) and os.path.exists(name):
-        return name
-    for root in folder_paths.get_folder_paths(FOLDER_NAME):
-        candidate = os.path.join(root, *name.split("/"))
+    ``name`` is relative, with ``/`` separators, as listed; the path returned is the folder joined with
+    it and lies inside that folder (lexically: symlinked model folders are fine). Absolute paths, ``..``
+    and other ways out raise ModelNameError; a name found nowhere raises FileNotFoundError naming the
+    folders searched."""
+    roots = host.model_folder_paths(FOLDER_NAME)
+    for root in roots:
+        candidate = contained_join(root, name, "InfiniteYou model")
         if os.path.exists(candidate):
             return candidate
-    searched = ", ".join(folder_paths.get_folder_paths(FOLDER_NAME))
-    raise FileNotFoundError(f"'{name}' was not found in the InfiniteYou model folders ({searched}).")
+    raise FileNotFoundError(f"'{name}' was not found in the InfiniteYou model folders ({', '.join(roots)}).")
+
+
+PROJECTION_FILES = ("image_proj_model.bin", "image_proj_model.safetensors")
+
+
+def projection_beside(name: str) -> str | None:
+    """``image_proj_model.bin`` (or .safetensors) in the folder of the listed InfuseNet ``name``, as
+    InfiniteYou lays them out; only inside the registered folder that holds the InfuseNet."""
+    path = resolve_model_path(name)
+    for root in host.model_folder_paths(FOLDER_NAME):
+        if not inside(root, path):
+            continue
+        folder = os.path.dirname(os.path.normpath(path))
+        for file in PROJECTION_FILES:
+            candidate = os.path.join(folder, file)
+            if (inside(root, candidate)) and os.path.isfile(candidate):
+                return candidate
+        return None
+    return None
+

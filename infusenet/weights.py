@@ -48,9 +48,10 @@ class InfuseNetBundle:
     patcher: "host.ModelPatcher"
     config: InfuseNetConfig
     resampler: Resampler | None = None
-    variant: str = "unknown"        # "aes_stage2" | "sim_stage1" | "unknown" (guessed from the path)
-    precision: str = "unknown"      # "bf16" | "fp8_e4m3fn" | "fp16" | "fp32"
+    variant: str = "unknown"        # "aes_stage2" | "sim_stage1" | "unknown" (guessed from the model's names)
+    precision: str = "unknown"      # what is held in memory: "bf16" | "fp8_e4m3fn" | ... ("... (bf16 file)")
     files: list[str] = field(default_factory=list)
+    projection: "host.ModelPatcher | None" = None  # the Resampler, managed by ComfyUI
 
     @property
     def model(self) -> InfuseNet:
@@ -202,12 +203,30 @@ def _precision_name(dtype: torch.dtype) -> str:
     )
 
 
+def precision_label(held: torch.dtype | None, file_dtype: torch.dtype | None) -> str:
+    """The precision held in memory, and the file's when it differs (e.g. ``fp8_e4m3fn (bf16 file)``)."""
+    if held is None:
+        held = file_dtype
+    label = _precision_name(held) if held is not None else "unknown"
+    if file_dtype is not None and held != file_dtype:
+        label += f" ({_precision_name(file_dtype)} file)"
+    return label
+
+
+_VARIANT_WORDS = {"sim": "sim_stage1", "aes": "aes_stage2"}
+
+
 def guess_variant(path: str) -> str:
-    low = path.lower()
-    if "sim" in low:
-        return "sim_stage1"
-    if "aes" in low:
-        return "aes_stage2"
+    """``aes_stage2`` / ``sim_stage1`` from the model's own names: the file (or ``InfuseNetModel`` folder)
+    and the two folders above it, as InfiniteYou lays them out (``<variant>/InfuseNetModel``,
+    ``<variant>/infusenet_<aes|sim>_bf16.safetensors``). A word ``sim``/``aes`` must stand alone
+    (``sim_stage1``, ``infusenet_sim_bf16``): folders further up, such as a home folder, say nothing."""
+    parts = [p for p in re.split(r"[\\/]+", str(path)) if p][-3:]
+    for part in reversed(parts):
+        words = set(re.split(r"[^a-z0-9]+", part.lower()))
+        for word, variant in _VARIANT_WORDS.items():
+            if word in words:
+                return variant
     return "unknown"
 
 
@@ -324,28 +343,37 @@ def load_infusenet(path: str, projection_path: str | None = None, dtype: torch.d
     sd = to_comfy_keys(sd, path)
     patcher, config, file_dtype = build_infusenet(sd, path, dtype, reload=(reload_infusenet_patcher, (path, dtype)))
     del sd
-    resampler = None
+    resampler = projection = None
     if projection_path is None:
         projection_path = find_projection_file(path)
     if projection_path is not None:
         resampler = load_resampler(projection_path)
+        projection = projection_patcher(resampler)
         files.append(projection_path)
     return InfuseNetBundle(
         patcher=patcher, config=config, resampler=resampler, variant=guess_variant(path),
-        precision=_precision_name(file_dtype), files=files,
+        precision=precision_label(host.weight_dtype(patcher.model.state_dict()), file_dtype), files=files,
+        projection=projection,
     )
+
+
+def projection_patcher(resampler: Resampler):
+    """The Resampler as a ComfyUI-managed model: loaded to the device when used, offloaded by model management
+    like every other model (never moved by hand per identity)."""
+    return host.new_patcher(resampler, host.torch_device(), host.offload_device(), size=host.module_size(resampler),
+                            dynamic=False)
 
 
 @torch.no_grad()
 def project_identity(bundle_or_resampler: InfuseNetBundle | Resampler, embedding: Tensor) -> Tensor:
     """ArcFace embedding [512] (or [R,512] / [1,T,512]) -> identity tokens [1, Q, 4096] float32 on CPU."""
-    resampler = bundle_or_resampler.resampler if isinstance(bundle_or_resampler, InfuseNetBundle) else bundle_or_resampler
+    bundle = bundle_or_resampler if isinstance(bundle_or_resampler, InfuseNetBundle) else None
+    resampler = bundle.resampler if bundle is not None else bundle_or_resampler
     if resampler is None:
         raise InfiniteYouError("This InfuseNet was loaded without an identity projection (image_proj_model.bin).")
     x = embedding.float().reshape(1, -1, resampler.config.embedding_dim)
-    device = host.torch_device()
-    resampler.to(device)
-    try:
-        return resampler(x.to(device)).float().cpu()
-    finally:
-        resampler.to(host.offload_device())
+    if bundle is not None and bundle.projection is not None:
+        host.load_models([bundle.projection])  # model management loads it (and offloads others as needed)
+        resampler = bundle.projection.model
+    device = next(resampler.parameters()).device  # a bare Resampler runs where it is
+    return resampler(x.to(device)).float().cpu()

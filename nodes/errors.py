@@ -4,6 +4,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from ..infusenet.face.errors import FaceError
+from ..infusenet.names import ModelNameError
 from ..infusenet.weights import InfiniteYouError
 
 
@@ -16,5 +17,5 @@ def node_errors(node_name: str):
     """Re-raise the pack's user-facing errors (and missing files) with the node's name in front."""
     try:
         yield
-    except (InfiniteYouError, FaceError, FileNotFoundError) as exc:
+    except (InfiniteYouError, FaceError, ModelNameError, FileNotFoundError) as exc:
         raise InfiniteYouNodeError(f"{node_name}: {exc}") from exc

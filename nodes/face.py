@@ -13,6 +13,7 @@ from ..infusenet.face.pose import DEFAULT_HEIGHT, DEFAULT_WIDTH, pose_image
 from ..infusenet.face.masks import face_mask
 from ..infusenet.face.similarity import identity_similarity
 from ..infusenet.weights import project_identity
+from .checks import finite_between, one_of, require, verdict
 from .errors import node_errors
 from .types import CATEGORY, FaceEncoderType, IdentityType, InfuseNetType
 
@@ -43,11 +44,15 @@ def arcface_files() -> list[str]:
     return [face_paths.ARCFACE_FILE] + sorted(names - {face_paths.ARCFACE_FILE})
 
 
-def pack_path(name: str):
-    for root in face_paths.insightface_roots():
-        if (root / "models" / name).is_dir():
-            return root / "models" / name
-    return face_paths.insightface_roots()[0] / "models" / name
+NODE_FACE_LOADER = "InfiniteYou Face Encoder Loader"
+NODE_IDENTITY = "InfiniteYou Identity From Images"
+NODE_POSE = "InfiniteYou Pose Image"
+NODE_MASK = "InfiniteYou Face Mask"
+
+
+def face_select_problems(face_select, det_size):
+    yield one_of("face_select", face_select, FACE_SELECT)
+    yield one_of("det_size", det_size, DET_SIZES)
 
 
 def face_choice(face_select: str, face_index: int):
@@ -65,6 +70,16 @@ def face_select_inputs() -> list:
                        tooltip="Face detection size. auto tries 640, then 320, then 160 when nothing is found "
                                "(the reference's order); a number uses that size only."),
     ]
+
+
+def selftest_ui(encoder, ui: dict | None = None) -> dict | None:
+    """``ui`` with the self-test note added to its text when the encoder's models are the stand-ins."""
+    note = encoder.selftest_note() if hasattr(encoder, "selftest_note") else None
+    if note is None:
+        return ui
+    ui = dict(ui or {})
+    ui["text"] = [*ui.get("text", []), note]
+    return ui
 
 
 def faces_ui(identity) -> dict:
@@ -98,12 +113,25 @@ class FaceEncoderLoader(io.ComfyNode):
                                             "InfiniteYou face nodes.")],
         )
 
+    @staticmethod
+    def problems(detector_pack, arcface, providers):
+        yield one_of("detector_pack", detector_pack, detector_packs(), "face packs in models/insightface/models")
+        yield one_of("arcface", arcface, arcface_files(), "ArcFace files in models/insightface or models/facexlib")
+        yield one_of("providers", providers, PROVIDERS)
+
+    @classmethod
+    def validate_inputs(cls, detector_pack: str, arcface: str, providers: str):
+        return verdict(NODE_FACE_LOADER, cls.problems(detector_pack, arcface, providers))
+
     @classmethod
     def execute(cls, detector_pack: str, arcface: str, providers: str) -> io.NodeOutput:
-        with node_errors("InfiniteYou Face Encoder Loader"):
-            encoder = load_face_encoder(pack_path(detector_pack), arcface, providers)
-        return io.NodeOutput(encoder, ui={"text": [f"detector on {', '.join(encoder.providers)}; "
-                                                   f"ArcFace on {encoder.info.get('device')} ({encoder.info.get('dtype')})"]})
+        require(NODE_FACE_LOADER, cls.problems(detector_pack, arcface, providers))
+        with node_errors(NODE_FACE_LOADER):
+            encoder = load_face_encoder(face_paths.resolve_detector_pack(detector_pack),
+                                        face_paths.resolve_arcface_name(arcface), providers)
+        return io.NodeOutput(encoder, ui=selftest_ui(encoder, {"text": [
+            f"detector on {', '.join(encoder.providers)}; "
+            f"ArcFace on {encoder.info.get('device')} ({encoder.info.get('dtype')})"]}))
 
 
 class IdentityFromImages(io.ComfyNode):
@@ -137,13 +165,18 @@ class IdentityFromImages(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, face_select: str, det_size: str):
+        return verdict(NODE_IDENTITY, face_select_problems(face_select, det_size))
+
+    @classmethod
     def execute(cls, face_encoder, infusenet, images, face_select, face_index, det_size, add_to=None) -> io.NodeOutput:
-        with node_errors("InfiniteYou Identity From Images"):
+        require(NODE_IDENTITY, face_select_problems(face_select, det_size))
+        with node_errors(NODE_IDENTITY):
             identity, uses = identity_and_faces(face_encoder, images, face_choice(face_select, face_index), det_size)
             if add_to is not None:
                 identity = merge_identities(add_to, identity)
             identity.tokens = project_identity(infusenet, identity.embedding)
-        return io.NodeOutput(identity, preview_image(uses), ui=faces_ui(identity))
+        return io.NodeOutput(identity, preview_image(uses), ui=selftest_ui(face_encoder, faces_ui(identity)))
 
 
 class PoseImage(io.ComfyNode):
@@ -172,10 +205,15 @@ class PoseImage(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, face_select: str, det_size: str):
+        return verdict(NODE_POSE, face_select_problems(face_select, det_size))
+
+    @classmethod
     def execute(cls, face_encoder, photo, width, height, face_select, face_index, det_size, mask=None) -> io.NodeOutput:
-        with node_errors("InfiniteYou Pose Image"):
+        require(NODE_POSE, face_select_problems(face_select, det_size))
+        with node_errors(NODE_POSE):
             image = pose_image(face_encoder, photo[0], width, height, mask, face_choice(face_select, face_index), det_size)
-        return io.NodeOutput(image)
+        return io.NodeOutput(image, ui=selftest_ui(face_encoder))
 
 
 class FaceMask(io.ComfyNode):
@@ -199,11 +237,21 @@ class FaceMask(io.ComfyNode):
             outputs=[io.Mask.Output("mask", display_name="mask", tooltip="1 over the face region, 0 elsewhere, per image.")],
         )
 
+    @staticmethod
+    def problems(grow, face_select, det_size):
+        yield finite_between("grow", grow, 0.0, 3.0)
+        yield from face_select_problems(face_select, det_size)
+
+    @classmethod
+    def validate_inputs(cls, grow: float, face_select: str, det_size: str):
+        return verdict(NODE_MASK, cls.problems(grow, face_select, det_size))
+
     @classmethod
     def execute(cls, face_encoder, images, grow, feather, face_select, face_index, det_size) -> io.NodeOutput:
-        with node_errors("InfiniteYou Face Mask"):
+        require(NODE_MASK, cls.problems(grow, face_select, det_size))
+        with node_errors(NODE_MASK):
             mask = face_mask(face_encoder, images, grow, feather, face_choice(face_select, face_index), det_size)
-        return io.NodeOutput(mask)
+        return io.NodeOutput(mask, ui=selftest_ui(face_encoder))
 
 
 class IdentitySimilarity(io.ComfyNode):
@@ -235,6 +283,7 @@ class IdentitySimilarity(io.ComfyNode):
         lines = [f"image {i}: {'no face' if s is None else f'{s:.4f}'}" for i, s in enumerate(scores)]
         valid = [(s, i) for i, s in enumerate(scores) if s is not None]
         best, index = max(valid) if valid else (-1.0, -1)
-        report = "\n".join(lines)
+        note = face_encoder.selftest_note() if hasattr(face_encoder, "selftest_note") else None
+        report = "\n".join([note, *lines] if note else lines)
         return io.NodeOutput(float(best), int(index), report,
                              ui={"text": [report], "infu_similarity": [json.dumps(scores)]})

@@ -8,7 +8,8 @@ from comfy_api.latest import io
 
 from ..infusenet import paths
 from ..infusenet.patch import apply_infiniteyou
-from ..infusenet.weights import InfiniteYouError, find_projection_file, load_infusenet
+from ..infusenet.weights import InfiniteYouError, load_infusenet
+from .checks import finite_between, one_of, require, verdict
 from .errors import node_errors
 from .types import CATEGORY, IdentityType, InfuseNetType
 
@@ -17,6 +18,9 @@ WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "bf16", "fp16", "fp32"]
 WINDOWS = ["steps (reference)", "sigma percent"]
 APPLY_TO = ["positive (reference)", "positive and negative"]
 NODE_APPLY = "Apply InfiniteYou"
+NODE_LOADER = "InfiniteYou InfuseNet Loader"
+DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "bf16": torch.bfloat16, "fp16": torch.float16,
+          "fp32": torch.float32}
 
 
 class InfuseNetLoader(io.ComfyNode):
@@ -44,27 +48,35 @@ class InfuseNetLoader(io.ComfyNode):
             outputs=[InfuseNetType.Output("infusenet", display_name="infusenet", tooltip="For Identity From Images and Apply InfiniteYou.")],
         )
 
+    @staticmethod
+    def problems(infusenet_name, projection, weight_dtype):
+        names = paths.list_infusenet_models()
+        if infusenet_name is not None and not names:
+            yield ("no InfuseNet found: put InfuseNetModel/ folders or infusenet_*.safetensors files in "
+                   "ComfyUI/models/infiniteyou/ (or models/infinite_you/)")
+        yield one_of("infusenet_name", infusenet_name, names, "InfuseNets in models/infiniteyou")
+        yield one_of("projection", projection, [AUTO_PROJECTION, *paths.list_projection_models()],
+                     "identity projections in models/infiniteyou")
+        yield one_of("weight_dtype", weight_dtype, WEIGHT_DTYPES)
+
     @classmethod
     def validate_inputs(cls, infusenet_name: str, projection: str, weight_dtype: str):
-        if not infusenet_name:
-            return ("no InfuseNet found: put InfuseNetModel/ folders or infusenet_*.safetensors files in "
-                    "ComfyUI/models/infiniteyou/ (or models/infinite_you/)")
-        return True
+        return verdict(NODE_LOADER, cls.problems(infusenet_name, projection, weight_dtype))
 
     @classmethod
     def execute(cls, infusenet_name: str, projection: str, weight_dtype: str) -> io.NodeOutput:
-        dtype = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "bf16": torch.bfloat16,
-                 "fp16": torch.float16, "fp32": torch.float32}[weight_dtype]
-        with node_errors("InfiniteYou InfuseNet Loader"):
+        require(NODE_LOADER, cls.problems(infusenet_name, projection, weight_dtype))
+        with node_errors(NODE_LOADER):
             path = paths.resolve_model_path(infusenet_name)
-            proj = None if projection == AUTO_PROJECTION else paths.resolve_model_path(projection)
-            if proj is None:
-                proj = find_projection_file(path)
+            if projection == AUTO_PROJECTION:
+                proj = paths.projection_beside(infusenet_name)
                 if proj is None:
                     raise InfiniteYouError(
                         f"no identity projection found beside {path}: expected image_proj_model.bin (or "
                         ".safetensors) in the same variant folder; choose one in 'projection'.")
-            bundle = load_infusenet(path, proj, dtype)
+            else:
+                proj = paths.resolve_model_path(projection)
+            bundle = load_infusenet(path, proj, DTYPES[weight_dtype])
         c = bundle.config
         summary = {"variant": bundle.variant, "precision": bundle.precision, "double_blocks": c.depth,
                    "single_blocks": c.depth_single_blocks, "hidden_size": c.hidden_size, "tokens": bundle.num_tokens}
@@ -118,18 +130,26 @@ class ApplyInfiniteYou(io.ComfyNode):
             outputs=[io.Model.Output("patched_model", display_name="MODEL", tooltip="The patched copy of the model.")],
         )
 
+    @staticmethod
+    def problems(strength, start, end, window, infusenet_guidance, apply_to):
+        yield finite_between("strength", strength, 0.0, 2.0)
+        yield finite_between("start", start, 0.0, 1.0)
+        yield finite_between("end", end, 0.0, 1.0)
+        yield finite_between("infusenet_guidance", infusenet_guidance, 0.0, 100.0)
+        yield one_of("window", window, WINDOWS)
+        yield one_of("apply_to", apply_to, APPLY_TO)
+        if start is not None and end is not None and start > end:
+            yield f"start ({start}) is after end ({end}): the InfuseNet would never run"
+
     @classmethod
-    def validate_inputs(cls, start: float, end: float):
-        for name, value in (("start", start), ("end", end)):
-            if not 0.0 <= value <= 1.0:
-                return f"{name} must be between 0 and 1; got {value}"
-        if start > end:
-            return f"start ({start}) is after end ({end}): the InfuseNet would never run"
-        return True
+    def validate_inputs(cls, strength: float, start: float, end: float, window: str, infusenet_guidance: float,
+                        apply_to: str):
+        return verdict(NODE_APPLY, cls.problems(strength, start, end, window, infusenet_guidance, apply_to))
 
     @classmethod
     def execute(cls, model, infusenet, identity, vae, strength, start, end, window, infusenet_guidance,
                 follow_model_guidance, apply_to, control_image=None, mask=None) -> io.NodeOutput:
+        require(NODE_APPLY, cls.problems(strength, start, end, window, infusenet_guidance, apply_to))
         with node_errors(NODE_APPLY):
             if getattr(identity, "tokens", None) is None:
                 raise InfiniteYouError("the identity has no InfuseNet tokens; make it with InfiniteYou Identity From Images.")

@@ -172,14 +172,32 @@ def choose_providers(requested: str | Sequence[str] | None = "auto",
 # Detector
 
 
+SELFTEST_GRAPHS = ("fake_scrfd",)
+"""Graph names of the self-test stand-in detector (``scripts/selftest.py``, the tests' model set): it
+"finds" any bright patch, lamps and foreheads included."""
+SELFTEST_PREFIX = "infu-selftest"
+
+
+def is_selftest_detector(session, path: Path) -> bool:
+    """Whether this detector is the self-test stand-in: by the model itself (its graph name), whatever the
+    file is called, or by the self-test pack's folder name."""
+    try:
+        graph = session.get_modelmeta().graph_name
+    except Exception:  # an ONNX Runtime without model metadata
+        graph = ""
+    return graph in SELFTEST_GRAPHS or any(part.startswith(SELFTEST_PREFIX) for part in Path(path).parts[-2:])
+
+
 class FaceDetector:
-    """insightface SCRFD over one ONNX Runtime session; ``providers`` are those actually active."""
+    """insightface SCRFD over one ONNX Runtime session; ``providers`` are those actually active;
+    ``selftest`` says the detector is the untrained self-test stand-in."""
 
     def __init__(self, model, path: Path, requested: list[str]) -> None:
         self.model = model
         self.path = path
         self.requested_providers = requested
         self.providers: list[str] = list(model.session.get_providers())
+        self.selftest = is_selftest_detector(model.session, path)
         model.prepare(0, det_thresh=DET_THRESHOLD, input_size=(DET_SIZES[0], DET_SIZES[0]))
 
     def detect(self, image_bgr: np.ndarray, det_size: int) -> list[DetectedFace]:

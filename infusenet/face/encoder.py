@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .analysis import FaceDetector, load_detector
+from .analysis import SELFTEST_PREFIX, FaceDetector, load_detector
 from .arcface import ArcFaceIRSE50, crops_to_input
 from .errors import FaceError
 from .paths import ARCFACE_FILE, resolve_arcface_path
@@ -34,6 +34,19 @@ class FaceEncoder:
     @property
     def providers(self) -> list[str]:
         return self.detector.providers
+
+    @property
+    def selftest(self) -> bool:
+        """Whether the untrained self-test stand-ins are in use (detector, or ArcFace by its file name)."""
+        return bool(getattr(self.detector, "selftest", False)) or self.arcface_path.name.startswith(SELFTEST_PREFIX)
+
+    def selftest_note(self) -> str | None:
+        """What every node that used these models must say when they are the self-test stand-ins."""
+        if not self.selftest:
+            return None
+        return ("self-test face models in use: the untrained stand-in detector marks any bright patch, so the "
+                "faces, keypoints, masks and scores here are not real faces. Install the antelopev2 pack and "
+                "recognition_arcface_ir_se50.pth (see the README) for real results.")
 
     def embed(self, crops_bgr: np.ndarray) -> torch.Tensor:
         """Aligned uint8 BGR crops ``[N, 112, 112, 3]`` -> L2-normalised embeddings ``[N, 512]`` (float32, CPU)."""
@@ -125,7 +138,11 @@ def load_face_encoder(path: str | os.PathLike | None = None, arcface_path: str |
     log.info("ArcFace IR-SE50 %s: %s on %s; detector providers %s.", resolved, dt, load_device, detector.providers)
     info = {"detector": str(detector.path), "providers": list(detector.providers), "arcface": str(resolved),
             "device": str(load_device), "dtype": str(dt).replace("torch.", "")}
-    return FaceEncoder(detector=detector, arcface=patcher, arcface_path=resolved, dtype=dt, info=info)
+    encoder = FaceEncoder(detector=detector, arcface=patcher, arcface_path=resolved, dtype=dt, info=info)
+    if encoder.selftest:
+        info["selftest"] = True
+        log.warning("InfiniteYou face encoder: %s", encoder.selftest_note())
+    return encoder
 
 
 def reload_arcface_patcher(path: str, device: str, dtype: str, disable_dynamic: bool = False):

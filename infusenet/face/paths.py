@@ -4,30 +4,34 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..names import ModelNameError, contained_join
+
 FOLDER_NAME = "insightface"
 PACK_NAME = "antelopev2"
 DETECTOR_FILE = "scrfd_10g_bnkps.onnx"
 ARCFACE_FILE = "recognition_arcface_ir_se50.pth"
 ARCFACE_FOLDER_NAMES = ("insightface", "facexlib")
+FACE_EXTENSIONS = {".pth", ".pt", ".safetensors", ".onnx"}
 
 
 def _register() -> None:
-    import folder_paths
+    """Register ``models/insightface`` and ``models/facexlib`` (unless registered already) and give each
+    its own extension set: another pack's list, or ComfyUI's shared set, is never changed in place."""
+    from .. import host
+    from ..paths import add_extensions
 
     for name in ARCFACE_FOLDER_NAMES:
-        default = os.path.join(folder_paths.models_dir, name)
-        if name not in folder_paths.folder_names_and_paths:
-            folder_paths.add_model_folder_path(name, default)
-        exts = folder_paths.folder_names_and_paths[name][1]
-        exts.update({".pth", ".pt", ".safetensors", ".onnx"})
+        if host.model_folder_entry(name) is None:
+            host.add_model_folder(name, os.path.join(host.models_dir(), name))
+        add_extensions(name, FACE_EXTENSIONS)
 
 
 def insightface_roots() -> list[Path]:
     """Every folder ComfyUI knows as ``insightface`` (default ``ComfyUI/models/insightface``)."""
-    import folder_paths
+    from .. import host
 
     _register()
-    return [Path(p) for p in folder_paths.get_folder_paths(FOLDER_NAME)]
+    return [Path(p) for p in host.model_folder_paths(FOLDER_NAME)]
 
 
 def default_pack_dir() -> Path:
@@ -57,12 +61,12 @@ def pack_dir_from(path: str | os.PathLike | None) -> Path:
 
 def arcface_search_dirs() -> list[Path]:
     """Folders searched for the ArcFace weights when a bare file name is given."""
-    import folder_paths
+    from .. import host
 
     _register()
     dirs: list[Path] = []
     for name in ARCFACE_FOLDER_NAMES:
-        for p in folder_paths.get_folder_paths(name):
+        for p in host.model_folder_paths(name):
             dirs += [Path(p), Path(p) / "models"]
     return dirs
 
@@ -80,3 +84,31 @@ def resolve_arcface_path(name_or_path: str | os.PathLike | None) -> tuple[Path, 
         if candidate.is_file():
             return candidate, searched
     return searched[0], searched
+
+
+def resolve_detector_pack(name: str) -> Path:
+    """The pack folder ``<insightface root>/models/<name>`` for a listed pack name (one path component).
+
+    The first root that has it, else the first root (where it should go, for the loader's message).
+    Anything that would leave ``<root>/models`` raises ModelNameError."""
+    candidates = [Path(contained_join(root / "models", name, "detector_pack")) for root in insightface_roots()]
+    if "/" in name:
+        raise ModelNameError(f"detector_pack {name!r} refused: a pack is one folder name under models/insightface/models.")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return candidates[0]
+
+
+def resolve_arcface_name(name: str) -> Path:
+    """The ArcFace weights file for a listed name (one path component) in ``models/insightface``,
+    ``models/facexlib`` or their ``models/`` subfolders; the first place searched when it is nowhere.
+    Anything that would leave those folders raises ModelNameError."""
+    dirs = arcface_search_dirs()
+    candidates = [Path(contained_join(d, name, "arcface")) for d in dirs]
+    if "/" in name:
+        raise ModelNameError(f"arcface {name!r} refused: give the file name as listed, without folders.")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return candidates[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 import torch.distributed as dist
@@ -35,6 +36,17 @@ class DistContext:
     @property
     def enabled(self) -> bool:
         return self.strategy != "none"
+
+
+def rank_device(default: torch.device, environ: Mapping[str, str] | None = None) -> torch.device:
+    """The device this process trains on, decided before anything is loaded.
+
+    Under torchrun (WORLD_SIZE > 1) on CUDA each process takes ``cuda:LOCAL_RANK`` (its GPU on its node);
+    otherwise ``default`` (ComfyUI's device)."""
+    env = os.environ if environ is None else environ
+    if default.type != "cuda" or int(env.get("WORLD_SIZE", "1")) <= 1:
+        return default
+    return torch.device("cuda", int(env.get("LOCAL_RANK", env.get("RANK", "0"))))
 
 
 def init_distributed(cfg: DistributedConfig, device: torch.device) -> DistContext:

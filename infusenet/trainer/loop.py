@@ -34,7 +34,8 @@ from ..patch import flux_diffusion_model, merge_control
 from ..resampler import Resampler, ResamplerConfig
 from .config import TimestepConfig, TrainConfig
 from .data import CachedDataset, step_batch
-from .distributed import DistContext, barrier, init_distributed, mean_over_ranks, shutdown, unwrap, wrap
+from .distributed import (DistContext, barrier, init_distributed, mean_over_ranks, rank_device, shutdown, unwrap,
+                          wrap)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,10 @@ class TrainableInfuseNet(nn.Module):
         self.__dict__["base"] = base
         self.branch_guidance = branch_guidance
 
+    @property
+    def branch_dtype(self) -> torch.dtype:
+        return self.infusenet.img_in.weight.dtype
+
     def residuals(self, xc: Tensor, t: Tensor, control: Tensor, embedding: Tensor, pooled: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """xc: model input [B, 16, h, w]; t: [B]; control: processed control latent [B, 16, h, w];
         embedding: ArcFace [B, 512]; pooled: [B, P]. Returns N + M residuals [B, L, hidden]."""
@@ -104,7 +109,9 @@ class TrainableInfuseNet(nn.Module):
         dtype = base.dtype
         xc = ms.calculate_input(sigma, x_t).to(dtype)
         t = ms.timestep(sigma).float()
-        double, single = self.residuals(xc, t, control, embedding, pooled.to(dtype))
+        # The branch computes in its own dtype (float32 weights, or autocast), whatever the frozen base holds.
+        branch = self.branch_dtype
+        double, single = self.residuals(xc.to(branch), t, control.to(branch), embedding, pooled.to(branch))
         dm = base.dm
         ctrl = merge_control(None, [r.to(dtype) for r in double], [r.to(dtype) for r in single],
                              len(dm.double_blocks), len(dm.single_blocks))
@@ -293,7 +300,11 @@ class Trainer:
                  modules: tuple[InfuseNet, Resampler] | None = None):
         self.config = config
         self.dataset = dataset
-        self.base = FrozenBase(base_patcher)
+        # Each rank's device is chosen before anything is loaded (under torchrun: cuda:LOCAL_RANK).
+        device = rank_device(base_patcher.load_device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        self.base = FrozenBase(host.patcher_on_device(base_patcher, device))
         device = self.base.load()
         self.ctx: DistContext = init_distributed(config.distributed, device)
         if config.data.batch_size % self.ctx.world_size:
@@ -412,8 +423,14 @@ class Trainer:
         folder = Path(folder)
         if not (folder / STATE_FILE).is_file():
             raise FileNotFoundError(f"'{folder}' is not a trainer checkpoint: {STATE_FILE} is missing")
-        model_sd = host.to_host_keys(load_file(str(folder / TRAINABLE_FILE)))
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+        differences = config_differences(state.get("config", {}), self.config.as_dict())
+        if differences:
+            raise ValueError(
+                f"Checkpoint '{folder}' was made with another configuration: {'; '.join(differences)}. Resume it "
+                "with the configuration it was made with, or start a new run (another checkpoint.output_dir, or "
+                "checkpoint.resume=None).")
+        model_sd = host.to_host_keys(load_file(str(folder / TRAINABLE_FILE)))
         if self.ctx.strategy == "fsdp":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
@@ -433,6 +450,28 @@ class Trainer:
     def close(self) -> None:
         release_blocks(self.blocks)
         shutdown(self.ctx)
+
+
+RESUMABLE_CHANGES = ("schedule.", "checkpoint.", "distributed.", "precision.gradient_checkpointing")
+"""Settings that may change between a checkpoint and its resumption (how long, how often, on how many
+processes, with or without recomputation): the rest shapes what is trained and how."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """``"field saved -> current"`` for each training setting that differs (see :data:`RESUMABLE_CHANGES`)."""
+    a, b = _flatten(saved), _flatten(current)
+    return [f"{key} {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}" for key in sorted(set(a) | set(b))
+            if not key.startswith(RESUMABLE_CHANGES) and a.get(key) != b.get(key)]
 
 
 def list_checkpoints(out_dir: Path) -> list[Path]:

@@ -3,17 +3,16 @@ device, its InfuseNet (an additional model) rebuilt from its files through ``cac
 and each device's clone runs its own InfuseNet with the same numbers."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from devtools import flux_pair as fp
 from infusenet import host
 from infusenet.patch import ADDITIONAL_MODELS_KEY, apply_infiniteyou
 from infusenet.weights import load_infusenet
+from tests.host_features import needs_host
 
-needs_multigpu = pytest.mark.skipif(
-    not hasattr(host.ModelPatcher, "deepclone_multigpu"),
-    reason=f"ComfyUI {host.comfy_version()} has no multi-GPU mode (no ModelPatcher.deepclone_multigpu)")
+needs_multigpu = needs_host(hasattr(host.ModelPatcher, "deepclone_multigpu"),
+                            "no multi-GPU mode (ModelPatcher.deepclone_multigpu)")
 
 
 @needs_multigpu

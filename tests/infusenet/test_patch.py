@@ -215,3 +215,74 @@ def test_sigma_window_option(tmp_path):
     assert state.is_active({"sigmas": torch.tensor([(hi + lo) / 2])})
     assert not state.is_active({"sigmas": torch.tensor([hi * 1.01])})
     assert not state.is_active({"sigmas": torch.tensor([lo * 0.99])})
+
+
+def _patch_states(patcher) -> list:
+    return [w.__self__ for ws in patcher.wrappers.get(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, {}).values()
+            for w in ws if isinstance(getattr(w, "__self__", None), patch.InfiniteYouPatch)]
+
+
+def _cached_tensors(state) -> list[str]:
+    """Names of tensors the patch holds besides its inputs (identity tokens, control, mask)."""
+    inputs = {id(state.id_tokens), id(state.control_source), id(state.mask)}
+    found = []
+
+    def walk(name, obj):
+        if isinstance(obj, torch.Tensor):
+            if id(obj) not in inputs:
+                found.append(name)
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{name}[{k}]", v)
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(f"{name}[{i}]", v)
+        elif type(obj).__module__ == patch.__name__:  # the patch's own holders
+            for k, v in vars(obj).items():
+                walk(f"{name}.{k}", v)
+
+    for key, value in vars(state).items():
+        walk(key, value)
+    return found
+
+
+def test_per_run_state_is_released_after_each_sampling_run(tmp_path):
+    """Like core's EasyCache: the control latent, packed control, masks, tokens and the schedule live for one
+    sampling run; nothing stays on the device between runs, and a second run gives the same result."""
+    base = fp.make_base(1, 1)
+    _, bundle, _ = branch_files(tmp_path, 1, 1, seed=12)
+    d = inputs(9, batch=1)
+    mask = torch.ones(H * 8, W * 8)
+    patched = patch.apply_infiniteyou(base.patcher, bundle, d["id_tokens"], d["control"], strength=1.0, mask=mask)
+    (state,) = _patch_states(patched)
+    first, _ = fp.comfy_sample(patched, d["x"], 3, fp.conds(d["context"], d["pooled"], 3.5), None, 1.0)
+    assert _cached_tensors(state) == []
+    assert state.model_sampling is None
+    second, _ = fp.comfy_sample(patched, d["x"], 3, fp.conds(d["context"], d["pooled"], 3.5), None, 1.0)
+    assert torch.equal(first, second)
+    assert _cached_tensors(state) == []
+
+
+def test_state_is_released_when_a_run_fails(tmp_path):
+    base = fp.make_base(1, 1)
+    _, bundle, _ = branch_files(tmp_path, 1, 1, seed=13)
+    d = inputs(10, batch=1)
+
+    def wrong_size(h, w):
+        raise patch.InfiniteYouError("control of the wrong size")
+
+    patched = patch.apply_infiniteyou(base.patcher, bundle, d["id_tokens"], wrong_size, strength=1.0)
+    (state,) = _patch_states(patched)
+    with pytest.raises(patch.InfiniteYouError):
+        fp.comfy_sample(patched, d["x"], 2, fp.conds(d["context"], d["pooled"], 3.5), None, 1.0)
+    assert _cached_tensors(state) == [] and state.model_sampling is None
+
+
+@pytest.mark.parametrize("setting", [dict(strength=math.nan), dict(strength=math.inf), dict(guidance=math.nan),
+                                     dict(start=math.nan), dict(end=math.nan)])
+def test_non_finite_settings_are_refused(tmp_path, setting):
+    base = fp.make_base(1, 1)
+    _, bundle, _ = branch_files(tmp_path, 1, 1, seed=14)
+    d = inputs(11, batch=1)
+    with pytest.raises(patch.InfiniteYouError, match="finite"):
+        patch.apply_infiniteyou(base.patcher, bundle, d["id_tokens"], d["control"], **setting)

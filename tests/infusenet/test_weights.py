@@ -33,7 +33,9 @@ def test_every_form_loads_with_config_from_weights(written):
         assert b.variant == "aes_stage2"
         assert b.patcher.load_device is not None and b.patcher.offload_device is not None
     assert bundles["folder"].num_tokens == 16  # image_proj_model.bin found beside the folder
-    assert bundles["bf16"].precision == "bf16" and bundles["fp8"].precision == "fp8_e4m3fn"
+    held = {torch.bfloat16: "bf16", torch.float32: "fp32"}[bundles["bf16"].model.img_in.weight.dtype]
+    assert bundles["bf16"].precision == ("bf16" if held == "bf16" else f"{held} (bf16 file)")
+    assert bundles["fp8"].precision == "fp8_e4m3fn"
     # the folder and the bf16 file hold the same numbers
     a, b = bundles["folder"].model.state_dict(), bundles["bf16"].model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -213,3 +215,42 @@ def test_keys_this_comfyui_names_differently_blame_the_host_not_the_file(tmp_pat
     monkeypatch.undo()
     patcher, config, _ = weights.build_infusenet(renamed, "infusenet_aes_bf16.safetensors")  # adapted: loads
     assert config.depth == files.InfuseNetSpec().num_layers
+
+
+def test_variant_is_read_from_the_model_names_not_the_folders_above(tmp_path):
+    """A home folder called 'sim' (or 'aes') says nothing about the variant."""
+    spec = files.InfuseNetSpec(num_layers=1, num_single_layers=1)
+    sd = files.random_infusenet_state_dict(spec)
+    aes = files.write_single_file(str(tmp_path / "home" / "sim" / "models" / "infiniteyou" / "aes_stage2" /
+                                      "infusenet_aes_bf16.safetensors"), sd, "bf16")
+    plain = files.write_single_file(str(tmp_path / "simulations" / "sim" / "models" / "infiniteyou" /
+                                        "my_infusenet.safetensors"), sd, "bf16")
+    assert weights.load_infusenet(aes).variant == "aes_stage2"
+    assert weights.load_infusenet(plain).variant == "unknown"
+    assert weights.guess_variant("/home/sim/ComfyUI/models/infiniteyou/infu_flux_v1.0/aes_stage2/InfuseNetModel") == "aes_stage2"
+    assert weights.guess_variant("/home/aes/models/infiniteyou/infu_flux_v1.0/sim_stage1/InfuseNetModel") == "sim_stage1"
+    assert weights.guess_variant("sim_stage1/infusenet_sim_bf16.safetensors") == "sim_stage1"
+
+
+def test_precision_label_is_what_is_held_in_memory(written):
+    paths, _ = written
+    fp8 = weights.load_infusenet(paths["bf16"], dtype=torch.float8_e4m3fn)
+    assert fp8.model.double_blocks[0].img_attn.qkv.weight.dtype == torch.float8_e4m3fn
+    assert fp8.precision.startswith("fp8_e4m3fn"), fp8.precision
+    assert "bf16" in fp8.precision  # and it says what the file held
+    default = weights.load_infusenet(paths["fp8"])
+    assert default.precision == "fp8_e4m3fn"
+
+
+def test_identity_projection_is_a_comfy_managed_model(written):
+    """The projection is loaded and offloaded by ComfyUI's model management, not moved per identity."""
+    import comfy.model_management as mm
+
+    paths, _ = written
+    bundle = weights.load_infusenet(paths["folder"])
+    emb = F.normalize(torch.randn(512, generator=torch.Generator().manual_seed(0)), dim=0)
+    tokens = weights.project_identity(bundle, emb)
+    assert any(getattr(m.model, "model", None) is bundle.resampler for m in mm.current_loaded_models)
+    mm.unload_all_models()
+    assert not any(getattr(m.model, "model", None) is bundle.resampler for m in mm.current_loaded_models)
+    torch.testing.assert_close(weights.project_identity(bundle, emb), tokens)

@@ -10,12 +10,16 @@ import pytest
 
 from infusenet.face.align import align_face, alignment_matrix, template_keypoints, transform_points
 
-mtcnn_module = pytest.importorskip("facenet_pytorch", reason="pip install --no-deps facenet-pytorch==2.6.0")
 
 
 @pytest.fixture(scope="module")
 def mtcnn():
-    return mtcnn_module.MTCNN(keep_all=True, device="cpu", post_process=False)
+    try:
+        import facenet_pytorch
+    except ImportError:
+        pytest.fail("facenet-pytorch is not installed: scripts/setup.sh installs it (tests/requirements-nodeps.txt, "
+                    "pip install --no-deps facenet-pytorch==2.6.0)")
+    return facenet_pytorch.MTCNN(keep_all=True, device="cpu", post_process=False)
 
 
 def landmarks(mtcnn, rgb: np.ndarray) -> list[np.ndarray]:
