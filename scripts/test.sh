@@ -1,46 +1,94 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone, on every ComfyUI host it can get:
 #   ComfyUI 0.3.75 (from the package index) and ComfyUI 0.30.0 (from ../shared/hosts/, which exists on
-#   the project's machines and in CI only). Each host is set up (scripts/setup.sh, idempotent) and the
-#   whole suite runs against it in that host's own Python environment. The summary at the end gives
-#   per-host counts, every skipped test with its reason, and each host that could not be tested.
+#   the project's machines and in CI only). Each host is set up (scripts/setup.sh, idempotent), then the
+#   whole suite runs against every host at once, each in its own Python environment with its share of
+#   the CPU cores. The summary at the end gives per-host counts, every skipped test with its reason,
+#   each host that could not be tested, and how the hosts' workflow outputs compare.
 # COMFYUI_DIR=/path/to/ComfyUI runs the suite against your ComfyUI only.
-# INFU_HOSTS="0.30.0" runs only the hosts named. Extra arguments go to pytest.
+# INFU_HOSTS="0.30.0" runs only the hosts named; INFU_SERIAL=1 runs the hosts one after the other.
+# Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 REPORTS="$ROOT/.host/reports"
 rm -rf "$REPORTS" && mkdir -p "$REPORTS"
 SHARED_HOSTS=${INFU_SHARED_HOSTS:-$ROOT/../shared/hosts}
+started=$(date +%s)
+quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 if [[ -n "${COMFYUI_DIR:-}" ]]; then
   hosts=(user)
 else
   hosts=(${INFU_HOSTS:-0.3.75 0.30.0})
 fi
-started=$(date +%s)
-summary_python=
+
+# ---- set up every host (one after the other: pip and the disk are the limit here)
+ready=()
+declare -A COMFY PYTHON
 for name in "${hosts[@]}"; do
   if [[ "$name" == 0.30.0 && ! -f "$SHARED_HOSTS/comfyui-0.30.0.tar.gz" ]]; then
     echo "ComfyUI 0.30.0 not tested: $SHARED_HOSTS/comfyui-0.30.0.tar.gz not found (it exists on the project's machines and in CI only)." > "$REPORTS/$name.unavailable"
     continue
   fi
   echo "=== host $name: setting up"
-  if ! line=$(bash scripts/setup.sh "$name" | tee /dev/stderr | tail -n 1); then
-    echo "ComfyUI $name not tested: scripts/setup.sh failed (see the log above)." > "$REPORTS/$name.unavailable"
-    echo 1 > "$REPORTS/$name.rc"
+  bash scripts/setup.sh "$name" > "$REPORTS/$name.setup.log" 2>&1
+  rc=$?
+  quiet_pip < "$REPORTS/$name.setup.log" | tail -n 5
+  if [[ $rc -ne 0 ]]; then
+    echo "ComfyUI $name not tested: scripts/setup.sh failed (exit $rc; .host/reports/$name.setup.log)." > "$REPORTS/$name.unavailable"
+    echo "$rc" > "$REPORTS/$name.rc"
+    quiet_pip < "$REPORTS/$name.setup.log" | tail -n 40
     continue
   fi
-  comfy=$(sed -E 's/.* comfyui=([^ ]+) .*/\1/' <<<"$line")
-  python=$(sed -E 's/.* python=([^ ]+)$/\1/' <<<"$line")
-  echo "=== host $name: pytest against $comfy"
+  line=$(tail -n 1 "$REPORTS/$name.setup.log")
+  COMFY[$name]=$(sed -E 's/.* comfyui=([^ ]+) .*/\1/' <<<"$line")
+  PYTHON[$name]=$(sed -E 's/.* python=([^ ]+)$/\1/' <<<"$line")
+  ready+=("$name")
+done
+echo "set-up: $(( $(date +%s) - started )) s"
+
+# ---- the small generated models, once for all hosts (they are host-independent)
+if (( ${#ready[@]} )); then
+  first=${ready[0]}
+  COMFYUI_DIR="${COMFY[$first]}" "${PYTHON[$first]}" -c \
+    "import tests.conftest; from tests.fixtures.model_set import model_set; print('fixture models:', model_set())" \
+    || { echo "generating the fixture models failed" > "$REPORTS/fixtures.unavailable"; echo 1 > "$REPORTS/fixtures.rc"; }
+fi
+
+# ---- the suite on every host
+cores=$(nproc)
+parallel=${#ready[@]}
+[[ -n "${INFU_SERIAL:-}" ]] && parallel=1
+threads=$(( cores / parallel )); (( threads < 1 )) && threads=1
+run_host() {
+  local name=$1 host_started
   host_started=$(date +%s)
-summary_python=
-  summary_python=$python
-  COMFYUI_DIR="$comfy" INFU_HOST_NAME="$name" INFU_REPORTS="$REPORTS" "$python" -m pytest tests -q -ra --durations=10 \
-    --junitxml="$REPORTS/$name.xml" -o junit_family=xunit1 "$@"
+  COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_REPORTS="$REPORTS" \
+  OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
+    "${PYTHON[$name]}" -m pytest tests -q -ra --durations=10 --basetemp="$ROOT/.host/tmp/$name" \
+    --junitxml="$REPORTS/$name.xml" -o junit_family=xunit1 "${@:2}"
   echo $? > "$REPORTS/$name.rc"
   echo $(( $(date +%s) - host_started )) > "$REPORTS/$name.seconds"
+}
+pids=()
+for name in "${ready[@]}"; do
+  echo "=== host $name: pytest against ${COMFY[$name]} ($threads CPU threads)"
+  if (( parallel > 1 )); then
+    run_host "$name" "$@" > "$REPORTS/$name.log" 2>&1 &
+    pids+=($!)
+  else
+    run_host "$name" "$@" 2>&1 | tee "$REPORTS/$name.log"
+  fi
 done
+for pid in "${pids[@]}"; do wait "$pid"; done
+if (( parallel > 1 )); then
+  for name in "${ready[@]}"; do
+    echo "=== host $name: pytest output"
+    cat "$REPORTS/$name.log"
+  done
+fi
 echo $(( $(date +%s) - started )) > "$REPORTS/total.seconds"
-exec "${summary_python:-python3}" scripts/test_summary.py "$REPORTS"
+summary_python=python3
+(( ${#ready[@]} )) && summary_python=${PYTHON[${ready[0]}]}
+exec "$summary_python" scripts/test_summary.py "$REPORTS"
