@@ -71,6 +71,7 @@ run_host() {
   echo $? > "$REPORTS/$name.rc"
   echo $(( $(date +%s) - host_started )) > "$REPORTS/$name.seconds"
 }
+mkdir -p "$ROOT/.host/tmp"
 pids=()
 for name in "${ready[@]}"; do
   echo "=== host $name: pytest against ${COMFY[$name]} ($threads CPU threads)"

@@ -18,6 +18,14 @@ def test_every_pack_node_is_listed(comfy_server):
         assert info[node_id]["description"], f"{node_id} has no description"
 
 
+def test_start_log_names_the_comfyui_version_and_that_it_was_tested(comfy_server):
+    from devtools.comfy_env import comfyui_version
+
+    log = comfy_server.log()
+    assert f"InfiniteYou: ComfyUI {comfyui_version()}: tested with this pack." in log, log[-3000:]
+    assert "ComfyUI internals this pack relies on changed" not in log
+
+
 def test_every_input_and_output_has_a_tooltip(comfy_server):
     info = comfy_server.object_info()
     for node_id in PACK_NODE_IDS:
