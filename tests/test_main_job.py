@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -60,8 +59,7 @@ def main_job(tmp_path_factory):
         raise TimeoutError(server.log()[-6000:])
     server.before = before
     yield server
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    server.stop()  # SIGTERM to the process group, SIGKILL if it lingers
 
 
 def test_main_job_leaves_the_users_comfyui_and_environment_alone(main_job):
