@@ -444,3 +444,21 @@ def check_contact(contact: Contact) -> str | None:
 def check_contract() -> list[str]:
     """Every problem with :data:`CONTRACT` on the running ComfyUI (empty when all is in place)."""
     return [problem for c in CONTRACT if (problem := check_contact(c))]
+
+
+# ---- added for the frontend
+def add_get_route(path: str, handler: Callable) -> bool:
+    """Serve ``handler`` (an aiohttp handler) for GET ``path`` on ComfyUI's server, also under ``/api``.
+
+    ComfyUI copies ``PromptServer.instance.routes`` into its app (and under ``/api``) after loading the
+    custom nodes, so this must be called while the pack loads. Returns False where no server runs (a
+    script or an in-process test imports the pack)."""
+    try:
+        import server
+    except ImportError:
+        return False
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None:
+        return False
+    instance.routes.get(path)(handler)
+    return True
