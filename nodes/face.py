@@ -6,6 +6,7 @@ import json
 import torch
 from comfy_api.latest import io
 
+from ..infusenet import doctor
 from ..infusenet.face import paths as face_paths
 from ..infusenet.face.encoder import load_face_encoder
 from ..infusenet.face.identity import identity_and_faces, merge_identities, preview_image
@@ -97,6 +98,10 @@ class FaceEncoderLoader(io.ComfyNode):
             outputs=[FaceEncoderType.Output("face_encoder", display_name="face_encoder", tooltip="Detector + ArcFace, for the other "
                                             "InfiniteYou face nodes.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, detector_pack: str, arcface: str):
+        return doctor.validation_message(doctor.face_loader_problems(detector_pack, arcface))
 
     @classmethod
     def execute(cls, detector_pack: str, arcface: str, providers: str) -> io.NodeOutput:

@@ -6,7 +6,7 @@ import json
 import torch
 from comfy_api.latest import io
 
-from ..infusenet import paths
+from ..infusenet import doctor, paths
 from ..infusenet.patch import apply_infiniteyou
 from ..infusenet.weights import InfiniteYouError, find_projection_file, load_infusenet
 from .errors import node_errors
@@ -45,11 +45,12 @@ class InfuseNetLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, infusenet_name: str, projection: str, weight_dtype: str):
+    def validate_inputs(cls, infusenet_name: str, projection: str):
         if not infusenet_name:
             return ("no InfuseNet found: put InfuseNetModel/ folders or infusenet_*.safetensors files in "
                     "ComfyUI/models/infiniteyou/ (or models/infinite_you/)")
-        return True
+        return doctor.validation_message(doctor.infusenet_loader_problems(
+            infusenet_name, None if projection == AUTO_PROJECTION else projection))
 
     @classmethod
     def execute(cls, infusenet_name: str, projection: str, weight_dtype: str) -> io.NodeOutput:
