@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
-from ..infusenet import doctor
+from ..infusenet import doctor, report
 from ..infusenet.face import paths as face_paths
 from ..infusenet.face.encoder import load_face_encoder
 from ..infusenet.face.identity import identity_and_faces, merge_identities, preview_image
@@ -66,6 +66,10 @@ def face_select_inputs() -> list:
                        tooltip="Face detection size. auto tries 640, then 320, then 160 when nothing is found "
                                "(the reference's order); a number uses that size only."),
     ]
+
+
+def report_payload(scores, identity) -> list[str]:
+    return report.payload(report.similarity_report(scores, identity))
 
 
 def faces_ui(identity) -> dict:
@@ -148,7 +152,10 @@ class IdentityFromImages(io.ComfyNode):
             if add_to is not None:
                 identity = merge_identities(add_to, identity)
             identity.tokens = project_identity(infusenet, identity.embedding)
-        return io.NodeOutput(identity, preview_image(uses), ui=faces_ui(identity))
+        preview = preview_image(uses)
+        images = ui.PreviewImage(preview, cls=cls).as_dict()["images"]
+        return io.NodeOutput(identity, preview, ui={**faces_ui(identity),
+                                                    "infu_report": report.payload(report.identity_report(identity, images))})
 
 
 class PoseImage(io.ComfyNode):
@@ -180,7 +187,8 @@ class PoseImage(io.ComfyNode):
     def execute(cls, face_encoder, photo, width, height, face_select, face_index, det_size, mask=None) -> io.NodeOutput:
         with node_errors("InfiniteYou Pose Image"):
             image = pose_image(face_encoder, photo[0], width, height, mask, face_choice(face_select, face_index), det_size)
-        return io.NodeOutput(image)
+        images = ui.PreviewImage(image, cls=cls).as_dict()["images"]
+        return io.NodeOutput(image, ui={"infu_report": report.payload(report.pose_report(width, height, images))})
 
 
 class FaceMask(io.ComfyNode):
@@ -240,6 +248,7 @@ class IdentitySimilarity(io.ComfyNode):
         lines = [f"image {i}: {'no face' if s is None else f'{s:.4f}'}" for i, s in enumerate(scores)]
         valid = [(s, i) for i, s in enumerate(scores) if s is not None]
         best, index = max(valid) if valid else (-1.0, -1)
-        report = "\n".join(lines)
-        return io.NodeOutput(float(best), int(index), report,
-                             ui={"text": [report], "infu_similarity": [json.dumps(scores)]})
+        text = "\n".join(lines)
+        return io.NodeOutput(float(best), int(index), text,
+                             ui={"text": [text], "infu_similarity": [json.dumps(scores)],
+                                 "infu_report": report_payload(scores, identity)})

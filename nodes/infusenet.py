@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
-from ..infusenet import doctor, paths
+from ..infusenet import doctor, paths, report
 from ..infusenet.patch import apply_infiniteyou
 from ..infusenet.weights import InfiniteYouError, find_projection_file, load_infusenet
 from .errors import node_errors
@@ -71,7 +71,8 @@ class InfuseNetLoader(io.ComfyNode):
                    "single_blocks": c.depth_single_blocks, "hidden_size": c.hidden_size, "tokens": bundle.num_tokens}
         text = (f"{bundle.variant} · {bundle.precision} · {c.depth} double + {c.depth_single_blocks} single blocks"
                 f" · {bundle.num_tokens} identity tokens")
-        return io.NodeOutput(bundle, ui={"text": [text], "infu_infusenet": [json.dumps(summary)]})
+        return io.NodeOutput(bundle, ui={"text": [text], "infu_infusenet": [json.dumps(summary)],
+                                         "infu_report": report.payload(report.infusenet_report(bundle))})
 
 
 class ApplyInfiniteYou(io.ComfyNode):
@@ -140,7 +141,9 @@ class ApplyInfiniteYou(io.ComfyNode):
                 window="steps" if window == WINDOWS[0] else "sigma",
                 guidance=None if follow_model_guidance else infusenet_guidance,
                 apply_to="positive" if apply_to == APPLY_TO[0] else "both", mask=mask, vae=vae)
-        return io.NodeOutput(patched)
+        mask_images = [] if mask is None else ui.PreviewMask(report.mask_thumbnail(mask), cls=cls).as_dict()["images"]
+        shown = report.apply_report(identity, strength, start, end, window, mask_images, control_image is not None)
+        return io.NodeOutput(patched, ui={"infu_report": report.payload(shown)})
 
 
 def pose_latent(vae, image: torch.Tensor):
