@@ -24,7 +24,7 @@ LOAD = f"""async (wf) => {{
 
 FIT = f"""(ids) => {{
   const app = {APP};
-  const nodes = (app.graph.nodes ?? app.graph._nodes).filter(n => !ids || ids.includes(n.id));
+  const nodes = (app.graph.nodes ?? app.graph._nodes).filter(n => !ids || ids.includes(n.id) || ids.includes(n.type));
   let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
   for (const n of nodes) {{ x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 40);
     x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }}
@@ -95,9 +95,9 @@ def test_self_test_runs_from_the_run_button_and_every_node_shows_what_it_did(pag
     row = page.locator(similarity).first
     assert row.get_attribute("data-band") in ("strong", "good", "weak", "none", "no_face")
     assert row.locator(".infu-meaning").inner_text()
-    page.evaluate(FIT, [4, 10, 12])
+    page.evaluate(FIT, ["InfU_InfuseNetLoader", "InfU_IdentityFromImages", "InfU_ApplyInfiniteYou"])
     shot(page, frontend, "selftest-identity-loader-apply")
-    page.evaluate(FIT, [13, 42, 60, 33])
+    page.evaluate(FIT, ["InfU_PoseImage", "InfU_IdentitySimilarity", "SaveImage"])
     shot(page, frontend, "selftest-pose-mask-similarity")
 
     # nothing the extension shows goes into the saved workflow or the prompt
