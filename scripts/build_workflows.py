@@ -131,12 +131,46 @@ def build(nodes: list[N], notes: list[dict], info: dict) -> dict:
             ui["outputs"].append({"name": name, "type": kind, "links": out_links.get((ui["id"], slot), []),
                                   "slot_index": slot})
     all_nodes = ui_nodes + notes
+    spread_columns(all_nodes)
     return {
         "id": "00000000-0000-4000-8000-000000000000", "revision": 0,
         "last_node_id": max(x["id"] for x in all_nodes), "last_link_id": link_id,
         "nodes": all_nodes, "links": links, "groups": [], "config": {},
         "extra": {"ds": {"scale": 0.6, "offset": [0, 0]}}, "version": 0.4,
     }
+
+
+# What the pack's web extension shows under a node after a run (and LoadImage's photo preview): room
+# kept below these nodes so that nothing overlaps once they have run.
+SHOWN_BELOW = {"InfU_InfuseNetLoader": 120, "InfU_IdentityFromImages": 290, "InfU_PoseImage": 290,
+               "InfU_ApplyInfiniteYou": 230, "InfU_IdentitySimilarity": 110, "LoadImage": 280, "PreviewImage": 260,
+               "SaveImage": 260}
+GAP = 30
+
+
+def node_height(ui: dict) -> int:
+    """About what the frontend draws: title, socket rows, widget rows."""
+    if ui["type"] == "MarkdownNote":
+        return ui["size"][1]
+    sockets = max(len([i for i in ui["inputs"] if "widget" not in i]), len(ui["outputs"]))
+    return 40 + 22 * sockets + 24 * len(ui.get("widgets_values", []))
+
+
+def spread_columns(nodes: list[dict]) -> None:
+    """Nodes sharing an x position form a column; each is moved down (never up) until it clears the one
+    above it, including the room kept for what the extension shows after a run."""
+    for ui in nodes:
+        if ui["type"] != "MarkdownNote":
+            ui["size"] = [320, node_height(ui)]
+    columns: dict[int, list[dict]] = {}
+    for ui in nodes:
+        columns.setdefault(ui["pos"][0], []).append(ui)
+    for column in columns.values():
+        bottom = None
+        for ui in sorted(column, key=lambda n: n["pos"][1]):
+            if bottom is not None and ui["pos"][1] < bottom + GAP:
+                ui["pos"][1] = bottom + GAP
+            bottom = ui["pos"][1] + ui["size"][1] + SHOWN_BELOW.get(ui["type"], 0)
 
 
 # ------------------------------------------------------------------------------------- the graphs
@@ -309,6 +343,19 @@ def wf_self_test():
                           "similarity) in seconds on a CPU; the image it saves is noise from untrained weights. "
                           "Install the real models (README) and open the other InfiniteYou workflows.", (1260, 1000))]
 
+
+TEMPLATE_CARDS = {
+    "00_self_test_untrained_noise": "Self-test: runs on a CPU with no real models (the output is noise)",
+    "01_basic": "Basic: one photo, FLUX.1-dev, 864x1152, 30 steps, guidance 3.5",
+    "02_pose_control": "Pose control: identity from one photo, face position from another",
+    "03_multi_reference_identity": "Several reference photos averaged into one identity",
+    "04_two_people_regions": "Two people: one identity per region (masks)",
+    "05_fast_schnell": "Fast: FLUX.1-schnell in 4 steps",
+    "06_low_vram_fp8": "Low VRAM: fp8 FLUX, fp8 T5, fp8 InfuseNet",
+    "07_recraft_face_inpaint": "Recraft a photo: repaint the face with the identity (face swap)",
+}
+"""The line each template card shows on its thumbnail (workflows/<name>.jpg, made by
+tests/browser/make_pictures.py): ComfyUI's frontend titles custom-node templates with the file name."""
 
 WORKFLOWS = {
     "00_self_test_untrained_noise.json": wf_self_test,
