@@ -22,7 +22,7 @@ from tests.comfy_host import PACK_ROOT, enable_in_process_comfy
 APP = "(window.comfyAPI?.app?.app ?? window.app)"
 CLIP = {"x": 60, "y": 80, "width": 1520, "height": 900}
 
-FRAME = f"""([ids, withNeighbours]) => {{
+FRAME = f"""([ids, withNeighbours, topPad]) => {{
   const app = {APP}; const graph = app.graph; const all = graph.nodes ?? graph._nodes;
   let chosen = all.filter(n => !ids || ids.includes(n.id) || ids.includes(n.type));
   if (withNeighbours) {{
@@ -36,7 +36,8 @@ FRAME = f"""([ids, withNeighbours]) => {{
   let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
   for (const n of chosen) {{ x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 40);
     x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }}
-  const [left, top, w, h] = [{CLIP['x']} + 20, {CLIP['y']} + 70, {CLIP['width']} - 40, {CLIP['height']} - 90];
+  const pad = topPad ?? 70;
+  const [left, top, w, h] = [{CLIP['x']} + 20, {CLIP['y']} + pad, {CLIP['width']} - 40, {CLIP['height']} - pad - 20];
   let scale = Math.min(w / (x1 - x0), h / (y1 - y0), 1.3);
   if (withNeighbours && scale < 0.8) {{  // a help picture: the node large, its neighbours around it
     const n = all.find(n => ids.includes(n.id) || ids.includes(n.type));
@@ -51,8 +52,8 @@ FRAME = f"""([ids, withNeighbours]) => {{
 }}"""
 
 BANNER = """(text) => { const b = document.createElement('div'); b.id = 'infu-banner'; b.textContent = text;
-  Object.assign(b.style, {position: 'fixed', left: '60px', top: '80px', width: '1520px', padding: '14px 24px',
-    font: '600 34px system-ui, sans-serif', color: '#fff', background: 'rgba(20,30,60,.92)', zIndex: 10001,
+  Object.assign(b.style, {position: 'fixed', left: '60px', top: '80px', width: '1520px', padding: '18px 28px', lineHeight: '1.15',
+    font: '700 64px system-ui, sans-serif', color: '#fff', background: 'rgba(20,30,60,.92)', zIndex: 10001,
     boxSizing: 'border-box'}); document.body.append(b); }"""
 
 
@@ -101,24 +102,24 @@ def main() -> None:
                 if name.startswith("00_"):
                     continue
                 load(page, name)
-                page.evaluate(FRAME, [None, False])
+                page.evaluate(FRAME, [None, False, 250])
                 page.evaluate(BANNER, f"{name[:2]} · {line}")
                 save(page, PACK_ROOT / "workflows" / f"{name}.jpg", 640)
                 page.evaluate("() => document.getElementById('infu-banner').remove()")
             load(page, "07_recraft_face_inpaint")
-            page.evaluate(FRAME, [["InfU_FaceMask"], True])
+            page.evaluate(FRAME, [["InfU_FaceMask"], True, None])
             save(page, PACK_ROOT / "web" / "docs" / "images" / "InfU_FaceMask.jpg", 900)
             load(page, "00_self_test_untrained_noise")
             page.locator('[data-testid="queue-button"]').first.click()
             page.wait_for_selector(".infu-similarity tr", state="attached", timeout=240_000)
             page.wait_for_function("() => [...document.querySelectorAll('.infu-panel img')].every(i => i.complete)")
-            page.evaluate(FRAME, [None, False])
+            page.evaluate(FRAME, [None, False, 250])
             page.evaluate(BANNER, f"00 · {TEMPLATE_CARDS['00_self_test_untrained_noise']}")
             save(page, PACK_ROOT / "workflows" / "00_self_test_untrained_noise.jpg", 640)
             page.evaluate("() => document.getElementById('infu-banner').remove()")
             for node in ("InfU_FaceEncoderLoader", "InfU_InfuseNetLoader", "InfU_IdentityFromImages", "InfU_PoseImage",
                          "InfU_ApplyInfiniteYou", "InfU_IdentitySimilarity"):
-                page.evaluate(FRAME, [[node], True])
+                page.evaluate(FRAME, [[node], True, None])
                 save(page, PACK_ROOT / "web" / "docs" / "images" / f"{node}.jpg", 900)
             browser.close()
     finally:

@@ -181,3 +181,27 @@ def test_the_model_doctor_says_what_to_do_for_each_file(page, frontend):
     assert dialog.locator('.infu-entry[data-key="arcface"]').get_attribute("data-status") == "ok"
     shot(page, frontend, "model-doctor")
     page.locator(".infu-doctor .infu-close").click()
+
+
+def test_a_run_that_fails_on_a_model_file_opens_the_doctor(page, frontend):
+    """The server's execution_error for one of our nodes naming a model file (as the socket delivers it)."""
+    page.evaluate("""() => window.comfyAPI.api.api.dispatchCustomEvent('execution_error', {prompt_id: 'x', node_id: '5',
+      node_type: 'InfU_FaceEncoderLoader', exception_message: 'InfiniteYou Face Encoder Loader: The face detector '
+      + 'models/insightface/models/antelopev2/scrfd_10g_bnkps.onnx is missing.', exception_type: 'InfiniteYouNodeError',
+      traceback: [], current_inputs: {}, current_outputs: {}})""")
+    page.locator(".infu-doctor .infu-summary").wait_for(timeout=60_000)
+    assert "scrfd_10g_bnkps.onnx is missing" in page.locator(".infu-doctor .infu-errors").inner_text()
+    page.locator(".infu-doctor .infu-close").click()
+
+
+def test_template_cards_show_thumbnails(page, frontend):
+    from scripts.build_workflows import TEMPLATE_CARDS
+
+    page.keyboard.press("Escape")
+    page.get_by_text("Templates", exact=True).first.click()
+    page.get_by_text("infiniteyou-studio").first.click()
+    for name in TEMPLATE_CARDS:
+        page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    shot(page, frontend, "template-cards")
+    page.keyboard.press("Escape")
