@@ -291,8 +291,8 @@ def check_infusenet(path: Path) -> Check:
     info = {"variant": guess_variant(str(path)), "precision": _precision(merged), "double_blocks": double,
             "single_blocks": single, "hidden_size": width, "tensors": len(keys)}
     detail = f"{info['variant']} · {info['precision']} · {double} double + {single} single blocks"
-    if width and width != 3072:
-        return Check(STATUS_BROKEN, f"an InfuseNet for a {width}-wide base, not FLUX.1 (3072): {detail}", info)
+    if width and width != 3072:  # usable only with a base of the same width (Apply checks that)
+        detail += f" · for a {width}-wide base, not FLUX.1 (3072)"
     return Check(STATUS_OK, detail, info)
 
 
@@ -753,10 +753,10 @@ def face_loader_problems(pack_name: str, arcface_name: str) -> list[str]:
     return face_problems(pack_dir, Path(arcface_path))
 
 
-def validation_message(problems: list[str]) -> str | bool:
-    """True, or one message listing every problem (numbered), for a node's ``validate_inputs``."""
+def validation_message(problems: list[str], node: str) -> str | bool:
+    """True, or one message naming the node and listing every problem (numbered), for ``validate_inputs``."""
     if not problems:
         return True
     lines = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(problems))
-    return (f"{len(problems)} model file{'s' if len(problems) > 1 else ''} not ready (InfiniteYou model doctor: "
-            f"GET /infiniteyou/models):\n{lines}")
+    return (f"{node}: {len(problems)} model file{'s' if len(problems) > 1 else ''} not ready (InfiniteYou model "
+            f"doctor: right-click the node, or GET /infiniteyou/models):\n{lines}")

@@ -105,7 +105,8 @@ class FaceEncoderLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, detector_pack: str, arcface: str):
-        return doctor.validation_message(doctor.face_loader_problems(detector_pack, arcface))
+        return doctor.validation_message(doctor.face_loader_problems(detector_pack, arcface),
+                                         "InfiniteYou Face Encoder Loader")
 
     @classmethod
     def execute(cls, detector_pack: str, arcface: str, providers: str) -> io.NodeOutput:

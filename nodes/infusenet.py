@@ -50,7 +50,7 @@ class InfuseNetLoader(io.ComfyNode):
             return ("no InfuseNet found: put InfuseNetModel/ folders or infusenet_*.safetensors files in "
                     "ComfyUI/models/infiniteyou/ (or models/infinite_you/)")
         return doctor.validation_message(doctor.infusenet_loader_problems(
-            infusenet_name, None if projection == AUTO_PROJECTION else projection))
+            infusenet_name, None if projection == AUTO_PROJECTION else projection), "InfiniteYou InfuseNet Loader")
 
     @classmethod
     def execute(cls, infusenet_name: str, projection: str, weight_dtype: str) -> io.NodeOutput:
