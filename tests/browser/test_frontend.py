@@ -69,6 +69,15 @@ def test_every_shipped_workflow_loads_without_missing_nodes(page, frontend, path
     page.keyboard.press("Escape")
 
 
+def close_dialogs(page) -> None:
+    """Close the frontend's own dialogs (error reports, missing models) left by earlier steps."""
+    for _ in range(20):
+        if page.locator(".p-dialog-mask").count() == 0:
+            return
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+
+
 def run_from_button(page) -> None:
     page.locator('[data-testid="queue-button"]').first.click()
 
@@ -141,6 +150,7 @@ def test_a_validation_error_of_ours_is_visible(page, frontend):
     assert "start (0.9) is after end (0.2)" in dialog.inner_text()
     shot(page, frontend, "validation-error-dialog")
     page.locator(".infu-doctor .infu-close").click()
+    close_dialogs(page)
     page.evaluate(FIT, [apply])
     shot(page, frontend, "validation-error-on-node")
 
@@ -197,9 +207,9 @@ def test_a_run_that_fails_on_a_model_file_opens_the_doctor(page, frontend):
 def test_template_cards_show_thumbnails(page, frontend):
     from scripts.build_workflows import TEMPLATE_CARDS
 
-    page.keyboard.press("Escape")
+    close_dialogs(page)
     page.get_by_text("Templates", exact=True).first.click()
-    page.get_by_text("infiniteyou-studio").first.click()
+    page.locator('[role="dialog"]').get_by_text("infiniteyou-studio", exact=True).first.click()
     for name in TEMPLATE_CARDS:
         page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
     page.wait_for_timeout(1500)
