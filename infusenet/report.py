@@ -74,6 +74,15 @@ def apply_report(identity, strength: float, start: float, end: float, window: st
             "control": has_control}
 
 
+def face_encoder_report(info: dict) -> dict:
+    return {"kind": "face_encoder", "providers": list(info.get("providers", [])), "device": info.get("device"),
+            "dtype": info.get("dtype")}
+
+
+def face_mask_report(masks: Sequence[dict], grow: float, feather: int) -> dict:
+    return {"kind": "face_mask", "mask": list(masks), "grow": grow, "feather": feather}
+
+
 def mask_thumbnail(mask: torch.Tensor, side: int = 128) -> torch.Tensor:
     """The first mask of a batch ``[B, H, W]`` (or ``[H, W]``) scaled so its longer side is ``side``: ``[1, h, w]``."""
     m = mask.detach().float().cpu()

@@ -113,7 +113,8 @@ class FaceEncoderLoader(io.ComfyNode):
         with node_errors("InfiniteYou Face Encoder Loader"):
             encoder = load_face_encoder(pack_path(detector_pack), arcface, providers)
         return io.NodeOutput(encoder, ui={"text": [f"detector on {', '.join(encoder.providers)}; "
-                                                   f"ArcFace on {encoder.info.get('device')} ({encoder.info.get('dtype')})"]})
+                                                   f"ArcFace on {encoder.info.get('device')} ({encoder.info.get('dtype')})"],
+                                          "infu_report": report.payload(report.face_encoder_report(encoder.info))})
 
 
 class IdentityFromImages(io.ComfyNode):
@@ -217,7 +218,8 @@ class FaceMask(io.ComfyNode):
     def execute(cls, face_encoder, images, grow, feather, face_select, face_index, det_size) -> io.NodeOutput:
         with node_errors("InfiniteYou Face Mask"):
             mask = face_mask(face_encoder, images, grow, feather, face_choice(face_select, face_index), det_size)
-        return io.NodeOutput(mask)
+        shown = ui.PreviewMask(report.mask_thumbnail(mask), cls=cls).as_dict()["images"]
+        return io.NodeOutput(mask, ui={"infu_report": report.payload(report.face_mask_report(shown, grow, feather))})
 
 
 class IdentitySimilarity(io.ComfyNode):

@@ -43,3 +43,14 @@ def test_self_test_run_reports_what_each_node_did(comfy_server, photos):  # noqa
     sim = r["InfU_IdentitySimilarity"]
     assert len(sim["rows"]) == 1 and sim["rows"][0]["band"] and sim["rows"][0]["meaning"]
     assert sim["fingerprint"] == ident["fingerprint"]
+    assert r["InfU_FaceEncoderLoader"]["providers"] and r["InfU_FaceEncoderLoader"]["device"] == "cpu"
+
+
+def test_face_mask_reports_its_mask(comfy_server, photos):  # noqa: F811
+    from tests.test_workflows import api_prompt
+
+    prompt = api_prompt(comfy_server, "07_recraft_face_inpaint.json")
+    result = run_ok(comfy_server, prompt)
+    r = reports_by_type(comfy_server, result, prompt)
+    assert r["InfU_FaceMask"]["grow"] == 0.35 and r["InfU_FaceMask"]["mask"]
+    assert max(Image.open(_io.BytesIO(comfy_server.view(r["InfU_FaceMask"]["mask"][0]))).size) == 128

@@ -154,6 +154,15 @@ const RENDER = {
     }
     return h;
   },
+  face_encoder(node, r, div) {
+    div.append(el("div", { class: "infu-caption", text: `detector on ${r.providers.join(", ")} · ArcFace on ${r.device} (${r.dtype})` }));
+    return 34;
+  },
+  face_mask(node, r, div) {
+    div.append(el("div", { class: "infu-caption", text: `face region (grow ${fmt(r.grow)}, feather ${r.feather} px):` }));
+    if (r.mask?.length) div.append(el("img", { class: "infu-mask", src: viewUrl(r.mask[0]), alt: "face mask thumbnail", style: "max-height:128px;background:#000" }));
+    return 160;
+  },
   similarity(node, r, div) {
     div.append(el("div", { class: "infu-title", text: `ArcFace similarity to identity ${r.fingerprint ?? ""}` }));
     const table = el("table", { class: "infu-similarity" });
