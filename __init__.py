@@ -10,10 +10,12 @@ async def comfy_entrypoint():
 
     from .infusenet.runtime import announce
     from .nodes import NODES
+    from .nodes.routes import register_routes
 
     class InfiniteYouExtension(ComfyExtension):
         async def get_node_list(self):
             return list(NODES)
 
     announce()
+    register_routes()
     return InfiniteYouExtension()

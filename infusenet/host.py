@@ -293,6 +293,16 @@ def set_additional_models(patcher, key: str, models: list) -> None:
     patcher.set_additional_models(key, models)
 
 
+def patcher_on_device(patcher, device: torch.device):
+    """``patcher`` itself when model management already loads it to ``device``, else a clone (same weights)
+    that loads there: how a training process puts the shared base model on its own GPU."""
+    if patcher.load_device == device:
+        return patcher
+    clone = patcher.clone()
+    clone.load_device = device
+    return clone
+
+
 def model_object(patcher, name: str):
     """``model_sampling`` and other objects of a patched model (object patches applied)."""
     return patcher.get_model_object(name)
@@ -339,6 +349,24 @@ def model_folder_paths(folder_name: str) -> list[str]:
 
 def model_filenames(folder_name: str) -> list[str]:
     return list(folder_paths.get_filename_list(folder_name))
+
+
+# ---------------------------------------------------------------- the server
+def add_get_route(path: str, handler: Callable) -> bool:
+    """Serve ``handler`` (an aiohttp handler) for GET ``path`` on ComfyUI's server, also under ``/api``.
+
+    ComfyUI copies ``PromptServer.instance.routes`` into its app (and under ``/api``) after loading the
+    custom nodes, so this must be called while the pack loads. Returns False where no server runs (a
+    script or an in-process test imports the pack)."""
+    try:
+        import server
+    except ImportError:
+        return False
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None:
+        return False
+    instance.routes.get(path)(handler)
+    return True
 
 
 # ---------------------------------------------------------------- the contract
@@ -402,6 +430,7 @@ CONTRACT: tuple[Contact, ...] = (
     Contact("folder_paths.add_model_folder_path", ("folder_name", "full_folder_path")),
     Contact("folder_paths.get_folder_paths", ("folder_name",)),
     Contact("folder_paths.get_filename_list", ("folder_name",)),
+    Contact("server.PromptServer"),
 )
 
 
@@ -453,14 +482,3 @@ def check_contact(contact: Contact) -> str | None:
 def check_contract() -> list[str]:
     """Every problem with :data:`CONTRACT` on the running ComfyUI (empty when all is in place)."""
     return [problem for c in CONTRACT if (problem := check_contact(c))]
-
-
-# ---- added for hardening
-def patcher_on_device(patcher, device: torch.device):
-    """``patcher`` itself when model management already loads it to ``device``, else a clone (same weights)
-    that loads there: how a training process puts the shared base model on its own GPU."""
-    if patcher.load_device == device:
-        return patcher
-    clone = patcher.clone()
-    clone.load_device = device
-    return clone

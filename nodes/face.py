@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
+from ..infusenet import doctor, report
 from ..infusenet.face import paths as face_paths
 from ..infusenet.face.encoder import load_face_encoder
 from ..infusenet.face.identity import identity_and_faces, merge_identities, preview_image
@@ -82,6 +83,10 @@ def selftest_ui(encoder, ui: dict | None = None) -> dict | None:
     return ui
 
 
+def report_payload(scores, identity) -> list[str]:
+    return report.payload(report.similarity_report(scores, identity))
+
+
 def faces_ui(identity) -> dict:
     """What a frontend needs to draw the faces used: boxes, keypoints and photo sizes."""
     return {"infu_faces": [json.dumps({"boxes": identity.boxes, "keypoints": identity.keypoints,
@@ -121,7 +126,10 @@ class FaceEncoderLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, detector_pack: str, arcface: str, providers: str):
-        return verdict(NODE_FACE_LOADER, cls.problems(detector_pack, arcface, providers))
+        names = verdict(NODE_FACE_LOADER, cls.problems(detector_pack, arcface, providers))
+        if names is not True or detector_pack is None or arcface is None:
+            return names  # linked names are checked when the node runs
+        return doctor.validation_message(doctor.face_loader_problems(detector_pack, arcface), NODE_FACE_LOADER)
 
     @classmethod
     def execute(cls, detector_pack: str, arcface: str, providers: str) -> io.NodeOutput:
@@ -129,9 +137,10 @@ class FaceEncoderLoader(io.ComfyNode):
         with node_errors(NODE_FACE_LOADER):
             encoder = load_face_encoder(face_paths.resolve_detector_pack(detector_pack),
                                         face_paths.resolve_arcface_name(arcface), providers)
-        return io.NodeOutput(encoder, ui=selftest_ui(encoder, {"text": [
-            f"detector on {', '.join(encoder.providers)}; "
-            f"ArcFace on {encoder.info.get('device')} ({encoder.info.get('dtype')})"]}))
+        return io.NodeOutput(encoder, ui=selftest_ui(encoder, {
+            "text": [f"detector on {', '.join(encoder.providers)}; "
+                     f"ArcFace on {encoder.info.get('device')} ({encoder.info.get('dtype')})"],
+            "infu_report": report.payload(report.face_encoder_report(encoder.info))}))
 
 
 class IdentityFromImages(io.ComfyNode):
@@ -176,7 +185,10 @@ class IdentityFromImages(io.ComfyNode):
             if add_to is not None:
                 identity = merge_identities(add_to, identity)
             identity.tokens = project_identity(infusenet, identity.embedding)
-        return io.NodeOutput(identity, preview_image(uses), ui=selftest_ui(face_encoder, faces_ui(identity)))
+        preview = preview_image(uses)
+        images = ui.PreviewImage(preview, cls=cls).as_dict()["images"]
+        return io.NodeOutput(identity, preview, ui=selftest_ui(face_encoder, {
+            **faces_ui(identity), "infu_report": report.payload(report.identity_report(identity, images))}))
 
 
 class PoseImage(io.ComfyNode):
@@ -213,7 +225,9 @@ class PoseImage(io.ComfyNode):
         require(NODE_POSE, face_select_problems(face_select, det_size))
         with node_errors(NODE_POSE):
             image = pose_image(face_encoder, photo[0], width, height, mask, face_choice(face_select, face_index), det_size)
-        return io.NodeOutput(image, ui=selftest_ui(face_encoder))
+        images = ui.PreviewImage(image, cls=cls).as_dict()["images"]
+        return io.NodeOutput(image, ui=selftest_ui(face_encoder, {
+            "infu_report": report.payload(report.pose_report(width, height, images))}))
 
 
 class FaceMask(io.ComfyNode):
@@ -251,7 +265,9 @@ class FaceMask(io.ComfyNode):
         require(NODE_MASK, cls.problems(grow, face_select, det_size))
         with node_errors(NODE_MASK):
             mask = face_mask(face_encoder, images, grow, feather, face_choice(face_select, face_index), det_size)
-        return io.NodeOutput(mask, ui=selftest_ui(face_encoder))
+        shown = ui.PreviewMask(report.mask_thumbnail(mask), cls=cls).as_dict()["images"]
+        return io.NodeOutput(mask, ui=selftest_ui(face_encoder, {
+            "infu_report": report.payload(report.face_mask_report(shown, grow, feather))}))
 
 
 class IdentitySimilarity(io.ComfyNode):
@@ -284,6 +300,7 @@ class IdentitySimilarity(io.ComfyNode):
         valid = [(s, i) for i, s in enumerate(scores) if s is not None]
         best, index = max(valid) if valid else (-1.0, -1)
         note = face_encoder.selftest_note() if hasattr(face_encoder, "selftest_note") else None
-        report = "\n".join([note, *lines] if note else lines)
-        return io.NodeOutput(float(best), int(index), report,
-                             ui={"text": [report], "infu_similarity": [json.dumps(scores)]})
+        text = "\n".join([note, *lines] if note else lines)
+        return io.NodeOutput(float(best), int(index), text,
+                             ui={"text": [text], "infu_similarity": [json.dumps(scores)],
+                                 "infu_report": report_payload(scores, identity)})

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
-from ..infusenet import paths
+from ..infusenet import doctor, paths, report
 from ..infusenet.patch import apply_infiniteyou
 from ..infusenet.weights import InfiniteYouError, load_infusenet
 from .checks import finite_between, one_of, require, verdict
@@ -61,7 +61,11 @@ class InfuseNetLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, infusenet_name: str, projection: str, weight_dtype: str):
-        return verdict(NODE_LOADER, cls.problems(infusenet_name, projection, weight_dtype))
+        names = verdict(NODE_LOADER, cls.problems(infusenet_name, projection, weight_dtype))
+        if names is not True or infusenet_name is None:
+            return names  # a linked name is checked when the node runs
+        return doctor.validation_message(doctor.infusenet_loader_problems(
+            infusenet_name, None if projection in (None, AUTO_PROJECTION) else projection), NODE_LOADER)
 
     @classmethod
     def execute(cls, infusenet_name: str, projection: str, weight_dtype: str) -> io.NodeOutput:
@@ -82,7 +86,8 @@ class InfuseNetLoader(io.ComfyNode):
                    "single_blocks": c.depth_single_blocks, "hidden_size": c.hidden_size, "tokens": bundle.num_tokens}
         text = (f"{bundle.variant} · {bundle.precision} · {c.depth} double + {c.depth_single_blocks} single blocks"
                 f" · {bundle.num_tokens} identity tokens")
-        return io.NodeOutput(bundle, ui={"text": [text], "infu_infusenet": [json.dumps(summary)]})
+        return io.NodeOutput(bundle, ui={"text": [text], "infu_infusenet": [json.dumps(summary)],
+                                         "infu_report": report.payload(report.infusenet_report(bundle))})
 
 
 class ApplyInfiniteYou(io.ComfyNode):
@@ -159,7 +164,9 @@ class ApplyInfiniteYou(io.ComfyNode):
                 window="steps" if window == WINDOWS[0] else "sigma",
                 guidance=None if follow_model_guidance else infusenet_guidance,
                 apply_to="positive" if apply_to == APPLY_TO[0] else "both", mask=mask, vae=vae)
-        return io.NodeOutput(patched)
+        mask_images = [] if mask is None else ui.PreviewMask(report.mask_thumbnail(mask), cls=cls).as_dict()["images"]
+        shown = report.apply_report(identity, strength, start, end, window, mask_images, control_image is not None)
+        return io.NodeOutput(patched, ui={"infu_report": report.payload(shown)})
 
 
 def pose_latent(vae, image: torch.Tensor):

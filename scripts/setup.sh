@@ -77,10 +77,20 @@ if [[ "$(cat "$VENV/.infu-setup" 2>/dev/null)" != "$stamp" ]]; then
   pip_ --no-deps "$TORCHAUDIO"
   pip_ -r "$REQS" requests
   pip_ -r requirements.txt
-  pip_ -r tests/requirements.txt
+  pip_ -r tests/requirements.txt -r tests/requirements-browser.txt
   # Test-only reference implementations whose declared dependencies would pull a second torch.
   pip_ --no-deps -r tests/requirements-nodeps.txt
   echo "$stamp" > "$VENV/.infu-setup"
+fi
+# The browser tests drive Debian's Chromium (never a downloaded browser).
+if [[ -z "${INFU_CHROMIUM:-}" ]] && ! command -v chromium >/dev/null 2>&1; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium for the browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup: apt-get install chromium failed; the browser tests will say so" >&2
+  else
+    echo "setup: the browser tests need Chromium: apt-get install chromium (or set INFU_CHROMIUM)" >&2
+  fi
 fi
 "$VENV/bin/python" -c "import torch, insightface, onnxruntime, diffusers; print('setup:', 'torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, '| diffusers', diffusers.__version__)"
 echo "host=$NAME comfyui=$COMFY python=$VENV/bin/python"

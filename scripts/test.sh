@@ -6,7 +6,7 @@
 #   the CPU cores. The summary at the end gives per-host counts, every skipped test with its reason,
 #   each host that could not be tested, and how the hosts' workflow outputs compare.
 # COMFYUI_DIR=/path/to/ComfyUI runs the suite against your ComfyUI only.
-# INFU_HOSTS="0.30.0" runs only the hosts named; INFU_SERIAL=1 runs the hosts one after the other.
+# INFU_HOSTS="0.30.0" runs only the hosts named; INFU_PARALLEL=1 runs the hosts side by side (memory!).
 # Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,12 +59,18 @@ fi
 # ---- the suite on every host
 cores=$(nproc)
 parallel=${#ready[@]}
-[[ -n "${INFU_SERIAL:-}" ]] && parallel=1
+# One host at a time unless INFU_PARALLEL=1: two hosts' servers and models at once need more than 24 GB.
+[[ -z "${INFU_PARALLEL:-}" ]] && parallel=1
 threads=$(( cores / parallel )); (( threads < 1 )) && threads=1
 run_host() {
   local name=$1 host_started
   host_started=$(date +%s)
-  COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_REPORTS="$REPORTS" \
+  # Browser tests: every host's own frontend; the newest frontend package (classic and Nodes 2.0) on the
+  # newest host only, where it is meant to run.
+  local frontends=host
+  [[ "$name" == "${ready[-1]}" ]] && frontends=${INFU_FRONTENDS:-host,1.58.1,1.58.1+vue}
+  COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \
+  INFU_ARTIFACTS="$REPORTS/screenshots/$name" \
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
     "${PYTHON[$name]}" -m pytest tests -q -ra --durations=10 --basetemp="$ROOT/.host/tmp/$name" \
     --junitxml="$REPORTS/$name.xml" -o junit_family=xunit1 "${@:2}"

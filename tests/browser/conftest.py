@@ -1,0 +1,117 @@
+"""A real ComfyUI with this pack, driven by headless Chromium (Debian's ``chromium`` package) through
+Playwright. No browser is downloaded: ``INFU_CHROMIUM`` or ``chromium`` on PATH is used, else the
+tests fail, naming the install. Frontends: see :mod:`tests.browser.frontends` (``INFU_FRONTENDS``). Screenshots go to
+``INFU_ARTIFACTS`` (default ``.host/artifacts``)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.browser.frontends import frontend_list, server_args
+from devtools.comfy_env import PACK_ROOT
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("INFU_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("INFU_ARTIFACTS", PACK_ROOT / ".host" / "artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_browser_models(models: Path, cache: Path) -> None:
+    """The small-model set, file by file, except: the fp8 InfuseNet is cut short (corrupt) and the
+    deliberately broken files are left out. T5 and the sim_stage1 files are missing (not generated)."""
+    models.mkdir(parents=True, exist_ok=True)
+    for sub in cache.iterdir():
+        if sub.name != "infiniteyou":
+            (models / sub.name).symlink_to(sub, target_is_directory=sub.is_dir())
+    infu = models / "infiniteyou"
+    infu.mkdir()
+    for item in (cache / "infiniteyou").iterdir():
+        if item.name not in ("aes_stage2", "broken"):
+            (infu / item.name).symlink_to(os.readlink(item) if item.is_symlink() else item,
+                                          target_is_directory=item.is_dir())
+    aes = infu / "aes_stage2"
+    aes.mkdir()
+    for name in ("infusenet_aes_bf16.safetensors", "image_proj_model.bin"):
+        (aes / name).symlink_to(cache / "infiniteyou" / "aes_stage2" / name)
+    data = (cache / "infiniteyou" / "aes_stage2" / "infusenet_aes_fp8e4m3fn.safetensors").read_bytes()
+    (aes / "infusenet_aes_fp8e4m3fn.safetensors").write_bytes(data[: len(data) // 3])
+
+
+def write_photos(folder: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from devtools.face_models import draw_faces
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, size, box, seed in (("infu_selftest_face.png", (256, 256), (72, 56, 184, 200), 7),
+                                  ("infiniteyou_identity.png", (256, 256), (72, 56, 184, 200), 1),
+                                  ("infiniteyou_identity_2.png", (200, 240), (40, 50, 150, 190), 2),
+                                  ("infiniteyou_pose.png", (320, 240), (180, 40, 260, 140), 3),
+                                  ("infiniteyou_recraft.png", (64, 96), (16, 20, 48, 64), 4)):
+        Image.fromarray((draw_faces(size, [box], texture_seed=seed) * 255).astype(np.uint8)).save(folder / name)
+
+
+def post_setting(server, key: str, value) -> None:
+    req = urllib.request.Request(f"{server.url}/settings/{key}", data=json.dumps(value).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).read()
+
+
+@pytest.fixture(scope="module", params=frontend_list())
+def frontend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def browser_server(frontend, tmp_path_factory, model_dir):
+    from tests.conftest import start_server
+
+    if chromium_path() is None:
+        pytest.fail("the browser tests need Chromium: apt-get install chromium (scripts/setup.sh does it as root), "
+                    "or set INFU_CHROMIUM to a Chromium binary")
+    base = tmp_path_factory.mktemp(f"browser-{frontend}")
+    build_browser_models(base / "models", model_dir)
+    write_photos(base / "input")
+    server = start_server(base, extra_args=server_args(frontend.split("+")[0]))
+    for key, value in (("Comfy.TutorialCompleted", True), ("Comfy.Workflow.ShowMissingModelsWarning", False),
+                       ("Comfy.VueNodes.Enabled", frontend.endswith("+vue")), ("Comfy.Validation.Workflows", True)):
+        post_setting(server, key, value)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, browser_server):
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    pg = context.new_page()
+    pg.console_messages = []
+    pg.on("console", lambda m: pg.console_messages.append(f"{m.type}: {m.text}"))
+    pg.on("pageerror", lambda e: pg.console_messages.append(f"pageerror: {e}"))
+    pg.goto(browser_server.url, wait_until="domcontentloaded", timeout=120_000)
+    pg.wait_for_function("() => window.InfiniteYou && (window.comfyAPI?.app?.app?.graph)", timeout=120_000)
+    pg.wait_for_timeout(1500)
+    pg.keyboard.press("Escape")
+    yield pg
+    context.close()

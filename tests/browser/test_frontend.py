@@ -1,0 +1,218 @@
+"""The pack in a real browser: every shipped workflow loads through the UI's own path, the self-test runs
+from the Run button and every node shows what it did (also from the cache), nothing shown is saved in the
+workflow, a validation error of ours is visible, and the model doctor says what to do for each file."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.browser.conftest import artifacts_dir
+from devtools.comfy_env import PACK_ROOT
+
+WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
+SELF_TEST = PACK_ROOT / "workflows" / "00_self_test_untrained_noise.json"
+APP = "(window.comfyAPI?.app?.app ?? window.app)"
+
+LOAD = f"""async (wf) => {{
+  const app = {APP};
+  await app.loadGraphData(wf);
+  const types = globalThis.LiteGraph?.registered_node_types ?? window.comfyAPI?.litegraph?.LiteGraph?.registered_node_types;
+  const nodes = app.graph.nodes ?? app.graph._nodes;
+  return {{count: nodes.length, unknown: nodes.filter(n => types && !types[n.type]).map(n => n.type)}};
+}}"""
+
+FIT = f"""(ids) => {{
+  const app = {APP};
+  const nodes = (app.graph.nodes ?? app.graph._nodes).filter(n => !ids || ids.includes(n.id) || ids.includes(n.type));
+  let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+  for (const n of nodes) {{ x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 40);
+    x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }}
+  const el = app.canvas.canvas, w = el.clientWidth, h = el.clientHeight;
+  const [left, top] = [80, 140];  // the sidebar and the top bars lie over the canvas
+  const scale = Math.min((w - left - 20) / (x1 - x0), (h - top - 20) / (y1 - y0), 1.2);
+  app.canvas.ds.scale = scale;
+  app.canvas.ds.offset = [-x0 + left / scale, -y0 + top / scale];
+  app.canvas.setDirty(true, true);
+}}"""
+
+
+def shot(page, frontend: str, name: str) -> None:
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(artifacts_dir() / f"{frontend}-{name}.png"))
+
+
+def missing_node_dialog(page) -> bool:
+    text = page.evaluate("() => document.body.innerText")
+    return any(s in text.lower() for s in ("missing node", "nodes are missing", "missing custom node", "not found:"))
+
+
+def load(page, path) -> dict:
+    result = page.evaluate(LOAD, json.loads(path.read_text()))
+    page.wait_for_timeout(300)
+    return result
+
+
+def node_ids(page, node_type: str) -> list[int]:
+    return page.evaluate(f"(t) => ({APP}.graph.nodes ?? {APP}.graph._nodes).filter(n => n.type === t).map(n => n.id)", node_type)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_every_shipped_workflow_loads_without_missing_nodes(page, frontend, path):
+    result = load(page, path)
+    assert result["count"] == len(json.loads(path.read_text())["nodes"])
+    assert result["unknown"] == [], result
+    assert not missing_node_dialog(page), page.evaluate("() => document.body.innerText")[:2000]
+    if path.name.startswith("01_"):
+        page.evaluate(FIT, None)
+        shot(page, frontend, "workflow-01-loaded")
+    page.keyboard.press("Escape")
+
+
+def close_dialogs(page) -> None:
+    """Close the frontend's own dialogs (error reports, missing models) left by earlier steps."""
+    for _ in range(20):
+        if page.locator(".p-dialog-mask").count() == 0:
+            return
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+
+
+def run_from_button(page) -> None:
+    page.locator('[data-testid="queue-button"]').first.click()
+
+
+def test_self_test_runs_from_the_run_button_and_every_node_shows_what_it_did(page, frontend):
+    load(page, SELF_TEST)
+    run_from_button(page)
+    similarity = '.infu-panel[data-infu-type="InfU_IdentitySimilarity"] .infu-similarity tr'
+    page.wait_for_selector(similarity, state="attached", timeout=240_000)
+    faces = page.locator('.infu-panel[data-infu-type="InfU_IdentityFromImages"] img.infu-face')
+    assert faces.count() == 1
+    page.wait_for_function("() => [...document.querySelectorAll('.infu-panel img')].every(i => i.complete && i.naturalWidth > 0)",
+                           timeout=30_000)
+    assert faces.first.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [768, 512]
+    caption = page.locator('.infu-panel[data-infu-type="InfU_IdentityFromImages"] .infu-caption').first.inner_text()
+    assert "face box" in caption and "5 keypoints" in caption
+    facts = page.locator('.infu-panel[data-infu-type="InfU_InfuseNetLoader"] .infu-facts').inner_text()
+    assert "bf16" in facts and "1 double + 1 single" in facts and "8" in facts
+    apply = page.locator('.infu-panel[data-infu-type="InfU_ApplyInfiniteYou"]')
+    assert apply.locator("img.infu-mask").count() == 1
+    identity_fp = page.locator('.infu-panel[data-infu-type="InfU_IdentityFromImages"] .infu-title').inner_text().split()[1]
+    assert identity_fp in apply.inner_text()
+    assert page.locator('.infu-panel[data-infu-type="InfU_PoseImage"] img.infu-pose').count() == 1
+    assert "detector on CPUExecutionProvider" in page.locator('.infu-panel[data-infu-type="InfU_FaceEncoderLoader"]').inner_text()
+    row = page.locator(similarity).first
+    assert row.get_attribute("data-band") in ("strong", "good", "weak", "none", "no_face")
+    assert row.locator(".infu-meaning").inner_text()
+    page.evaluate(FIT, ["InfU_InfuseNetLoader", "InfU_IdentityFromImages", "InfU_ApplyInfiniteYou"])
+    shot(page, frontend, "selftest-identity-loader-apply")
+    page.evaluate(FIT, ["InfU_PoseImage", "InfU_IdentitySimilarity", "SaveImage"])
+    shot(page, frontend, "selftest-pose-mask-similarity")
+
+    # nothing the extension shows goes into the saved workflow or the prompt
+    saved = page.evaluate(f"() => JSON.stringify({APP}.graph.serialize())")
+    assert "infu_report" not in saved and identity_fp not in saved and "/view?" not in saved
+    shipped = {n["id"]: n.get("widgets_values") for n in json.loads(SELF_TEST.read_text())["nodes"]}
+    for node in json.loads(saved)["nodes"]:
+        if str(node["type"]).startswith("InfU_"):
+            assert node.get("widgets_values") == shipped[node["id"]], node["type"]
+    prompt = page.evaluate(f"async () => JSON.stringify((await {APP}.graphToPrompt()).output)")
+    assert "infu_report" not in prompt
+
+
+def test_reports_come_back_when_the_nodes_are_cached(page, frontend):
+    """Clear what the nodes show, run the same graph again: every node is cached, and shows its report."""
+    page.evaluate(f"() => document.querySelectorAll('.infu-panel').forEach(p => p.replaceChildren())")
+    assert page.locator(".infu-panel img.infu-face").count() == 0
+    run_from_button(page)
+    page.wait_for_selector('.infu-panel[data-infu-type="InfU_IdentityFromImages"] img.infu-face', state="attached", timeout=120_000)
+    page.wait_for_selector('.infu-panel[data-infu-type="InfU_ApplyInfiniteYou"] img.infu-mask', state="attached", timeout=30_000)
+    assert page.locator('.infu-panel[data-infu-type="InfU_IdentitySimilarity"] .infu-similarity tr').count() == 1
+
+
+def set_widget(page, node_id: int, name: str, value) -> None:
+    page.evaluate(f"""([id, name, value]) => {{
+      const node = {APP}.graph.getNodeById(id); const w = node.widgets.find(w => w.name === name);
+      w.value = value; w.callback?.(value); {APP}.graph.setDirtyCanvas(true, true); }}""", [node_id, name, value])
+
+
+def test_a_validation_error_of_ours_is_visible(page, frontend):
+    load(page, SELF_TEST)
+    apply = node_ids(page, "InfU_ApplyInfiniteYou")[0]
+    set_widget(page, apply, "start", 0.9)
+    set_widget(page, apply, "end", 0.2)
+    run_from_button(page)
+    error = page.locator(f'.infu-panel[data-infu-node="{apply}"] .infu-errors')
+    error.wait_for(state="attached", timeout=60_000)
+    assert "start (0.9) is after end (0.2)" in error.inner_text()
+    dialog = page.locator(".infu-doctor")
+    dialog.wait_for(timeout=30_000)
+    assert "start (0.9) is after end (0.2)" in dialog.inner_text()
+    shot(page, frontend, "validation-error-dialog")
+    page.locator(".infu-doctor .infu-close").click()
+    close_dialogs(page)
+    page.evaluate(FIT, [apply])
+    shot(page, frontend, "validation-error-on-node")
+
+
+def test_a_broken_model_file_opens_the_doctor_at_run_time_validation(page, frontend):
+    load(page, SELF_TEST)
+    loader = node_ids(page, "InfU_InfuseNetLoader")[0]
+    set_widget(page, loader, "infusenet_name", "aes_stage2/infusenet_aes_fp8e4m3fn.safetensors")
+    run_from_button(page)
+    page.locator(".infu-doctor .infu-summary").wait_for(timeout=60_000)
+    text = page.locator(".infu-doctor").inner_text()
+    assert "truncated" in text and "curl -L --fail -o infiniteyou/aes_stage2/infusenet_aes_fp8e4m3fn.safetensors" in text
+    page.locator(".infu-doctor .infu-close").click()
+
+
+def test_the_model_doctor_says_what_to_do_for_each_file(page, frontend):
+    load(page, SELF_TEST)
+    loader = node_ids(page, "InfU_InfuseNetLoader")[0]
+    options = page.evaluate(f"""(id) => {{ const n = {APP}.graph.getNodeById(id); const o = [];
+      n.getExtraMenuOptions?.({APP}.canvas, o); return o.filter(Boolean).map(x => x.content); }}""", loader)
+    assert "InfiniteYou: model doctor…" in options
+    page.evaluate("() => window.InfiniteYou.openDoctor()")
+    page.locator(".infu-doctor .infu-summary").wait_for(timeout=60_000)
+    dialog = page.locator(".infu-doctor")
+    assert page.locator(".infu-doctor .infu-summary").get_attribute("data-ready") == "false"
+    corrupt = dialog.locator('.infu-entry[data-key="infusenet_aes_fp8"]')
+    assert corrupt.get_attribute("data-status") == "broken"
+    assert "truncated" in corrupt.inner_text() and "curl" in corrupt.locator(".infu-shell").inner_text()
+    t5 = dialog.locator('.infu-entry[data-key="t5_fp16"]')
+    assert t5.get_attribute("data-status") == "missing"
+    assert "ComfyUI/models/text_encoders/" in t5.inner_text()
+    assert "https://huggingface.co/comfyanonymous/flux_text_encoders" in t5.inner_text()
+    fix_all = dialog.locator(".infu-fix-all").inner_text()
+    assert "t5xxl_fp16.safetensors" in fix_all
+    for entry in dialog.locator(".infu-entry").all():
+        if entry.get_attribute("data-status") != "ok":
+            assert entry.locator(".infu-fix").count() == 1, entry.inner_text()
+    assert dialog.locator('.infu-entry[data-key="arcface"]').get_attribute("data-status") == "ok"
+    shot(page, frontend, "model-doctor")
+    page.locator(".infu-doctor .infu-close").click()
+
+
+def test_a_run_that_fails_on_a_model_file_opens_the_doctor(page, frontend):
+    """The server's execution_error for one of our nodes naming a model file (as the socket delivers it)."""
+    page.evaluate("""() => window.comfyAPI.api.api.dispatchCustomEvent('execution_error', {prompt_id: 'x', node_id: '5',
+      node_type: 'InfU_FaceEncoderLoader', exception_message: 'InfiniteYou Face Encoder Loader: The face detector '
+      + 'models/insightface/models/antelopev2/scrfd_10g_bnkps.onnx is missing.', exception_type: 'InfiniteYouNodeError',
+      traceback: [], current_inputs: {}, current_outputs: {}})""")
+    page.locator(".infu-doctor .infu-summary").wait_for(timeout=60_000)
+    assert "scrfd_10g_bnkps.onnx is missing" in page.locator(".infu-doctor .infu-errors").inner_text()
+    page.locator(".infu-doctor .infu-close").click()
+
+
+def test_template_cards_show_thumbnails(page, frontend):
+    from scripts.build_workflows import TEMPLATE_CARDS
+
+    close_dialogs(page)
+    page.get_by_text("Templates", exact=True).first.click()
+    page.locator('[role="dialog"]').get_by_text("infiniteyou-studio", exact=True).first.click()
+    for name in TEMPLATE_CARDS:
+        page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    shot(page, frontend, "template-cards")
+    page.keyboard.press("Escape")

@@ -1,0 +1,34 @@
+"""The files the frontend fetches from the pack: node help pages (with their pictures) and template cards."""
+from __future__ import annotations
+
+import re
+
+from devtools.comfy_env import PACK_ROOT
+from tests.expected_nodes import PACK_NODE_IDS
+from devtools.server import PACK_LINK_NAME
+
+
+def test_every_node_has_a_help_page_with_its_picture(comfy_server):
+    for node_id in PACK_NODE_IDS:
+        # the frontend's node help: /extensions/<custom node folder>/docs/<node id>.md
+        status, body = comfy_server.request(f"/extensions/{PACK_LINK_NAME}/docs/{node_id}.md")
+        assert status == 200, node_id
+        text = body.decode()
+        assert text.startswith("# ") and "## Input" in text, node_id
+        pictures = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", text)
+        assert pictures, f"{node_id} help has no picture"
+        for picture in pictures:
+            status, data = comfy_server.request(f"/extensions/{PACK_LINK_NAME}/docs/{picture}")
+            assert status == 200 and data[:3] == b"\xff\xd8\xff", picture
+
+
+def test_every_template_has_a_thumbnail_and_a_card_line(comfy_server):
+    from scripts.build_workflows import TEMPLATE_CARDS
+
+    templates = comfy_server.get_json("/api/workflow_templates")[PACK_LINK_NAME]
+    assert sorted(templates) == sorted(TEMPLATE_CARDS) == sorted(p.stem for p in (PACK_ROOT / "workflows").glob("*.json"))
+    for name in templates:
+        # what the frontend's template browser loads for a custom node's card
+        status, data = comfy_server.request(f"/api/workflow_templates/{PACK_LINK_NAME}/{name}.jpg")
+        assert status == 200 and data[:3] == b"\xff\xd8\xff", name
+        assert TEMPLATE_CARDS[name] and "\n" not in TEMPLATE_CARDS[name]
