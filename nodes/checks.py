@@ -27,6 +27,11 @@ def one_of(name: str, value, options: Sequence, what: str = "listed values") -> 
     return f"{name} {value!r} is not one of the {what}: {refused}choose one of: {shown}{more}."
 
 
+def plain_names(*values) -> bool:
+    """Whether every value is a plain relative model name (``a/b/c``: no absolute path, no ``..``)."""
+    return all(isinstance(v, str) and name_problem(v) is None for v in values)
+
+
 def finite_between(name: str, value, low: float, high: float) -> str | None:
     """None when ``value`` is a finite number in [low, high] (or not known yet)."""
     if value is None:

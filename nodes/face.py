@@ -14,7 +14,7 @@ from ..infusenet.face.pose import DEFAULT_HEIGHT, DEFAULT_WIDTH, pose_image
 from ..infusenet.face.masks import face_mask
 from ..infusenet.face.similarity import identity_similarity
 from ..infusenet.weights import project_identity
-from .checks import finite_between, one_of, require, verdict
+from .checks import finite_between, one_of, plain_names, require, verdict
 from .errors import node_errors
 from .types import CATEGORY, FaceEncoderType, IdentityType, InfuseNetType
 
@@ -127,9 +127,11 @@ class FaceEncoderLoader(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, detector_pack: str, arcface: str, providers: str):
         names = verdict(NODE_FACE_LOADER, cls.problems(detector_pack, arcface, providers))
-        if names is not True or detector_pack is None or arcface is None:
-            return names  # linked names are checked when the node runs
-        return doctor.validation_message(doctor.face_loader_problems(detector_pack, arcface), NODE_FACE_LOADER)
+        if detector_pack is None or arcface is None or not plain_names(detector_pack, arcface):
+            return names  # linked names are checked when the node runs; unsafe names are refused outright
+        # Plain names of missing or broken files: the doctor says how to get them in place.
+        files = doctor.validation_message(doctor.face_loader_problems(detector_pack, arcface), NODE_FACE_LOADER)
+        return files if files is not True else names
 
     @classmethod
     def execute(cls, detector_pack: str, arcface: str, providers: str) -> io.NodeOutput:

@@ -9,7 +9,7 @@ from comfy_api.latest import io, ui
 from ..infusenet import doctor, paths, report
 from ..infusenet.patch import apply_infiniteyou
 from ..infusenet.weights import InfiniteYouError, load_infusenet
-from .checks import finite_between, one_of, require, verdict
+from .checks import finite_between, one_of, plain_names, require, verdict
 from .errors import node_errors
 from .types import CATEGORY, IdentityType, InfuseNetType
 
@@ -62,10 +62,12 @@ class InfuseNetLoader(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, infusenet_name: str, projection: str, weight_dtype: str):
         names = verdict(NODE_LOADER, cls.problems(infusenet_name, projection, weight_dtype))
-        if names is not True or infusenet_name is None:
-            return names  # a linked name is checked when the node runs
-        return doctor.validation_message(doctor.infusenet_loader_problems(
+        if infusenet_name is None or not plain_names(infusenet_name, projection):
+            return names  # linked names are checked when the node runs; unsafe names are refused outright
+        # A plain name that is missing or broken: the doctor says how to get the file in place.
+        files = doctor.validation_message(doctor.infusenet_loader_problems(
             infusenet_name, None if projection in (None, AUTO_PROJECTION) else projection), NODE_LOADER)
+        return files if files is not True else names
 
     @classmethod
     def execute(cls, infusenet_name: str, projection: str, weight_dtype: str) -> io.NodeOutput:

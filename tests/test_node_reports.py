@@ -30,7 +30,7 @@ def test_self_test_run_reports_what_each_node_did(comfy_server, photos):  # noqa
     assert set(r) >= {"InfU_InfuseNetLoader", "InfU_IdentityFromImages", "InfU_PoseImage", "InfU_ApplyInfiniteYou",
                       "InfU_IdentitySimilarity"}, sorted(r)
     loader = r["InfU_InfuseNetLoader"]
-    assert loader["precision"] == "bf16" and loader["tokens"] == 8 and loader["double_blocks"] >= 1
+    assert "bf16" in loader["precision"] and loader["tokens"] == 8 and loader["double_blocks"] >= 1
     ident = r["InfU_IdentityFromImages"]
     assert len(ident["photos"]) == 1 and len(ident["photos"][0]["keypoints"]) == 5 and len(ident["photos"][0]["box"]) == 4
     face_png = Image.open(_io.BytesIO(comfy_server.view(ident["images"][0])))
