@@ -6,6 +6,7 @@ The last line is the total: ``N passed, N failed``.
 """
 from __future__ import annotations
 
+import json
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -53,6 +54,22 @@ def compare_outputs(outputs: Path) -> None:
                   f"identical pixels {100 * (diff == 0).mean():.1f}%")
 
 
+def print_measurements(folder: Path) -> None:
+    """Numbers the tests measured (tests/measurements.py), one line per measurement, hosts side by side."""
+    if not folder.is_dir():
+        return
+    table: dict[str, dict[str, list[float]]] = {}
+    hosts = sorted(p.stem for p in folder.glob("*.jsonl"))
+    for host in hosts:
+        for line in (folder / f"{host}.jsonl").read_text().splitlines():
+            item = json.loads(line)
+            table.setdefault(item["name"], {}).setdefault(host, []).append(item["value"])
+    print("measured on each host (" + " | ".join(hosts) + "):")
+    for name in sorted(table):
+        cells = [", ".join(f"{v:.2e}" for v in table[name].get(h, [])) or "-" for h in hosts]
+        print(f"    {name}: " + " | ".join(cells))
+
+
 def main(reports: Path) -> int:
     ok = True
     total = {"passed": 0, "failed": 0}
@@ -80,6 +97,7 @@ def main(reports: Path) -> int:
         total["failed"] += c["failed"] + c["errors"]
         if rc != 0 or c["passed"] == 0:
             ok = False
+    print_measurements(reports / "measurements")
     compare_outputs(reports / "outputs")
     seconds = (reports / "total.seconds").read_text().strip() if (reports / "total.seconds").exists() else "?"
     print(f"whole run: {seconds} s")

@@ -10,6 +10,7 @@ import comfy.patcher_extension
 from infusenet import patch, weights
 from devtools import infusenet_files as files
 from devtools import flux_pair as fp
+from tests.measurements import record
 
 H = W = 8          # latent size -> 16 image tokens
 Q = 8              # identity tokens
@@ -66,6 +67,8 @@ def test_parity_one_call_batch2(tmp_path, base_blocks, branch_blocks):
         v = fp.reference_velocity(base, [fp.Branch(net, d["id_tokens"], d["control"], strength)], x_in, SIGMA,
                                   d["context"], d["pooled"], 3.5)
         err = rel(got, x_in - SIGMA * v)
+        record(f"parity, one model call: base {base_blocks[0]}/{base_blocks[1]}, branch {branch_blocks[0]}/"
+               f"{branch_blocks[1]}, strength {strength} (relative error vs diffusers)", err)
         assert err < TOL, (base_blocks, branch_blocks, strength, err)
         # the residuals matter: without them the prediction is clearly different
         plain = fp.reference_velocity(base, [], x_in, SIGMA, d["context"], d["pooled"], 3.5)
@@ -107,6 +110,8 @@ def test_cfg2_positive_only(tmp_path, neg_len, expect_batched):
                                   d["context"], d["pooled"], 3.5)
     v_neg = fp.reference_velocity(base, [], x_in, SIGMA, neg_ctx, d["pooled"], 3.5)
     expect = x_in - SIGMA * (v_neg + 2.0 * (v_pos - v_neg))
+    record(f"parity, CFG 2, negative of {neg_len} tokens {'batched' if expect_batched else 'run apart'} "
+           "(relative error vs diffusers)", rel(got, expect))
     assert rel(got, expect) < TOL
 
 
@@ -187,6 +192,7 @@ def test_full_sampling_run_black_control_matches_reference_loop(tmp_path):
         branches = [fp.Branch(net, d["id_tokens"], black, 1.0)] if kept else []
         v = fp.reference_velocity(base, branches, x, float(sigmas[i]), d["context"], d["pooled"], 3.5)
         x = x + (sigmas[i + 1] - sigmas[i]) * v
+    record("parity, 5-step sampling run, black control, window 0.1-0.9 (relative error vs diffusers loop)", rel(got, x))
     assert rel(got, x) < TOL
     off, _ = fp.comfy_sample(base.patcher, d["x"], steps, fp.conds(d["context"], d["pooled"], 3.5), None, 1.0)
     assert rel(got, off) > 100 * TOL

@@ -12,6 +12,7 @@ from infusenet import patch, resampler, weights
 from infusenet.weights import InfiniteYouError
 from devtools import infusenet_files as files
 from devtools import flux_pair as fp
+from tests.measurements import record
 
 SPEC = files.InfuseNetSpec(hidden_size=fp.HIDDEN, head_dim=fp.HEAD_DIM, num_layers=2, num_single_layers=3, axes_dims_rope=fp.AXES)
 
@@ -64,9 +65,11 @@ def test_fp8_parity(tmp_path):
     # holds its own fp8 models
     net.load_state_dict({k: v.to(torch.float8_e4m3fn).float() for k, v in files.to_fp8(full).items()})
     v8 = fp.reference_velocity(base, [fp.Branch(net, d["id_tokens"], d["control"], 1.0)], x_in, SIGMA, d["context"], d["pooled"], 3.5)
+    record("parity, fp8 InfuseNet vs fp8-rounded weights in diffusers (relative error)", rel(got, x_in - SIGMA * v8))
     assert rel(got, x_in - SIGMA * v8) < 1e-4
     net.load_state_dict(full)
     vf = fp.reference_velocity(base, [fp.Branch(net, d["id_tokens"], d["control"], 1.0)], x_in, SIGMA, d["context"], d["pooled"], 3.5)
+    record("parity, fp8 InfuseNet vs full-precision weights in diffusers (relative error)", rel(got, x_in - SIGMA * vf))
     assert rel(got, x_in - SIGMA * vf) < 5e-2
 
 
