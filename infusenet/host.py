@@ -28,6 +28,7 @@ import importlib
 import inspect
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -377,6 +378,7 @@ class Contact:
     path: str
     params: tuple[str, ...] = ()
     fields: tuple[str, ...] = ()  # for dataclasses: fields the pack sets
+    server_only: bool = False     # only inside a running ComfyUI server (its ``server`` module is loaded)
 
 
 CONTRACT: tuple[Contact, ...] = (
@@ -430,7 +432,7 @@ CONTRACT: tuple[Contact, ...] = (
     Contact("folder_paths.add_model_folder_path", ("folder_name", "full_folder_path")),
     Contact("folder_paths.get_folder_paths", ("folder_name",)),
     Contact("folder_paths.get_filename_list", ("folder_name",)),
-    Contact("server.PromptServer"),
+    Contact("server.PromptServer.instance", server_only=True),
 )
 
 
@@ -456,6 +458,8 @@ def _resolve(path: str):
 
 def check_contact(contact: Contact) -> str | None:
     """None when the symbol exists and takes what the pack passes; otherwise what is wrong."""
+    if contact.server_only and "server" not in sys.modules:
+        return None  # a script or test importing the pack: there is no server to check
     try:
         obj = _resolve(contact.path)
     except AttributeError as e:
