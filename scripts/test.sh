@@ -65,10 +65,10 @@ threads=$(( cores / parallel )); (( threads < 1 )) && threads=1
 run_host() {
   local name=$1 host_started
   host_started=$(date +%s)
-  # Browser tests: every host's own frontend; the newest frontend package (classic and Nodes 2.0) on the
-  # newest host only, where it is meant to run.
+  # Browser tests: every host's own frontend (classic canvas); the newest frontend package with Nodes 2.0
+  # on the newest host, where it is meant to run.
   local frontends=host
-  [[ "$name" == "${ready[-1]}" ]] && frontends=${INFU_FRONTENDS:-host,1.58.1,1.58.1+vue}
+  [[ "$name" == "${ready[-1]}" ]] && frontends=${INFU_FRONTENDS:-host,1.58.1+vue}
   COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \
   INFU_ARTIFACTS="$REPORTS/screenshots/$name" \
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \

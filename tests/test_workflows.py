@@ -224,17 +224,17 @@ def server_rss_mb(server) -> float:
 
 
 def test_repeating_a_workflow_does_not_grow_memory(comfy_server, photos):
-    """Ten runs with new seeds: the server's resident memory grows by less than 128 MB (13 MB a run)."""
+    """Six runs with new seeds: the server's resident memory grows by less than 80 MB (13 MB a run)."""
     prompt = api_prompt(comfy_server, "01_basic.json")
     sampler_id, _ = node_of(prompt, "KSampler")
     run_ok(comfy_server, prompt)
     before = server_rss_mb(comfy_server)
-    for seed in range(10):
+    for seed in range(6):
         prompt[sampler_id]["inputs"]["seed"] = 1000 + seed
         run_ok(comfy_server, prompt)
     grown = server_rss_mb(comfy_server) - before
-    print(f"server RSS {before:.0f} MB -> +{grown:.0f} MB after 10 runs")
-    assert grown < 128
+    print(f"server RSS {before:.0f} MB -> +{grown:.0f} MB after 6 runs")
+    assert grown < 80
 
 
 def test_node_ids_are_unique():
