@@ -1,0 +1,79 @@
+"""The other FLUX.1 bases people run InfiniteYou on, as small generated files for real servers:
+GGUF (Q8_0 and 4-bit Q4_0, quantised from the test FLUX.1-dev), FLUX.1 Fill (384 input channels)
+and FLUX.1 Kontext (the FLUX.1-dev layout: ComfyUI tells Kontext by its reference latents, not its
+keys, so the test file is the dev weights under Kontext's name).
+
+Cached beside the main model set, in ``<cache>/bases/<key>/`` (``INFU_FIXTURE_CACHE``), keyed by
+this generator and the model set it quantises; the main set's own cache key is untouched.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from devtools.comfy_env import PACK_ROOT
+
+GGUF_TYPES = ("Q8_0", "Q4_0")
+FLUX_DEV = "flux1-dev.safetensors"
+FLUX_FILL = "flux1-fill-dev.safetensors"
+FLUX_KONTEXT = "flux1-kontext-dev.safetensors"
+FILL_IN_CHANNELS = 96  # 16 noisy latent + 16 masked-image latent + 64 mask (8x8 pixels per latent pixel)
+
+
+def gguf_name(kind: str) -> str:
+    return f"flux1-dev-{kind}.gguf"
+
+
+def _key(model_set: Path) -> str:
+    digest = hashlib.sha256(str(Path(model_set).resolve()).encode())
+    for name in ("bases.py", "comfyui_gguf.py", "host_models.py"):
+        digest.update((PACK_ROOT / "devtools" / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def build_bases(models_dir: Path, model_set: Path) -> None:
+    """Write the base files into ``models_dir/diffusion_models/``."""
+    from safetensors.torch import load_file
+
+    from devtools import comfyui_gguf, host_models
+
+    out = models_dir / "diffusion_models"
+    out.mkdir(parents=True, exist_ok=True)
+    dev = load_file(str(model_set / "diffusion_models" / FLUX_DEV))
+    for kind in GGUF_TYPES:
+        comfyui_gguf.write_flux_gguf(out / gguf_name(kind), dev, kind)
+    fill = dict(host_models.flux_config(), in_channels=FILL_IN_CHANNELS)
+    host_models.write_flux(out / FLUX_FILL, fill, seed=6)
+    (out / FLUX_KONTEXT).symlink_to(model_set / "diffusion_models" / FLUX_DEV)
+
+
+def bases_dir(model_set: Path) -> Path:
+    """The cached models folder with the base files (built if missing)."""
+    cache = Path(os.environ.get("INFU_FIXTURE_CACHE", PACK_ROOT / ".host" / "fixture-cache"))  # as the main set
+    root = cache / "bases" / _key(model_set)
+    if (root / "complete").exists():
+        return root / "models"
+    if root.parent.exists():
+        for old in root.parent.iterdir():
+            if old != root and (old / "complete").exists():
+                shutil.rmtree(old, ignore_errors=True)
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_bases(tmp / "models", Path(model_set))
+    (tmp / "complete").write_text("ok")
+    tmp.rename(root)
+    return root / "models"
+
+
+def link_into(base_dir: Path, model_set: Path, bases: Path) -> None:
+    """A server's ``models/diffusion_models/`` as a real folder holding links to both sets' files; the
+    other model folders are linked whole afterwards by ``tests.fixtures.model_set.link_models``."""
+    target = Path(base_dir) / "models" / "diffusion_models"
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in (model_set / "diffusion_models", bases / "diffusion_models"):
+        for f in folder.iterdir():
+            link = target / f.name
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(f.resolve())
