@@ -57,12 +57,25 @@ def check_compatible(dm: "host.Flux", bundle: InfuseNetBundle, id_tokens: Tensor
         )
     if c.head_dim != sum(dm.params.axes_dim):
         raise InfiniteYouError(f"'{source}' uses attention heads of {c.head_dim} channels; the base model uses {sum(dm.params.axes_dim)}.")
-    if c.in_channels * 4 != dm.in_channels:
-        raise InfiniteYouError(f"'{source}' takes {c.in_channels}-channel latents; the base model takes {dm.in_channels // 4}.")
+    if c.in_channels != latent_channels(dm):
+        raise InfiniteYouError(f"'{source}' takes {c.in_channels}-channel latents; the base model's latent has {latent_channels(dm)}.")
     if id_tokens.ndim != 3 or id_tokens.shape[-1] != c.context_in_dim:
         raise InfiniteYouError(
             f"Identity tokens must be [1, tokens, {c.context_in_dim}] (from this InfuseNet's projection); got {list(id_tokens.shape)}."
         )
+
+
+def latent_channels(dm: "host.Flux") -> int:
+    """Channels of the noisy latent the base denoises (its output): 16 on every FLUX.1. FLUX.1 Fill
+    (and Depth/Canny) take more input channels: ComfyUI concatenates the mask and masked-image latent
+    (or the control latent) after the noisy latent before the diffusion model."""
+    return dm.params.out_channels
+
+
+def noisy_latent(dm: "host.Flux", x: Tensor) -> Tensor:
+    """The part of the diffusion model's input the InfuseNet reads: the noisy latent only, as the
+    reference trained it (64 packed channels); Fill's mask and masked image are the base's alone."""
+    return x[:, :latent_channels(dm)]
 
 
 def block_map(n_base: int, n_branch: int) -> list[int]:
@@ -215,7 +228,7 @@ class InfiniteYouPatch:
 
         net = self._nets.get(str(x.device), self.bundle.model)
         dtype = net.compute_dtype
-        img, img_ids = base.process_img(x, transformer_options=transformer_options)
+        img, img_ids = base.process_img(noisy_latent(base, x), transformer_options=transformer_options)
         h, w = x.shape[-2:]
         n = len(chunks) * per_chunk
         control = self._packed_control(base, h, w, x.device, dtype)
