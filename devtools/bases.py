@@ -19,6 +19,8 @@ GGUF_TYPES = ("Q8_0", "Q4_0")
 FLUX_DEV = "flux1-dev.safetensors"
 FLUX_FILL = "flux1-fill-dev.safetensors"
 FLUX_KONTEXT = "flux1-kontext-dev.safetensors"
+WORKFLOW_FILES = ("flux1-dev-Q4_0.gguf", FLUX_FILL, FLUX_KONTEXT)
+"""Base files the shipped workflows name that the main small-model set does not have."""
 FILL_IN_CHANNELS = 96  # 16 noisy latent + 16 masked-image latent + 64 mask (8x8 pixels per latent pixel)
 
 
