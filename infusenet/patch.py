@@ -23,6 +23,7 @@ from . import host
 from .weights import InfiniteYouError, InfuseNetBundle
 
 ADDITIONAL_MODELS_KEY = "infiniteyou"
+WRAPPER_PREFIX = "infiniteyou_"
 Window = Literal["steps", "sigma"]
 ApplyTo = Literal["positive", "both"]
 
@@ -86,6 +87,7 @@ def block_map(n_base: int, n_branch: int) -> list[int]:
     return [i // step for i in range(n_base)]
 
 
+@torch.compiler.disable  # plain Python on a CPU copy: compiled, it would recompile for every sigma
 def step_index(sigma: float, schedule: Tensor) -> int:
     """Index i of the sampling step whose interval [schedule[i], schedule[i+1]) holds ``sigma``."""
     s = schedule.detach().float().cpu()
@@ -268,6 +270,20 @@ class InfiniteYouPatch:
         return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
 
 
+def branch_innermost(executor, *args, **kwargs):
+    """OUTER_SAMPLE: for this run, InfiniteYou's DIFFUSION_MODEL wrappers go innermost, next to the FLUX
+    forward. A wrapper that skips the model on some steps (core's EasyCache, added after Apply InfiniteYou
+    in the graph) then skips the InfuseNet too, instead of dropping residuals it had us compute."""
+    guider = executor.class_obj
+    original = guider.model_options
+    guider.model_options = host.model_options_clone(original)
+    host.wrappers_innermost(guider.model_options, host.WrappersMP.DIFFUSION_MODEL, lambda key: key.startswith(WRAPPER_PREFIX))
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        guider.model_options = original
+
+
 def merge_control(control: dict | None, double: list[Tensor], single: list[Tensor], n_double: int, n_single: int) -> dict:
     """A new control dict: ``control`` plus residuals mapped onto the base blocks (summed where both exist)."""
     out = dict(control) if control else {}
@@ -326,7 +342,8 @@ def apply_infiniteyou(
         return clone  # bit-identical to the input model
     state = InfiniteYouPatch(bundle, id_tokens.detach(), control_latent, strength, start, end, window, guidance, apply_to,
                              mask, vae, model.model.latent_format)
-    key = f"infiniteyou_{uuid.uuid4().hex}"
+    key = f"{WRAPPER_PREFIX}{uuid.uuid4().hex}"
+    host.add_wrapper(clone, host.WrappersMP.OUTER_SAMPLE, key, branch_innermost)
     host.add_wrapper(clone, host.WrappersMP.OUTER_SAMPLE, key, state.outer_sample)
     host.add_wrapper(clone, host.WrappersMP.DIFFUSION_MODEL, key, state.diffusion_model)
     others = [m for m in host.additional_models(clone, ADDITIONAL_MODELS_KEY) if m is not bundle.patcher]

@@ -103,23 +103,19 @@ def test_kontext_residuals_cover_the_generated_tokens_only(tmp_path):
     with_ref = [[context, {"pooled_output": pooled, "guidance": 2.5, "reference_latents": [reference]}]]
     patched = patch.apply_infiniteyou(base.patcher, bundle, tokens, control, strength=1.0)
 
-    # The block inputs FLUX sees: the img stream after each block, with and without the residual
+    # The control dict the FLUX blocks get, with and without the reference latent
     streams = {}
 
     def capture(name, model, cond):
-        seen = []
+        with fp.flux_blocks_inputs(model) as seen:
+            _, denoised = fp.comfy_denoised(model, x * SIGMA, SIGMA, cond, None, 1.0)
+        streams[name] = (seen[0]["control"], denoised)
+        return seen[0]["img"]
 
-        def spy(executor, *args, **kwargs):
-            seen.append(args[6])
-            return executor(*args, **kwargs)
-        m = model.clone()
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_spy", spy)
-        _, denoised = fp.comfy_denoised(m, x * SIGMA, SIGMA, cond, None, 1.0)
-        streams[name] = (seen[0], denoised)
-
-    capture("kontext", patched, with_ref)
+    img = capture("kontext", patched, with_ref)
     capture("plain", patched, plain)
     n_generated = (H // 2) * (W // 2)
+    assert img.shape[1] == n_generated + 24  # the reference tokens follow the generated ones
     for part in ("input", "output"):
         for r_ref, r_plain in zip(streams["kontext"][0][part], streams["plain"][0][part]):
             assert r_ref.shape[1] == n_generated  # not 16 + 24
