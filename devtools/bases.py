@@ -35,8 +35,45 @@ def _key(model_set: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+LORAS = ("flux1-test-lora-a.safetensors", "flux1-test-lora-b.safetensors")
+CONTROLNET = "flux1-test-controlnet-instantx.safetensors"
+LORA_TARGETS = ("double_blocks.0.img_attn.proj", "double_blocks.0.txt_mlp.0", "single_blocks.0.linear2",
+                "final_layer.linear")
+
+
+def write_lora(path: Path, config: dict, seed: int, rank: int = 4) -> Path:
+    """A FLUX LoRA in the plain ComfyUI layout (``diffusion_model.<layer>.lora_up/lora_down/alpha``)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from devtools import host_models
+
+    shapes = {k: v.shape for k, v in host_models.flux_state_dict(config, 0, torch.float32).items()}
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for layer in LORA_TARGETS:
+        out_f, in_f = shapes[layer + ".weight"]
+        sd[f"diffusion_model.{layer}.lora_down.weight"] = (torch.randn(rank, in_f, generator=g) / in_f ** 0.5).to(torch.bfloat16)
+        sd[f"diffusion_model.{layer}.lora_up.weight"] = (torch.randn(out_f, rank, generator=g) * 0.5).to(torch.bfloat16)
+        sd[f"diffusion_model.{layer}.alpha"] = torch.tensor(float(rank))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path))
+    return path
+
+
+def write_controlnet(path: Path, seed: int = 8) -> Path:
+    """A FLUX ControlNet in the InstantX layout (diffusers FluxControlNetModel, latent input), 3072 wide
+    with CLIP-L's 768-wide context like the test FLUX, one double block: ControlNetLoader loads it."""
+    from devtools import infusenet_files as files
+
+    spec = files.InfuseNetSpec(hidden_size=3072, head_dim=128, num_layers=1, num_single_layers=0,
+                               joint_attention_dim=768, axes_dims_rope=(16, 56, 56))
+    return Path(files.write_single_file(str(path), files.random_infusenet_state_dict(spec, seed), "bf16"))
+
+
 def build_bases(models_dir: Path, model_set: Path) -> None:
-    """Write the base files into ``models_dir/diffusion_models/``."""
+    """Write the base files into ``models_dir/diffusion_models/`` (and a LoRA pair and a ControlNet
+    for the test FLUX, for graphs that combine them)."""
     from safetensors.torch import load_file
 
     from devtools import comfyui_gguf, host_models
@@ -49,6 +86,9 @@ def build_bases(models_dir: Path, model_set: Path) -> None:
     fill = dict(host_models.flux_config(), in_channels=FILL_IN_CHANNELS)
     host_models.write_flux(out / FLUX_FILL, fill, seed=6)
     (out / FLUX_KONTEXT).symlink_to(model_set / "diffusion_models" / FLUX_DEV)
+    for i, name in enumerate(LORAS):
+        write_lora(models_dir / "loras" / name, host_models.flux_config(), seed=20 + i)
+    write_controlnet(models_dir / "controlnet" / CONTROLNET)
 
 
 def bases_dir(model_set: Path) -> Path:
@@ -70,12 +110,13 @@ def bases_dir(model_set: Path) -> Path:
 
 
 def link_into(base_dir: Path, model_set: Path, bases: Path) -> None:
-    """A server's ``models/diffusion_models/`` as a real folder holding links to both sets' files; the
-    other model folders are linked whole afterwards by ``tests.fixtures.model_set.link_models``."""
-    target = Path(base_dir) / "models" / "diffusion_models"
-    target.mkdir(parents=True, exist_ok=True)
-    for folder in (model_set / "diffusion_models", bases / "diffusion_models"):
-        for f in folder.iterdir():
-            link = target / f.name
-            if not link.exists() and not link.is_symlink():
-                link.symlink_to(f.resolve())
+    """A server's model folders that the bases add to, as real folders holding links to both sets'
+    files; the main set's other folders are linked whole afterwards by ``tests.fixtures.model_set.link_models``."""
+    for sub in bases.iterdir():
+        target = Path(base_dir) / "models" / sub.name
+        target.mkdir(parents=True, exist_ok=True)
+        for folder in (model_set / sub.name, sub):
+            for f in (folder.iterdir() if folder.is_dir() else []):
+                link = target / f.name
+                if not link.exists() and not link.is_symlink():
+                    link.symlink_to(f.resolve())

@@ -129,6 +129,41 @@ def test_workflow_on_another_base_runs_end_to_end(bases_server, bases_photos, pa
     keep_for_host_comparison(path.stem, pixels)
 
 
+def with_loras_and_controlnet(prompt: dict, lora_strength: float = 0.8, controlnet_strength: float = 0.7) -> dict:
+    """The pose workflow with two stacked LoRAs (LoraLoaderModelOnly x 2) before Apply InfiniteYou and a
+    FLUX ControlNet (InstantX layout, on the pose image) on the conditioning: all three in one graph."""
+    from devtools.bases import CONTROLNET, LORAS
+
+    prompt = json.loads(json.dumps(prompt))
+    unet_id, _ = node_of(prompt, "UNETLoader")
+    _, apply = node_of(prompt, "InfU_ApplyInfiniteYou")
+    sampler_id, sampler = node_of(prompt, "KSampler")
+    pose_id, _ = node_of(prompt, "InfU_PoseImage")
+    vae_id, _ = node_of(prompt, "VAELoader")
+    prompt["60"] = {"class_type": "LoraLoaderModelOnly",
+                    "inputs": {"model": [unet_id, 0], "lora_name": LORAS[0], "strength_model": lora_strength}}
+    prompt["61"] = {"class_type": "LoraLoaderModelOnly",
+                    "inputs": {"model": ["60", 0], "lora_name": LORAS[1], "strength_model": lora_strength}}
+    apply["inputs"]["model"] = ["61", 0]
+    prompt["62"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": CONTROLNET}}
+    prompt["63"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+        "positive": sampler["inputs"]["positive"], "negative": sampler["inputs"]["negative"], "control_net": ["62", 0],
+        "image": [pose_id, 0], "strength": controlnet_strength, "start_percent": 0.0, "end_percent": 1.0,
+        "vae": [vae_id, 0]}}
+    sampler["inputs"]["positive"], sampler["inputs"]["negative"] = ["63", 0], ["63", 1]
+    return prompt
+
+
+def test_stacked_loras_a_flux_controlnet_and_apply_in_one_graph(bases_server, bases_photos):
+    """Runs end to end, and each part changes the image (its strength at 0 gives another picture)."""
+    pose = api_prompt(bases_server, "02_pose_control.json")
+    full = saved_pixels(bases_server, run_ok(bases_server, with_loras_and_controlnet(pose))).astype(int)
+    for name, variant in (("LoRAs", with_loras_and_controlnet(pose, lora_strength=0.0)),
+                          ("ControlNet", with_loras_and_controlnet(pose, controlnet_strength=0.0))):
+        other = saved_pixels(bases_server, run_ok(bases_server, variant)).astype(int)
+        assert np.abs(full - other).mean() > 0.5, f"the {name} had no effect"
+
+
 def keep_for_host_comparison(name: str, pixels: np.ndarray) -> None:
     """The output of each workflow (same seed, same models on every host) goes to
     ``$INFU_REPORTS/outputs/<host>/``; scripts/test_summary.py compares the hosts' outputs."""
