@@ -479,3 +479,16 @@ CONTRACT += (
     Contact("comfy.model_patcher.create_model_options_clone", ("orig_model_options",)),
     Contact("comfy.patcher_extension.get_all_wrappers", ("wrapper_type", "transformer_options")),
 )
+
+
+def model_family(model) -> str:
+    """The model family ComfyUI detected for a ModelPatcher (its ``unet_config["image_model"]``, e.g.
+    ``"flux"``, ``"flux2"``, ``"chroma"``), else the diffusion model's class name."""
+    base = getattr(model, "model", model)
+    config = getattr(getattr(base, "model_config", None), "unet_config", None) or {}
+    return str(config.get("image_model") or type(getattr(base, "diffusion_model", base)).__name__)
+
+
+CONTRACT += (
+    Contact("comfy.supported_models_base.BASE.unet_config"),
+)

@@ -34,17 +34,25 @@ def flux_diffusion_model(model: "host.ModelPatcher") -> "host.Flux":
     name = type(getattr(model, "model", model)).__name__
     if dm is None:
         dm = getattr(getattr(model, "model", None), "diffusion_model", None)
-        raise InfiniteYouError(
-            f"InfiniteYou needs a FLUX.1 model (dev, schnell or a fine-tune); the model given is {name} "
-            f"({type(dm).__name__}). Load a FLUX.1 checkpoint or diffusion model."
-        )
+        network = type(dm).__name__
+        raise InfiniteYouError(not_served(model, name if network == name else f"{name}, network {network}"))
     params = dm.params
     if len(params.axes_dim) != 3 or params.global_modulation or getattr(dm, "vector_in", None) is None:
-        raise InfiniteYouError(
-            f"InfiniteYou needs a FLUX.1 model; this one ({name}, rotary axes {list(params.axes_dim)}) is another "
-            "FLUX family member (e.g. Flux 2 or Chroma) that the InfuseNet was not trained for."
-        )
+        raise InfiniteYouError(not_served(model, f"{name}, rotary axes {list(params.axes_dim)}"))
     return dm
+
+
+FAMILY_NAMES = {"flux2": "FLUX.2", "chroma": "Chroma", "chroma_radiance": "Chroma Radiance", "hidream": "HiDream",
+                "sd3": "Stable Diffusion 3", "qwen_image": "Qwen-Image", "lumina2": "Lumina 2"}
+
+
+def not_served(model, detail: str) -> str:
+    """Why Apply InfiniteYou refuses ``model``: which family it is and what the InfuseNet serves."""
+    family = host.model_family(model)
+    what = FAMILY_NAMES.get(family, family)
+    return (f"InfiniteYou needs a FLUX.1 model; this one is {what} ({detail}). The InfuseNet was trained for "
+            "FLUX.1's blocks and serves FLUX.1 dev, schnell, Fill, Kontext and their fine-tunes (bf16, fp8 or GGUF): "
+            "load one of those.")
 
 
 def check_compatible(dm: "host.Flux", bundle: InfuseNetBundle, id_tokens: Tensor) -> None:
