@@ -249,8 +249,8 @@ class InfiniteYouPatch:
             g = pick(guidance).float()
         else:
             g = torch.full((n,), 1.0 if self.guidance is None else float(self.guidance), device=x.device)
-        double, single = net(
-            pick(img).to(dtype), pick(img_ids), control, self._id_tokens(per_chunk, len(chunks), x.device, dtype),
+        double, single = run_branch(
+            net, pick(img).to(dtype), pick(img_ids), control, self._id_tokens(per_chunk, len(chunks), x.device, dtype),
             pick(timestep).float(), pick(y).to(dtype), g, base.pe_embedder,
         )
         p = base.patch_size
@@ -290,6 +290,14 @@ def branch_innermost(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     finally:
         guider.model_options = original
+
+
+@torch.compiler.disable
+def run_branch(net: torch.nn.Module, *args):
+    """The InfuseNet forward, kept eager under ``TorchCompileModel``: that node compiles the base with its
+    ``transformer_options`` guards dropped, so compiled FLUX block code must not be re-entered by the
+    InfuseNet's blocks (same classes, no ``transformer_options``); the base stays compiled."""
+    return net(*args)
 
 
 def merge_control(control: dict | None, double: list[Tensor], single: list[Tensor], n_double: int, n_single: int) -> dict:
