@@ -3,6 +3,7 @@ ComfyUI FLUX ModelPatcher (built in-process with a config of our choice), plus r
 that do what the InfiniteYou reference pipeline does with diffusers classes."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -158,17 +159,27 @@ def comfy_sample(patcher, noise: Tensor, steps: int, positive: list, negative: l
 
 
 def recorded_control(patcher, x: Tensor, positive: list, sigma: float = 0.7) -> dict:
-    """One guided model call (CFG 1); returns the ``control`` dict the FLUX forward received, as seen by
-    an innermost DIFFUSION_MODEL wrapper on a clone (``patcher`` is not changed)."""
-    import comfy.patcher_extension
+    """One guided model call (CFG 1); returns the ``control`` dict the FLUX forward received: what
+    ``Flux.forward_orig`` (the blocks) gets, after every DIFFUSION_MODEL wrapper (``patcher`` is not changed)."""
+    with flux_blocks_inputs(patcher) as seen:
+        comfy_denoised(patcher, x, sigma, positive, None, 1.0)
+    return seen[0]["control"]
 
-    seen = {}
 
-    def spy(executor, *args, **kwargs):
-        seen["control"] = args[6]
-        return executor(*args, **kwargs)
+@contextlib.contextmanager
+def flux_blocks_inputs(patcher):
+    """Records, per FLUX forward while inside, the ``img`` tokens and the ``control`` dict that
+    ``Flux.forward_orig`` receives (positional in every ComfyUI: img first, control eighth)."""
+    dm = patcher.model.diffusion_model
+    original = dm.forward_orig
+    seen = []
 
-    model = patcher.clone()
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_spy", spy)
-    comfy_denoised(model, x, sigma, positive, None, 1.0)
-    return seen["control"]
+    def spy(*args, **kwargs):
+        seen.append({"img": args[0], "control": kwargs["control"] if "control" in kwargs else args[7]})
+        return original(*args, **kwargs)
+
+    dm.forward_orig = spy
+    try:
+        yield seen
+    finally:
+        del dm.forward_orig

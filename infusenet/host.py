@@ -486,3 +486,42 @@ def check_contact(contact: Contact) -> str | None:
 def check_contract() -> list[str]:
     """Every problem with :data:`CONTRACT` on the running ComfyUI (empty when all is in place)."""
     return [problem for c in CONTRACT if (problem := check_contact(c))]
+
+
+# ---- added for base models
+def model_options_clone(model_options: dict) -> dict:
+    """A per-run copy of a model's options (nested dicts and lists copied), as core's EasyCache makes one."""
+    return comfy.model_patcher.create_model_options_clone(model_options)
+
+
+def wrappers_innermost(model_options: dict, wrapper_type: str, mine: Callable[[str], bool]) -> None:
+    """Reorder ``wrapper_type`` wrappers in ``model_options`` (a per-run copy) so that those registered under
+    keys ``mine`` accepts run innermost. ComfyUI runs wrappers in the order of their keys in
+    ``transformer_options["wrappers"][wrapper_type]``, the first outermost (``get_all_wrappers``)."""
+    by_key = model_options.get("transformer_options", {}).get("wrappers", {}).get(wrapper_type)
+    if not by_key:
+        return
+    ordered = [k for k in by_key if not mine(k)] + [k for k in by_key if mine(k)]
+    if ordered != list(by_key):
+        items = dict(by_key)
+        by_key.clear()
+        by_key.update((k, items[k]) for k in ordered)
+
+
+CONTRACT += (
+    Contact("comfy.model_patcher.create_model_options_clone", ("orig_model_options",)),
+    Contact("comfy.patcher_extension.get_all_wrappers", ("wrapper_type", "transformer_options")),
+)
+
+
+def model_family(model) -> str:
+    """The model family ComfyUI detected for a ModelPatcher (its ``unet_config["image_model"]``, e.g.
+    ``"flux"``, ``"flux2"``, ``"chroma"``), else the diffusion model's class name."""
+    base = getattr(model, "model", model)
+    config = getattr(getattr(base, "model_config", None), "unet_config", None) or {}
+    return str(config.get("image_model") or type(getattr(base, "diffusion_model", base)).__name__)
+
+
+CONTRACT += (
+    Contact("comfy.supported_models_base.BASE.unet_config"),
+)

@@ -24,6 +24,7 @@ from . import host
 from .weights import InfiniteYouError, InfuseNetBundle
 
 ADDITIONAL_MODELS_KEY = "infiniteyou"
+WRAPPER_PREFIX = "infiniteyou_"
 Window = Literal["steps", "sigma"]
 ApplyTo = Literal["positive", "both"]
 
@@ -34,17 +35,25 @@ def flux_diffusion_model(model: "host.ModelPatcher") -> "host.Flux":
     name = type(getattr(model, "model", model)).__name__
     if dm is None:
         dm = getattr(getattr(model, "model", None), "diffusion_model", None)
-        raise InfiniteYouError(
-            f"InfiniteYou needs a FLUX.1 model (dev, schnell or a fine-tune); the model given is {name} "
-            f"({type(dm).__name__}). Load a FLUX.1 checkpoint or diffusion model."
-        )
+        network = type(dm).__name__
+        raise InfiniteYouError(not_served(model, name if network == name else f"{name}, network {network}"))
     params = dm.params
     if len(params.axes_dim) != 3 or params.global_modulation or getattr(dm, "vector_in", None) is None:
-        raise InfiniteYouError(
-            f"InfiniteYou needs a FLUX.1 model; this one ({name}, rotary axes {list(params.axes_dim)}) is another "
-            "FLUX family member (e.g. Flux 2 or Chroma) that the InfuseNet was not trained for."
-        )
+        raise InfiniteYouError(not_served(model, f"{name}, rotary axes {list(params.axes_dim)}"))
     return dm
+
+
+FAMILY_NAMES = {"flux2": "FLUX.2", "chroma": "Chroma", "chroma_radiance": "Chroma Radiance", "hidream": "HiDream",
+                "sd3": "Stable Diffusion 3", "qwen_image": "Qwen-Image", "lumina2": "Lumina 2"}
+
+
+def not_served(model, detail: str) -> str:
+    """Why Apply InfiniteYou refuses ``model``: which family it is and what the InfuseNet serves."""
+    family = host.model_family(model)
+    what = FAMILY_NAMES.get(family, family)
+    return (f"InfiniteYou needs a FLUX.1 model; this one is {what} ({detail}). The InfuseNet was trained for "
+            "FLUX.1's blocks and serves FLUX.1 dev, schnell, Fill, Kontext and their fine-tunes (bf16, fp8 or GGUF): "
+            "load one of those.")
 
 
 def check_compatible(dm: "host.Flux", bundle: InfuseNetBundle, id_tokens: Tensor) -> None:
@@ -58,12 +67,25 @@ def check_compatible(dm: "host.Flux", bundle: InfuseNetBundle, id_tokens: Tensor
         )
     if c.head_dim != sum(dm.params.axes_dim):
         raise InfiniteYouError(f"'{source}' uses attention heads of {c.head_dim} channels; the base model uses {sum(dm.params.axes_dim)}.")
-    if c.in_channels * 4 != dm.in_channels:
-        raise InfiniteYouError(f"'{source}' takes {c.in_channels}-channel latents; the base model takes {dm.in_channels // 4}.")
+    if c.in_channels != latent_channels(dm):
+        raise InfiniteYouError(f"'{source}' takes {c.in_channels}-channel latents; the base model's latent has {latent_channels(dm)}.")
     if id_tokens.ndim != 3 or id_tokens.shape[-1] != c.context_in_dim:
         raise InfiniteYouError(
             f"Identity tokens must be [1, tokens, {c.context_in_dim}] (from this InfuseNet's projection); got {list(id_tokens.shape)}."
         )
+
+
+def latent_channels(dm: "host.Flux") -> int:
+    """Channels of the noisy latent the base denoises (its output): 16 on every FLUX.1. FLUX.1 Fill
+    (and Depth/Canny) take more input channels: ComfyUI concatenates the mask and masked-image latent
+    (or the control latent) after the noisy latent before the diffusion model."""
+    return dm.params.out_channels
+
+
+def noisy_latent(dm: "host.Flux", x: Tensor) -> Tensor:
+    """The part of the diffusion model's input the InfuseNet reads: the noisy latent only, as the
+    reference trained it (64 packed channels); Fill's mask and masked image are the base's alone."""
+    return x[:, :latent_channels(dm)]
 
 
 def block_map(n_base: int, n_branch: int) -> list[int]:
@@ -74,6 +96,7 @@ def block_map(n_base: int, n_branch: int) -> list[int]:
     return [i // step for i in range(n_base)]
 
 
+@torch.compiler.disable  # plain Python on a CPU copy: compiled, it would recompile for every sigma
 def step_index(sigma: float, schedule: Tensor) -> int:
     """Index i of the sampling step whose interval [schedule[i], schedule[i+1]) holds ``sigma``."""
     s = schedule.detach().float().cpu()
@@ -240,7 +263,7 @@ class InfiniteYouPatch:
 
         net = self.state.nets.get(str(x.device), self.bundle.model)
         dtype = net.compute_dtype
-        img, img_ids = base.process_img(x, transformer_options=transformer_options)
+        img, img_ids = base.process_img(noisy_latent(base, x), transformer_options=transformer_options)
         h, w = x.shape[-2:]
         n = len(chunks) * per_chunk
         control = self._packed_control(base, h, w, x.device, dtype)
@@ -251,8 +274,8 @@ class InfiniteYouPatch:
             g = pick(guidance).float()
         else:
             g = torch.full((n,), 1.0 if self.guidance is None else float(self.guidance), device=x.device)
-        double, single = net(
-            pick(img).to(dtype), pick(img_ids), control, self._id_tokens(per_chunk, len(chunks), x.device, dtype),
+        double, single = run_branch(
+            net, pick(img).to(dtype), pick(img_ids), control, self._id_tokens(per_chunk, len(chunks), x.device, dtype),
             pick(timestep).float(), pick(y).to(dtype), g, base.pe_embedder,
         )
         p = base.patch_size
@@ -278,6 +301,28 @@ class InfiniteYouPatch:
         if out is not None:
             control = merge_control(control, out[0], out[1], len(base.double_blocks), len(base.single_blocks))
         return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
+
+
+def branch_innermost(executor, *args, **kwargs):
+    """OUTER_SAMPLE: for this run, InfiniteYou's DIFFUSION_MODEL wrappers go innermost, next to the FLUX
+    forward. A wrapper that skips the model on some steps (core's EasyCache, added after Apply InfiniteYou
+    in the graph) then skips the InfuseNet too, instead of dropping residuals it had us compute."""
+    guider = executor.class_obj
+    original = guider.model_options
+    guider.model_options = host.model_options_clone(original)
+    host.wrappers_innermost(guider.model_options, host.WrappersMP.DIFFUSION_MODEL, lambda key: key.startswith(WRAPPER_PREFIX))
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        guider.model_options = original
+
+
+@torch.compiler.disable
+def run_branch(net: torch.nn.Module, *args):
+    """The InfuseNet forward, kept eager under ``TorchCompileModel``: that node compiles the base with its
+    ``transformer_options`` guards dropped, so compiled FLUX block code must not be re-entered by the
+    InfuseNet's blocks (same classes, no ``transformer_options``); the base stays compiled."""
+    return net(*args)
 
 
 def merge_control(control: dict | None, double: list[Tensor], single: list[Tensor], n_double: int, n_single: int) -> dict:
@@ -341,7 +386,8 @@ def apply_infiniteyou(
         return clone  # bit-identical to the input model
     state = InfiniteYouPatch(bundle, id_tokens.detach(), control_latent, strength, start, end, window, guidance, apply_to,
                              mask, vae, model.model.latent_format)
-    key = f"infiniteyou_{uuid.uuid4().hex}"
+    key = f"{WRAPPER_PREFIX}{uuid.uuid4().hex}"
+    host.add_wrapper(clone, host.WrappersMP.OUTER_SAMPLE, key, branch_innermost)
     host.add_wrapper(clone, host.WrappersMP.OUTER_SAMPLE, key, state.outer_sample)
     host.add_wrapper(clone, host.WrappersMP.DIFFUSION_MODEL, key, state.diffusion_model)
     others = [m for m in host.additional_models(clone, ADDITIONAL_MODELS_KEY) if m is not bundle.patcher]

@@ -101,9 +101,12 @@ class ApplyInfiniteYou(io.ComfyNode):
             category=CATEGORY,
             description="Returns a copy of the FLUX model that runs the InfuseNet at each sampling step and adds "
                         "its residuals to the FLUX blocks, as the InfiniteYou reference does. The input model is "
-                        "not changed. Chain several (each with a mask) for several people in one image.",
+                        "not changed. Chain several (each with a mask) for several people in one image. Works on "
+                        "FLUX.1 dev/schnell (also GGUF or fp8), Fill and Kontext: the InfuseNet reads only the noisy "
+                        "latent (Fill's mask and masked image go to the base alone) and adds to the generated "
+                        "image tokens only (never to Kontext's reference tokens). FLUX.2 and Chroma are refused.",
             inputs=[
-                io.Model.Input("model", tooltip="A FLUX.1 model (dev, schnell, fp8, with LoRAs...)."),
+                io.Model.Input("model", tooltip="A FLUX.1 model (dev, schnell, Fill, Kontext; bf16, fp8 or GGUF; with LoRAs...)."),
                 InfuseNetType.Input("infusenet", tooltip="From InfiniteYou InfuseNet Loader."),
                 IdentityType.Input("identity", tooltip="From InfiniteYou Identity From Images (same InfuseNet)."),
                 io.Vae.Input("vae", tooltip="The FLUX VAE: encodes the control image (or the black image the "

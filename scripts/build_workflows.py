@@ -19,6 +19,9 @@ HF_FLUX_DEV = "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/
 HF_FLUX_SCHNELL = "https://huggingface.co/black-forest-labs/FLUX.1-schnell/resolve/main/"
 HF_TEXT = "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/"
 HF_INFU = "https://huggingface.co/ByteDance/InfiniteYou/resolve/main/infu_flux_v1.0/"
+HF_FLUX_GGUF = "https://huggingface.co/city96/FLUX.1-dev-gguf/resolve/main/"
+HF_FLUX_FILL = "https://huggingface.co/black-forest-labs/FLUX.1-Fill-dev/resolve/main/"
+HF_FLUX_KONTEXT = "https://huggingface.co/black-forest-labs/FLUX.1-Kontext-dev/resolve/main/"
 FACEXLIB_ARCFACE = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth"
 
 MODELS = {
@@ -32,7 +35,12 @@ MODELS = {
     "aes_stage2/infusenet_aes_fp8e4m3fn.safetensors": (HF_INFU + "aes_stage2/infusenet_aes_fp8e4m3fn.safetensors", "infiniteyou"),
     "aes_stage2/image_proj_model.bin": (HF_INFU + "aes_stage2/image_proj_model.bin", "infiniteyou"),
     "recognition_arcface_ir_se50.pth": (FACEXLIB_ARCFACE, "facexlib"),
+    "flux1-dev-Q4_0.gguf": (HF_FLUX_GGUF + "flux1-dev-Q4_0.gguf", "diffusion_models"),
+    "flux1-fill-dev.safetensors": (HF_FLUX_FILL + "flux1-fill-dev.safetensors", "diffusion_models"),
+    "flux1-kontext-dev.safetensors": (HF_FLUX_KONTEXT + "flux1-kontext-dev.safetensors", "diffusion_models"),
 }
+OTHER_PACKS = {"UnetLoaderGGUF": "comfyui-gguf"}
+"""Node types from other packs the workflows use (their registry id, for the frontend's missing-node help)."""
 
 IDENTITY_PHOTO = "infiniteyou_identity.png"
 IDENTITY_PHOTO_2 = "infiniteyou_identity_2.png"
@@ -114,7 +122,8 @@ def build(nodes: list[N], notes: list[dict], info: dict) -> dict:
         ui = {
             "id": n.id, "type": n.type, "pos": list(n.pos), "size": [320, 120 + 24 * len(values)], "flags": {},
             "order": order, "mode": 0, "inputs": inputs, "outputs": [],
-            "properties": {"Node name for S&R": n.type, "cnr_id": "infiniteyou-studio" if n.type.startswith("InfU_") else "comfy-core"},
+            "properties": {"Node name for S&R": n.type, "cnr_id": "infiniteyou-studio" if n.type.startswith("InfU_")
+                           else OTHER_PACKS.get(n.type, "comfy-core")},
             "widgets_values": values,
         }
         if n.title:
@@ -313,6 +322,76 @@ def wf_recraft():
                           "and the new face is pasted back through the same soft mask.", (1260, 700))]
 
 
+def wf_low_vram_gguf():
+    nodes = loaders(t5="t5xxl_fp8_e4m3fn.safetensors", infusenet="aes_stage2/infusenet_aes_fp8e4m3fn.safetensors")
+    nodes[0] = N(1, "UnetLoaderGGUF", {"unet_name": "flux1-dev-Q4_0.gguf"}, pos=(0, 0), models=("flux1-dev-Q4_0.gguf",),
+                 title="FLUX.1-dev GGUF (ComfyUI-GGUF)")
+    nodes += identity() + [apply(12, (1, 0), (10, 0))] + text_and_sampling((12, 0))
+    return nodes, [note(90, "## InfiniteYou: low VRAM with a GGUF FLUX (12-16 GB cards)\nFLUX.1-dev as 4-bit GGUF "
+                          "(Q4_0, 6.8 GB) through city96's **ComfyUI-GGUF** (install it with the Manager; any "
+                          "Q8_0/Q5/Q4_K file from the same page works too), the fp8 T5 and the fp8 InfuseNet. "
+                          "The InfuseNet branch is the same on any base: its residuals do not depend on how the base "
+                          "is stored, only the base's own output carries the quantisation error.", (1260, 500))]
+
+
+def wf_recraft_fill():
+    """Recraft on FLUX.1 Fill: the base inpaints with the mask and the photo; the branch gives the identity."""
+    nodes = loaders(unet="flux1-fill-dev.safetensors") + identity() + [
+        N(7, "LoadImage", {"image": RECRAFT_PHOTO}, pos=(0, 1100), title="Photo to recraft"),
+        N(50, "InfU_FaceMask", {"grow": 0.35, "feather": 16}, {"face_encoder": (5, 0), "images": (7, 0)},
+          pos=(420, 1100)),
+        N(20, "CLIPTextEncode", {"text": "A photo of a person, natural skin, detailed face"}, {"clip": (2, 0)},
+          pos=(420, 0), title="Prompt"),
+        N(21, "FluxGuidance", {"guidance": 30.0}, {"conditioning": (20, 0)}, pos=(420, 180)),
+        N(22, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0)}, pos=(420, 260), title="Negative (unused at CFG 1)"),
+        N(51, "InpaintModelConditioning", {"noise_mask": True},
+          {"positive": (21, 0), "negative": (22, 0), "vae": (3, 0), "pixels": (7, 0), "mask": (50, 0)},
+          pos=(840, 1100)),
+        apply(12, (1, 0), (10, 0), mask=(50, 0)),
+        N(31, "KSampler", {"seed": 42, "steps": 30, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+                           "denoise": 1.0},
+          {"model": (12, 0), "positive": (51, 0), "negative": (51, 1), "latent_image": (51, 2)}, pos=(1260, 0)),
+        N(32, "VAEDecode", {}, {"samples": (31, 0), "vae": (3, 0)}, pos=(1620, 0)),
+        N(53, "ImageCompositeMasked", {"x": 0, "y": 0, "resize_source": False},
+          {"destination": (7, 0), "source": (32, 0), "mask": (50, 0)}, pos=(1620, 400), title="Paste face back"),
+        N(54, "SaveImage", {"filename_prefix": "InfiniteYou_recraft_fill"}, {"images": (53, 0)}, pos=(2000, 400)),
+    ]
+    return nodes, [note(90, "## InfiniteYou: recraft a photo on FLUX.1 Fill (recommended)\nFLUX.1 Fill inpaints the "
+                          "face region (InfiniteYou Face Mask) knowing the rest of the photo, at full denoise and "
+                          "guidance 30 as Fill expects; Apply InfiniteYou gives it the identity. The InfuseNet reads "
+                          "only the noisy latent, as it was trained: the mask and the masked photo go to Fill alone. "
+                          "The new face is pasted back through the same soft mask.", (1260, 700))]
+
+
+def wf_kontext_edit():
+    """Kontext edit: the photo is the reference latent; its face is also the identity."""
+    nodes = loaders(unet="flux1-kontext-dev.safetensors") + [
+        N(6, "LoadImage", {"image": RECRAFT_PHOTO}, pos=(0, 1100), title="Photo to edit (and its face)"),
+        N(10, "InfU_IdentityFromImages", {}, {"face_encoder": (5, 0), "infusenet": (4, 0), "images": (6, 0)},
+          pos=(420, 460)),
+        N(11, "PreviewImage", {}, {"images": (10, 1)}, pos=(420, 760), title="Faces used"),
+        N(7, "ImageScale", {"upscale_method": "lanczos", "width": 864, "height": 1152, "crop": "center"},
+          {"image": (6, 0)}, pos=(420, 1100), title="Edit size"),
+        N(8, "VAEEncode", {}, {"pixels": (7, 0), "vae": (3, 0)}, pos=(840, 1100)),
+        N(20, "CLIPTextEncode", {"text": "Make it a watercolour painting in a sunny garden, keep the person's face"},
+          {"clip": (2, 0)}, pos=(420, 0), title="Edit instruction"),
+        N(23, "ReferenceLatent", {}, {"conditioning": (20, 0), "latent": (8, 0)}, pos=(840, 700)),
+        N(21, "FluxGuidance", {"guidance": 2.5}, {"conditioning": (23, 0)}, pos=(840, 860)),
+        N(22, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0)}, pos=(420, 260), title="Negative (unused at CFG 1)"),
+        apply(12, (1, 0), (10, 0)),
+        N(31, "KSampler", {"seed": 42, "steps": 28, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+                           "denoise": 1.0},
+          {"model": (12, 0), "positive": (21, 0), "negative": (22, 0), "latent_image": (8, 0)}, pos=(1260, 0)),
+        N(32, "VAEDecode", {}, {"samples": (31, 0), "vae": (3, 0)}, pos=(1620, 0)),
+        N(33, "SaveImage", {"filename_prefix": "InfiniteYou_kontext"}, {"images": (32, 0)}, pos=(1620, 120)),
+    ]
+    return nodes, [note(90, "## InfiniteYou: edit this photo, keep this face (FLUX.1 Kontext)\nKontext edits the "
+                          "photo given as reference latent (ReferenceLatent) by the instruction; Apply InfiniteYou "
+                          "holds the identity of the face found in the same photo (or connect another identity). "
+                          "Residuals go to the generated image only; the reference tokens Kontext appends are left "
+                          "as they are.", (1260, 500))]
+
+
 def wf_self_test():
     from scripts.selftest import SELFTEST
 
@@ -366,15 +445,21 @@ WORKFLOWS = {
     "05_fast_schnell.json": wf_fast,
     "06_low_vram_fp8.json": wf_low_vram,
     "07_recraft_face_inpaint.json": wf_recraft,
+    "08_low_vram_gguf.json": wf_low_vram_gguf,
+    "09_recraft_fill.json": wf_recraft_fill,
+    "10_kontext_edit_keep_face.json": wf_kontext_edit,
 }
 
 
 def main() -> None:
     from devtools.server import ComfyServer
 
+    from devtools.comfyui_gguf import install_comfyui_gguf
+
     with tempfile.TemporaryDirectory() as tmp:
         server = ComfyServer(Path(tmp))
         server.prepare_base()
+        install_comfyui_gguf(Path(tmp) / "custom_nodes")  # UnetLoaderGGUF's sockets for the GGUF workflow
         server.start()
         try:
             info = server.object_info()

@@ -58,3 +58,23 @@ def comfy_server(tmp_path_factory, model_dir):
     server = start_server(tmp_path_factory.mktemp("comfy-base"), models=model_dir)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def bases_server(tmp_path_factory, model_dir):
+    """A ComfyUI with this pack, city96's ComfyUI-GGUF and the other FLUX.1 bases people use (GGUF, Fill,
+    Kontext; devtools/bases.py) beside the small-model set."""
+    from devtools import bases, comfyui_gguf
+
+    base_dir = tmp_path_factory.mktemp("comfy-bases")
+    comfyui_gguf.install_comfyui_gguf(base_dir / "custom_nodes")
+    bases.link_into(base_dir, model_dir, bases.bases_dir(model_dir))
+    server = start_server(base_dir, models=model_dir)
+    missing = [n for n in comfyui_gguf.GGUF_NODES if n not in server.object_info()]
+    if missing:
+        log = server.log()
+        server.stop()
+        raise AssertionError(f"ComfyUI-GGUF's nodes {missing} are missing: it failed to import (is `gguf` "
+                             f"installed? tests/requirements.txt).\nServer log:\n{log[-8000:]}")
+    yield server
+    server.stop()

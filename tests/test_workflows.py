@@ -22,7 +22,18 @@ from devtools.comfy_env import PACK_ROOT
 from devtools.face_models import draw_faces
 from devtools.workflow_api import to_api
 
-WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
+ALL_WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
+
+
+def uses_other_bases(path: Path) -> bool:
+    """Workflows on a GGUF, Fill or Kontext base run on ``bases_server`` (it has ComfyUI-GGUF and those files)."""
+    from devtools.bases import WORKFLOW_FILES
+
+    return any(f'"{name}"' in path.read_text() for name in WORKFLOW_FILES)
+
+
+WORKFLOWS = [p for p in ALL_WORKFLOWS if not uses_other_bases(p)]
+BASES_WORKFLOWS = [p for p in ALL_WORKFLOWS if uses_other_bases(p)]
 SIZE_MAP = {864: 64, 1152: 96, 576: 48}
 TEST_STEPS = 2
 
@@ -34,7 +45,15 @@ def save_photo(path: Path, size, boxes, seed) -> None:
 
 @pytest.fixture(scope="module")
 def photos(comfy_server):
-    folder = comfy_server.base_dir / "input"
+    return write_photos(comfy_server.base_dir / "input")
+
+
+@pytest.fixture(scope="module")
+def bases_photos(bases_server):
+    return write_photos(bases_server.base_dir / "input")
+
+
+def write_photos(folder: Path) -> Path:
     save_photo(folder / "infiniteyou_identity.png", (256, 256), [(72, 56, 184, 200)], 1)
     save_photo(folder / "infiniteyou_identity_2.png", (200, 240), [(40, 50, 150, 190)], 2)
     save_photo(folder / "infiniteyou_pose.png", (320, 240), [(180, 40, 260, 140)], 3)
@@ -83,9 +102,10 @@ def run_ok(server, prompt: dict):
     return result
 
 
-def test_eight_workflows_are_shipped():
-    names = [p.name for p in WORKFLOWS]
-    assert len(names) == 8 and names[0].startswith("00_self_test")
+def test_the_shipped_workflows_are_all_here():
+    names = [p.name for p in ALL_WORKFLOWS]
+    assert len(names) == 11 and names[0].startswith("00_self_test")
+    assert [p.name[:2] for p in BASES_WORKFLOWS] == ["08", "09", "10"]  # GGUF, Fill, Kontext
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -98,6 +118,52 @@ def test_workflow_runs_end_to_end(comfy_server, photos, path):
     keep_for_host_comparison(path.stem, pixels)
 
 
+@pytest.mark.parametrize("path", BASES_WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_on_another_base_runs_end_to_end(bases_server, bases_photos, path):
+    """GGUF (ComfyUI-GGUF's UnetLoaderGGUF), FLUX.1 Fill and FLUX.1 Kontext workflows, on a server that has them."""
+    prompt = api_prompt(bases_server, path.name)
+    assert any(v["class_type"] == "InfU_ApplyInfiniteYou" for v in prompt.values())
+    result = run_ok(bases_server, prompt)
+    pixels = saved_pixels(bases_server, result)
+    assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.std() > 0
+    keep_for_host_comparison(path.stem, pixels)
+
+
+def with_loras_and_controlnet(prompt: dict, lora_strength: float = 0.8, controlnet_strength: float = 0.7) -> dict:
+    """The pose workflow with two stacked LoRAs (LoraLoaderModelOnly x 2) before Apply InfiniteYou and a
+    FLUX ControlNet (InstantX layout, on the pose image) on the conditioning: all three in one graph."""
+    from devtools.bases import CONTROLNET, LORAS
+
+    prompt = json.loads(json.dumps(prompt))
+    unet_id, _ = node_of(prompt, "UNETLoader")
+    _, apply = node_of(prompt, "InfU_ApplyInfiniteYou")
+    sampler_id, sampler = node_of(prompt, "KSampler")
+    pose_id, _ = node_of(prompt, "InfU_PoseImage")
+    vae_id, _ = node_of(prompt, "VAELoader")
+    prompt["60"] = {"class_type": "LoraLoaderModelOnly",
+                    "inputs": {"model": [unet_id, 0], "lora_name": LORAS[0], "strength_model": lora_strength}}
+    prompt["61"] = {"class_type": "LoraLoaderModelOnly",
+                    "inputs": {"model": ["60", 0], "lora_name": LORAS[1], "strength_model": lora_strength}}
+    apply["inputs"]["model"] = ["61", 0]
+    prompt["62"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": CONTROLNET}}
+    prompt["63"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+        "positive": sampler["inputs"]["positive"], "negative": sampler["inputs"]["negative"], "control_net": ["62", 0],
+        "image": [pose_id, 0], "strength": controlnet_strength, "start_percent": 0.0, "end_percent": 1.0,
+        "vae": [vae_id, 0]}}
+    sampler["inputs"]["positive"], sampler["inputs"]["negative"] = ["63", 0], ["63", 1]
+    return prompt
+
+
+def test_stacked_loras_a_flux_controlnet_and_apply_in_one_graph(bases_server, bases_photos):
+    """Runs end to end, and each part changes the image (its strength at 0 gives another picture)."""
+    pose = api_prompt(bases_server, "02_pose_control.json")
+    full = saved_pixels(bases_server, run_ok(bases_server, with_loras_and_controlnet(pose))).astype(int)
+    for name, variant in (("LoRAs", with_loras_and_controlnet(pose, lora_strength=0.0)),
+                          ("ControlNet", with_loras_and_controlnet(pose, controlnet_strength=0.0))):
+        other = saved_pixels(bases_server, run_ok(bases_server, variant)).astype(int)
+        assert np.abs(full - other).mean() > 0.5, f"the {name} had no effect"
+
+
 def keep_for_host_comparison(name: str, pixels: np.ndarray) -> None:
     """The output of each workflow (same seed, same models on every host) goes to
     ``$INFU_REPORTS/outputs/<host>/``; scripts/test_summary.py compares the hosts' outputs."""
@@ -108,12 +174,13 @@ def keep_for_host_comparison(name: str, pixels: np.ndarray) -> None:
         Image.fromarray(pixels).save(folder / f"{name}.png")
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", ALL_WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_model_nodes_offer_downloads(path):
     """Every model loader names its files with an official URL and a folder, for the frontend."""
     workflow = json.loads(path.read_text())
     loaders = [n for n in workflow["nodes"] if n["type"] in
-               ("UNETLoader", "DualCLIPLoader", "VAELoader", "InfU_InfuseNetLoader", "InfU_FaceEncoderLoader")]
+               ("UNETLoader", "UnetLoaderGGUF", "DualCLIPLoader", "VAELoader", "InfU_InfuseNetLoader",
+                "InfU_FaceEncoderLoader")]
     assert loaders
     for node in loaders:
         if path.name.startswith("00_"):
@@ -128,7 +195,7 @@ def test_workflow_model_nodes_offer_downloads(path):
 
 def test_workflow_links_are_consistent():
     """Links, node inputs and outputs agree, so the frontend has nothing to repair."""
-    for path in WORKFLOWS:
+    for path in ALL_WORKFLOWS:
         wf = json.loads(path.read_text())
         nodes = {n["id"]: n for n in wf["nodes"]}
         for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
@@ -238,6 +305,6 @@ def test_repeating_a_workflow_does_not_grow_memory(comfy_server, photos):
 
 
 def test_node_ids_are_unique():
-    for path in WORKFLOWS:
+    for path in ALL_WORKFLOWS:
         ids = [n["id"] for n in json.loads(path.read_text())["nodes"]]
         assert len(ids) == len(set(ids)), path.name
