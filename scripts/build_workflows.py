@@ -432,6 +432,9 @@ TEMPLATE_CARDS = {
     "05_fast_schnell": "Fast: FLUX.1-schnell in 4 steps",
     "06_low_vram_fp8": "Low VRAM: fp8 FLUX, fp8 T5, fp8 InfuseNet",
     "07_recraft_face_inpaint": "Recraft a photo: repaint the face with the identity (face swap)",
+    "08_low_vram_gguf": "Low VRAM: FLUX.1-dev as GGUF (ComfyUI-GGUF) for 12-16 GB cards",
+    "09_recraft_fill": "Recraft on FLUX.1 Fill: face swap on the inpainting model (recommended)",
+    "10_kontext_edit_keep_face": "FLUX.1 Kontext: edit this photo, keep this face",
 }
 """The line each template card shows on its thumbnail (workflows/<name>.jpg, made by
 tests/browser/make_pictures.py): ComfyUI's frontend titles custom-node templates with the file name."""

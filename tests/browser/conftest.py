@@ -75,6 +75,7 @@ def frontend(request) -> str:
 
 @pytest.fixture(scope="module")
 def browser_server(frontend, tmp_path_factory, model_dir):
+    from devtools.comfyui_gguf import install_comfyui_gguf
     from tests.conftest import start_server
 
     if chromium_path() is None:
@@ -83,6 +84,7 @@ def browser_server(frontend, tmp_path_factory, model_dir):
     base = tmp_path_factory.mktemp(f"browser-{frontend}")
     build_browser_models(base / "models", model_dir)
     write_photos(base / "input")
+    install_comfyui_gguf(base / "custom_nodes")  # the GGUF workflow's loader, as its users have it
     server = start_server(base, extra_args=server_args(frontend.split("+")[0]))
     for key, value in (("Comfy.TutorialCompleted", True), ("Comfy.Workflow.ShowMissingModelsWarning", False),
                        ("Comfy.VueNodes.Enabled", frontend.endswith("+vue")), ("Comfy.Validation.Workflows", True)):

@@ -78,6 +78,7 @@ def main() -> None:
     enable_in_process_comfy()
     from playwright.sync_api import sync_playwright
 
+    from devtools.comfyui_gguf import install_comfyui_gguf
     from scripts.build_workflows import TEMPLATE_CARDS
     from tests.conftest import start_server
     from tests.fixtures.model_set import model_set
@@ -85,6 +86,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="infu-pictures-"))
     build_browser_models(base / "models", model_set())
     write_photos(base / "input")
+    install_comfyui_gguf(base / "custom_nodes")
     server = start_server(base)
     for key, value in (("Comfy.TutorialCompleted", True), ("Comfy.Workflow.ShowMissingModelsWarning", False),
                        ("Comfy.Minimap.Visible", False),
