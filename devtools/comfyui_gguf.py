@@ -9,6 +9,7 @@ files people download.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -47,6 +48,30 @@ def install_comfyui_gguf(custom_nodes: Path) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def comfyui_nodes_module():
+    """``import nodes`` gives ComfyUI's nodes.py while the block runs, as inside a ComfyUI server (in a test
+    process this pack's own ``nodes`` package may hold that name)."""
+    from devtools.comfy_env import comfyui_dir
+
+    current = sys.modules.get("nodes")
+    comfy_nodes = comfyui_dir() / "nodes.py"
+    if current is not None and Path(getattr(current, "__file__", "") or "").resolve() == comfy_nodes.resolve():
+        yield
+        return
+    spec = importlib.util.spec_from_file_location("nodes", comfy_nodes)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nodes"] = module
+    try:
+        spec.loader.exec_module(module)
+        yield
+    finally:
+        if current is not None:
+            sys.modules["nodes"] = current
+        else:
+            sys.modules.pop("nodes", None)
+
+
 def import_comfyui_gguf(folder: Path):
     """The unpacked pack imported in this process (ComfyUI importable already), as ComfyUI imports it:
     a package named after its folder. Returns the package; its ``nodes``, ``loader``, ``dequant``
@@ -57,7 +82,8 @@ def import_comfyui_gguf(folder: Path):
                                                       submodule_search_locations=[str(folder)])
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        with comfyui_nodes_module():
+            spec.loader.exec_module(module)
     package = sys.modules[name]
     for sub in ("nodes", "loader", "dequant", "ops"):
         setattr(package, sub, importlib.import_module(f"{name}.{sub}"))
