@@ -1,8 +1,9 @@
 """The pack's V3 nodes. Thin: the work is done in ``infusenet``."""
 from ..infusenet.face.paths import insightface_roots
 from ..infusenet.paths import register_model_folders
-from .face import FaceEncoderLoader, FaceMask, IdentityFromImages, IdentitySimilarity, PoseImage
+from .face import FaceEncoderLoader, FaceMask, IdentityFromImages, PoseImage
 from .infusenet import ApplyInfiniteYou, InfuseNetLoader
+from .similarity import IdentitySimilarity
 
 register_model_folders()
 insightface_roots()  # registers models/insightface and models/facexlib
