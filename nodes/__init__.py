@@ -3,6 +3,7 @@ from ..infusenet.face.paths import insightface_roots
 from ..infusenet.paths import register_model_folders
 from .face import FaceEncoderLoader, FaceMask, IdentityFromImages, PoseImage
 from .infusenet import ApplyInfiniteYou, InfuseNetLoader
+from .likeness import ApplyLikenessBlend
 from .similarity import IdentitySimilarity
 
 register_model_folders()
@@ -16,4 +17,5 @@ NODES = (
     InfuseNetLoader,
     ApplyInfiniteYou,
     IdentitySimilarity,
+    ApplyLikenessBlend,
 )

@@ -7,6 +7,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..infusenet import doctor, paths, report
+from ..infusenet.likeness import CUSTOM, PRESET_NAMES, PRESETS, identity_tokens, preset_values
 from ..infusenet.patch import apply_infiniteyou
 from ..infusenet.weights import InfiniteYouError, load_infusenet
 from .checks import finite_between, one_of, plain_names, require, verdict
@@ -136,42 +137,74 @@ class ApplyInfiniteYou(io.ComfyNode):
                                        "reference's black image."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Limits this identity to a region of the image (multi-identity)."),
+                preset_input(optional=True),
             ],
             outputs=[io.Model.Output("patched_model", display_name="MODEL", tooltip="The patched copy of the model.")],
         )
 
     @staticmethod
-    def problems(strength, start, end, window, infusenet_guidance, apply_to):
+    def problems(strength, start, end, window, infusenet_guidance, apply_to, preset=CUSTOM):
         yield finite_between("strength", strength, 0.0, 2.0)
         yield finite_between("start", start, 0.0, 1.0)
         yield finite_between("end", end, 0.0, 1.0)
         yield finite_between("infusenet_guidance", infusenet_guidance, 0.0, 100.0)
         yield one_of("window", window, WINDOWS)
         yield one_of("apply_to", apply_to, APPLY_TO)
-        if start is not None and end is not None and start > end:
-            yield f"start ({start}) is after end ({end}): the InfuseNet would never run"
+        yield one_of("preset", preset, PRESET_NAMES)
+        yield window_problem(preset, start, end)
 
     @classmethod
     def validate_inputs(cls, strength: float, start: float, end: float, window: str, infusenet_guidance: float,
-                        apply_to: str):
-        return verdict(NODE_APPLY, cls.problems(strength, start, end, window, infusenet_guidance, apply_to))
+                        apply_to: str, preset: str = CUSTOM):
+        return verdict(NODE_APPLY, cls.problems(strength, start, end, window, infusenet_guidance, apply_to, preset))
 
     @classmethod
     def execute(cls, model, infusenet, identity, vae, strength, start, end, window, infusenet_guidance,
-                follow_model_guidance, apply_to, control_image=None, mask=None) -> io.NodeOutput:
-        require(NODE_APPLY, cls.problems(strength, start, end, window, infusenet_guidance, apply_to))
+                follow_model_guidance, apply_to, control_image=None, mask=None, preset=CUSTOM) -> io.NodeOutput:
+        require(NODE_APPLY, cls.problems(strength, start, end, window, infusenet_guidance, apply_to, preset))
+        strength, start, end = preset_values(preset, strength, start, end)
         with node_errors(NODE_APPLY):
-            if getattr(identity, "tokens", None) is None:
-                raise InfiniteYouError("the identity has no InfuseNet tokens; make it with InfiniteYou Identity From Images.")
-            control = None if control_image is None else pose_latent(vae, control_image)
-            patched = apply_infiniteyou(
-                model, infusenet, identity.tokens, control_latent=control, strength=strength, start=start, end=end,
-                window="steps" if window == WINDOWS[0] else "sigma",
-                guidance=None if follow_model_guidance else infusenet_guidance,
-                apply_to="positive" if apply_to == APPLY_TO[0] else "both", mask=mask, vae=vae)
+            patched, reprojected = apply_branch(
+                model, infusenet, identity, vae, strength, start, end, window=window,
+                guidance=None if follow_model_guidance else infusenet_guidance, apply_to=apply_to,
+                control_image=control_image, mask=mask)
         mask_images = [] if mask is None else ui.PreviewMask(report.mask_thumbnail(mask), cls=cls).as_dict()["images"]
-        shown = report.apply_report(identity, strength, start, end, window, mask_images, control_image is not None)
+        shown = report.apply_report(identity, strength, start, end, window, mask_images, control_image is not None,
+                                    preset=preset or CUSTOM, variant=infusenet.variant, reprojected=reprojected)
         return io.NodeOutput(patched, ui={"infu_report": report.payload(shown)})
+
+
+def preset_input(optional: bool = False):
+    """The preset combo. Its options dict carries the preset table (``infu_presets``) so the web extension sets
+    the strength/start/end widgets from the same numbers the server runs."""
+    combo = io.Combo.Input("preset", options=PRESET_NAMES, default=CUSTOM, optional=optional,
+                           tooltip="custom runs the strength/start/end above. The others set them: reference = "
+                                   "strength 1, start 0; less pasted = start 0.1 (the first 10% of the steps, where "
+                                   "the layout forms, run on FLUX alone); less pasted, freer = start 0.1 and "
+                                   "strength 0.9. Try them when the face looks pasted.")
+    combo.extra_dict = {**(combo.extra_dict or {}), "infu_presets": PRESETS}
+    return combo
+
+
+def window_problem(preset, start, end) -> str | None:
+    if preset not in (None, CUSTOM):
+        return None  # the preset's own window runs
+    if start is not None and end is not None and start > end:
+        return f"start ({start}) is after end ({end}): the InfuseNet would never run"
+    return None
+
+
+def apply_branch(model, infusenet, identity, vae, strength, start, end, window=WINDOWS[0], guidance=1.0,
+                 apply_to=APPLY_TO[0], control_image=None, mask=None):
+    """One Apply InfiniteYou: a patched clone of ``model`` and whether the identity was re-projected with this
+    InfuseNet's projection (it came from another InfuseNet)."""
+    tokens, reprojected = identity_tokens(infusenet, identity)
+    control = None if control_image is None else pose_latent(vae, control_image)
+    patched = apply_infiniteyou(
+        model, infusenet, tokens, control_latent=control, strength=strength, start=start, end=end,
+        window="steps" if window == WINDOWS[0] else "sigma", guidance=guidance,
+        apply_to="positive" if apply_to == APPLY_TO[0] else "both", mask=mask, vae=vae)
+    return patched, reprojected
 
 
 def pose_latent(vae, image: torch.Tensor):

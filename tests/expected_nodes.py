@@ -7,4 +7,5 @@ PACK_NODE_IDS = (
     "InfU_InfuseNetLoader",
     "InfU_ApplyInfiniteYou",
     "InfU_IdentitySimilarity",
+    "InfU_ApplyLikenessBlend",
 )

@@ -32,3 +32,16 @@ def identity_similarity(encoder: FaceEncoder, identity: FaceIdentity, images, de
         cos = (embeddings @ target).tolist()
         scores = [None if s is None else float(cos[s]) for s in slots]
     return scores
+
+
+def rank_images(scores: list[float | None]) -> list[int]:
+    """Batch indices from the highest similarity to the lowest (ties in batch order), then the images with no
+    face in batch order."""
+    scored = sorted((i for i, s in enumerate(scores) if s is not None), key=lambda i: (-scores[i], i))
+    return scored + [i for i, s in enumerate(scores) if s is None]
+
+
+def keep_best(images: torch.Tensor, scores: list[float | None], keep: int) -> tuple[torch.Tensor, list[int]]:
+    """The ``keep`` best images of the batch ``[B, H, W, C]``, best first, and their batch indices."""
+    kept = rank_images(scores)[:max(1, int(keep))]
+    return images[kept], kept
