@@ -1,12 +1,13 @@
 // InfiniteYou Studio frontend extension.
 // * After a run, each InfiniteYou node shows what it did (the nodes send ui.infu_report): the identity
 //   node its photos with face box, keypoints and aligned crop; the pose node its control image; the
-//   loader variant/precision/blocks/tokens; Apply which identity and region; similarity a score per
-//   image with its band. Shown in a DOM widget (classic canvas and Nodes 2.0), never saved in the
+//   loader variant/precision/blocks/tokens; Apply which identity and region, its preset and variant; the
+//   likeness blend its two branches' weights and variants; similarity a score, band and rank per image. Shown in a DOM widget (classic canvas and Nodes 2.0), never saved in the
 //   workflow, and shown again when a node's output comes from the cache.
 // * The model doctor (GET /infiniteyou/models) as a dialog: from the nodes' context menu, the
 //   Extensions menu, and by itself when a run or a validation fails on a model file.
 // * Our validation messages (/prompt node_errors) on the nodes and in the dialog.
+// * Presets (Apply, likeness blend): choosing one sets strength/start/end; editing one of those sets custom.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -25,10 +26,11 @@ const CSS = `
 .infu-panel td{padding:1px 4px;vertical-align:middle}
 .infu-panel .infu-bar{height:8px;border-radius:4px;background:#555;min-width:40px;position:relative}
 .infu-panel .infu-bar>i{position:absolute;left:0;top:0;bottom:0;border-radius:4px}
-.infu-band-strong{color:#5fd35f}.infu-band-strong .infu-bar>i,.infu-bar>i.infu-band-strong{background:#3fb93f}
-.infu-band-good{color:#b9d35f}.infu-bar>i.infu-band-good{background:#9fbf3f}
-.infu-band-weak{color:#e0b050}.infu-bar>i.infu-band-weak{background:#d09a30}
-.infu-band-none,.infu-band-no_face{color:#e06060}.infu-bar>i.infu-band-none{background:#c04040}
+.infu-band-same{color:#5fd35f}.infu-bar>i.infu-band-same{background:#3fb93f}
+.infu-band-likely{color:#e0b050}.infu-bar>i.infu-band-likely{background:#d09a30}
+.infu-band-unlikely,.infu-band-no_face{color:#e06060}.infu-bar>i.infu-band-unlikely{background:#c04040}
+.infu-panel tr.infu-kept td:first-child{font-weight:700}
+.infu-panel .infu-warning{background:#5a4a1d;color:#ffe9b0;border:1px solid #c9a13a;border-radius:4px;padding:3px 6px;margin:3px 0}
 .infu-panel .infu-errors{background:#5a1d1d;color:#ffd7d7;border:1px solid #c44;border-radius:4px;padding:4px 6px;
   white-space:pre-wrap;word-break:break-word}
 .infu-panel button,.infu-doctor button{cursor:pointer;background:#334;color:#eef;border:1px solid #667;border-radius:4px;
@@ -143,7 +145,10 @@ const RENDER = {
     const win = `${fmt(r.start)}–${fmt(r.end)} (${r.window})`;
     div.append(el("div", { class: "infu-title", text: `Identity ${r.fingerprint} (${r.photos} photo(s))` }));
     div.append(el("div", { class: "infu-caption", text: `strength ${fmt(r.strength)} · window ${win} · pose ${r.control ? "yes" : "no (black)"}` }));
-    let h = 60;
+    const ran = [r.preset && r.preset !== "custom" ? `preset ${r.preset}` : null, r.variant ? `InfuseNet ${r.variant}` : null,
+      r.reprojected ? "identity re-projected with this InfuseNet" : null].filter(Boolean);
+    if (ran.length) div.append(el("div", { class: "infu-caption infu-ran", text: ran.join(" · ") }));
+    let h = 60 + (ran.length ? 18 : 0);
     if (r.mask?.length) {
       div.append(el("div", { class: "infu-caption", text: "region (white = this identity):" }));
       div.append(el("img", { class: "infu-mask", src: viewUrl(r.mask[0]), alt: "mask thumbnail", style: "max-height:128px;background:#000" }));
@@ -168,15 +173,41 @@ const RENDER = {
     const table = el("table", { class: "infu-similarity" });
     r.rows.forEach((row, i) => {
       const pct = row.score == null ? 0 : Math.max(0, Math.min(1, row.score)) * 100;
-      table.append(el("tr", { class: `infu-band-${row.band}`, "data-band": row.band },
+      table.append(el("tr", { class: `infu-band-${row.band}${row.kept ? " infu-kept" : ""}`, "data-band": row.band,
+        "data-rank": String(row.rank ?? ""), "data-kept": String(Boolean(row.kept)) },
         el("td", { text: `image ${i}${i === r.best_index ? " ★" : ""}` }),
+        el("td", { class: "infu-rank", text: row.rank ? `#${row.rank}${row.kept ? " kept" : ""}` : "" }),
         el("td", { class: "infu-score", text: row.score == null ? "no face" : row.score.toFixed(3) }),
-        el("td", { style: "width:35%" }, el("div", { class: "infu-bar" }, el("i", { class: `infu-band-${row.band}`, style: `width:${pct}%` }))),
+        el("td", { style: "width:30%" }, el("div", { class: "infu-bar" }, el("i", { class: `infu-band-${row.band}`, style: `width:${pct}%` }))),
         el("td", { class: "infu-meaning", text: row.meaning })));
     });
     div.append(table);
-    div.append(el("div", { class: "infu-caption", text: "bands: " + r.bands.map((b) => `≥${b.from} ${b.band}`).join(", ") }));
-    return 44 + r.rows.length * 20;
+    const kept = r.kept?.length ? `kept: ${r.kept.map((i) => `image ${i}`).join(", ")} · ` : "";
+    div.append(el("div", { class: "infu-caption", text: kept + "bands (ArcFace verification thresholds, measured on photos): " +
+      r.bands.map((b) => (b.from > -1 ? `≥${b.from} ${b.band}` : `below: ${b.band}`)).join(", ") }));
+    return 62 + r.rows.length * 20;
+  },
+  blend(node, r, div) {
+    const win = `${fmt(r.start)}–${fmt(r.end)}`;
+    div.append(el("div", { class: "infu-title", text: `Identity ${r.fingerprint} · likeness ${fmt(r.likeness)}` }));
+    div.append(el("div", { class: "infu-caption", text: `ran: strength ${fmt(r.strength)} · window ${win} (steps)` +
+      ` · preset ${r.preset} · pose ${r.control ? "yes" : "no (black)"}` }));
+    const table = el("table", { class: "infu-blend" });
+    for (const b of r.branches) {
+      table.append(el("tr", { "data-socket": b.socket, "data-ran": String(b.ran) },
+        el("td", { text: b.socket.replace("infusenet_", "") }),
+        el("td", { class: "infu-variant", text: b.variant }),
+        el("td", { class: "infu-value", text: b.ran ? `strength ${fmt(b.strength, 3)}` : "skipped (weight 0)" }),
+        el("td", { text: b.reprojected ? "identity re-projected" : "" })));
+    }
+    div.append(table);
+    for (const w of r.warnings) div.append(el("div", { class: "infu-warning", text: w }));
+    let h = 70 + r.branches.length * 20 + r.warnings.length * 36;
+    if (r.mask?.length) {
+      div.append(el("img", { class: "infu-mask", src: viewUrl(r.mask[0]), alt: "mask thumbnail", style: "max-height:128px;background:#000" }));
+      h += 132;
+    }
+    return h;
   },
 };
 
@@ -257,6 +288,56 @@ function onExecutionError({ detail }) {
   if (String(detail?.node_type ?? "").startsWith(PREFIX) && MODEL_FILE_HINT.test(message)) {
     openDoctor([{ id: detail.node_id, title: `${detail.node_type} (run failed)`, messages: [message] }]);
   }
+}
+
+// ------------------------------------------------------------------------------------------ presets
+// Apply InfiniteYou and the likeness blend send their preset table in the preset combo's options
+// (infu_presets: name -> {strength, start, end}, null for custom), the same numbers the server runs.
+const PRESET_FIELDS = ["strength", "start", "end"];
+
+function presetTable(nodeData) {
+  const spec = nodeData?.input?.required?.preset ?? nodeData?.input?.optional?.preset;
+  return spec?.[1]?.infu_presets ?? null;
+}
+
+function linkPresets(node, table) {
+  const find = (name) => node.widgets?.find((w) => w.name === name);
+  const preset = find("preset");
+  if (!preset || node.__infuPresets) return;
+  node.__infuPresets = true;
+  let applying = false;
+  const show = (name) => {
+    const values = table[name];
+    if (!values) return; // custom: the widgets' own values run
+    applying = true;
+    try {
+      for (const field of PRESET_FIELDS) {
+        const w = find(field);
+        if (w && values[field] != null) w.value = values[field];
+      }
+    } finally {
+      applying = false;
+    }
+    node.setDirtyCanvas?.(true, true);
+  };
+  const presetCallback = preset.callback;
+  preset.callback = function (...args) {
+    const result = presetCallback?.apply(this, args);
+    show(preset.value);
+    return result;
+  };
+  for (const field of PRESET_FIELDS) {
+    const w = find(field);
+    if (!w) continue;
+    const callback = w.callback;
+    w.callback = function (...args) {
+      const result = callback?.apply(this, args);
+      const values = table[preset.value];
+      if (!applying && values && Number(w.value) !== values[field]) preset.value = "custom"; // edited by hand
+      return result;
+    };
+  }
+  return show;
 }
 
 // ------------------------------------------------------------------------------------------ the doctor
@@ -354,6 +435,22 @@ app.registerExtension({
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData.name.startsWith(PREFIX)) return;
+    const presets = presetTable(nodeData);
+    if (presets) {
+      const onNodeCreated = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function () {
+        const r = onNodeCreated?.apply(this, arguments);
+        this.__infuShowPreset = linkPresets(this, presets);
+        return r;
+      };
+      const onConfigure = nodeType.prototype.onConfigure;
+      nodeType.prototype.onConfigure = function () {
+        const r = onConfigure?.apply(this, arguments);
+        const preset = this.widgets?.find((w) => w.name === "preset");
+        if (preset) this.__infuShowPreset?.(preset.value); // a saved preset shows the values it runs
+        return r;
+      };
+    }
     const getExtraMenuOptions = nodeType.prototype.getExtraMenuOptions;
     nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
       const r = getExtraMenuOptions?.apply(this, arguments);

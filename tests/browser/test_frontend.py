@@ -103,7 +103,7 @@ def test_self_test_runs_from_the_run_button_and_every_node_shows_what_it_did(pag
     assert page.locator('.infu-panel[data-infu-type="InfU_PoseImage"] img.infu-pose').count() == 1
     assert "detector on CPUExecutionProvider" in page.locator('.infu-panel[data-infu-type="InfU_FaceEncoderLoader"]').inner_text()
     row = page.locator(similarity).first
-    assert row.get_attribute("data-band") in ("strong", "good", "weak", "none", "no_face")
+    assert row.get_attribute("data-band") in ("same", "likely", "unlikely", "no_face")
     assert row.locator(".infu-meaning").inner_text()
     page.evaluate(FIT, ["InfU_InfuseNetLoader", "InfU_IdentityFromImages", "InfU_ApplyInfiniteYou"])
     shot(page, frontend, "selftest-identity-loader-apply")
