@@ -41,10 +41,18 @@ def fingerprint(embedding: torch.Tensor) -> str:
 
 
 def identity_report(identity, images: Sequence[dict]) -> dict:
+    """The faces used (box, keypoints, photo size) and, per photo, its measurements from
+    ``infusenet.face.identity.photo_rows`` (face size, detector score, sharpness, quality, weight,
+    similarity to the identity and to the other photos, outlier); ``combine`` is how the photos were combined."""
+    from .face.identity import photo_rows
+
+    rows = photo_rows(identity)
     photos = [{"box": [round(float(v), 1) for v in box], "keypoints": [[round(float(x), 1), round(float(y), 1)] for x, y in kps],
-               "size": list(size)} for box, kps, size in zip(identity.boxes, identity.keypoints, identity.image_sizes)]
+               "size": list(size), **{k: v for k, v in row.items() if k not in ("box", "image_size")}}
+              for box, kps, size, row in zip(identity.boxes, identity.keypoints, identity.image_sizes, rows)]
     return {"kind": "identity", "fingerprint": fingerprint(identity.embedding), "photos": photos, "images": list(images),
-            "tokens": None if identity.tokens is None else int(identity.tokens.shape[1])}
+            "tokens": None if identity.tokens is None else int(identity.tokens.shape[1]),
+            "combine": getattr(identity, "combine", "mean"), "outliers": [r["photo"] for r in rows if r["outlier"]]}
 
 
 def similarity_band(score: float | None) -> dict:
@@ -114,3 +122,13 @@ def mask_thumbnail(mask: torch.Tensor, side: int = 128) -> torch.Tensor:
     scale = side / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     return torch.nn.functional.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
+
+
+def regions_report(width: int, height: int, order: str, feather: int, found: int, regions: Sequence[dict],
+                   pairs: Sequence[dict], warnings: Sequence[str], images: Sequence[dict]) -> dict:
+    """Face Regions: the layout photo on the canvas with numbered coloured regions (``images``), per region
+    ``{"mask", "box", "centre", "share", "identity", "fingerprint", "colour"}``, the pairwise ArcFace cosines of
+    the connected identities and the mixing warnings."""
+    return {"kind": "regions", "width": int(width), "height": int(height), "order": order, "feather": int(feather),
+            "found": int(found), "regions": list(regions), "pairs": list(pairs), "warnings": list(warnings),
+            "images": list(images)}

@@ -3,6 +3,7 @@ from ..infusenet.face.paths import insightface_roots
 from ..infusenet.paths import register_model_folders
 from .face import FaceEncoderLoader, FaceMask, IdentityFromImages, PoseImage
 from .infusenet import ApplyInfiniteYou, InfuseNetLoader
+from .regions import FaceRegions
 from .likeness import ApplyLikenessBlend
 from .similarity import IdentitySimilarity
 
@@ -18,4 +19,5 @@ NODES = (
     ApplyInfiniteYou,
     IdentitySimilarity,
     ApplyLikenessBlend,
+    FaceRegions,
 )

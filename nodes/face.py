@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import torch
 from comfy_api.latest import io, ui
@@ -9,13 +10,16 @@ from comfy_api.latest import io, ui
 from ..infusenet import doctor, report
 from ..infusenet.face import paths as face_paths
 from ..infusenet.face.encoder import load_face_encoder
-from ..infusenet.face.identity import identity_and_faces, merge_identities, preview_image
+from ..infusenet.face.combine import COMBINE_MODES
+from ..infusenet.face.identity import identity_and_faces, merge_identities, photo_report_lines, preview_image
 from ..infusenet.face.pose import DEFAULT_HEIGHT, DEFAULT_WIDTH, pose_image
 from ..infusenet.face.masks import face_mask
 from ..infusenet.weights import project_identity
 from .checks import finite_between, one_of, plain_names, require, verdict
 from .errors import node_errors
 from .types import CATEGORY, FaceEncoderType, IdentityType, InfuseNetType
+
+log = logging.getLogger(__name__)
 
 PROVIDERS = ["auto", "CPU", "CUDA", "ROCm", "CoreML", "DirectML"]
 FACE_SELECT = ["largest", "size_rank", "left_to_right"]
@@ -158,33 +162,52 @@ class IdentityFromImages(io.ComfyNode):
                                "any size). Several photos combine into one identity: the mean of their "
                                "normalised ArcFace embeddings, renormalised."),
                 *face_select_inputs(),
+                io.Combo.Input("combine", options=list(COMBINE_MODES), default="mean",
+                               tooltip="How several photos make one identity. mean: every photo counts the same "
+                                       "(the average of the normalised embeddings). quality weighted: sharper, "
+                                       "larger, surer faces count more. best photo: only the best face."),
                 IdentityType.Input("add_to", optional=True,
                                    tooltip="An identity to add these photos to (chain nodes for photos of different "
-                                           "sizes). All photos' embeddings are averaged into one identity."),
+                                           "sizes). All photos are combined again as 'combine' says."),
             ],
             outputs=[
                 IdentityType.Output("identity", display_name="identity", tooltip="Identity tokens for Apply InfiniteYou, plus the raw "
                                     "embeddings and the faces used (boxes, keypoints)."),
                 io.Image.Output("faces", display_name="faces", tooltip="Each photo with the face box and keypoints used, beside the "
                                 "aligned 112x112 crop ArcFace saw."),
+                io.String.Output("photo_report", display_name="photo_report",
+                                 tooltip="One line per photo: the face used, its size, detector score, sharpness, "
+                                         "quality, weight, similarity to the identity, and OUTLIER when it does not "
+                                         "look like the other photos."),
             ],
         )
 
-    @classmethod
-    def validate_inputs(cls, face_select: str, det_size: str):
-        return verdict(NODE_IDENTITY, face_select_problems(face_select, det_size))
+    @staticmethod
+    def problems(face_select, det_size, combine):
+        yield from face_select_problems(face_select, det_size)
+        yield one_of("combine", combine, list(COMBINE_MODES))
 
     @classmethod
-    def execute(cls, face_encoder, infusenet, images, face_select, face_index, det_size, add_to=None) -> io.NodeOutput:
-        require(NODE_IDENTITY, face_select_problems(face_select, det_size))
+    def validate_inputs(cls, face_select: str, det_size: str, combine: str = "mean"):
+        return verdict(NODE_IDENTITY, cls.problems(face_select, det_size, combine))
+
+    @classmethod
+    def execute(cls, face_encoder, infusenet, images, face_select, face_index, det_size, combine="mean",
+                add_to=None) -> io.NodeOutput:
+        require(NODE_IDENTITY, cls.problems(face_select, det_size, combine))
         with node_errors(NODE_IDENTITY):
-            identity, uses = identity_and_faces(face_encoder, images, face_choice(face_select, face_index), det_size)
+            identity, uses = identity_and_faces(face_encoder, images, face_choice(face_select, face_index), det_size,
+                                                combine)
             if add_to is not None:
-                identity = merge_identities(add_to, identity)
+                identity = merge_identities(add_to, identity, combine)
             identity.tokens = project_identity(infusenet, identity.embedding)
+        lines = photo_report_lines(identity)
+        for line in lines:
+            if "OUTLIER" in line:
+                log.warning("%s: %s", NODE_IDENTITY, line)
         preview = preview_image(uses)
         images = ui.PreviewImage(preview, cls=cls).as_dict()["images"]
-        return io.NodeOutput(identity, preview, ui=selftest_ui(face_encoder, {
+        return io.NodeOutput(identity, preview, "\n".join(lines), ui=selftest_ui(face_encoder, {
             **faces_ui(identity), "infu_report": report.payload(report.identity_report(identity, images))}))
 
 

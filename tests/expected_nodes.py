@@ -8,4 +8,5 @@ PACK_NODE_IDS = (
     "InfU_ApplyInfiniteYou",
     "InfU_IdentitySimilarity",
     "InfU_ApplyLikenessBlend",
+    "InfU_FaceRegions",
 )
