@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 
 from .errors import FaceError
-from .thresholds import LIKELY_SAME
+from ..report import LIKELY_SAME
 
 COMBINE_MODES = ("mean", "quality weighted", "best photo")
 
@@ -59,25 +59,22 @@ def combine(embeddings: torch.Tensor, qualities: Sequence[float], mode: str) -> 
 
 @dataclass(frozen=True)
 class PhotoAgreement:
-    """How one photo agrees with the others: cosine to the combined identity, cosine to the combination of
-    the other photos (same mode; None for a single photo) and whether it is an outlier (that cosine below
-    the "unlikely" threshold)."""
+    """How one photo agrees with the others: cosine to the combined identity, cosine to the mean of the other
+    photos (None for a single photo) and whether it is an outlier (that cosine below the "unlikely" threshold).
+    The other photos count equally here whatever the combine mode, so a sharp photo of someone else cannot
+    make the good photos look like outliers."""
 
     similarity: float
     similarity_to_others: float | None
     outlier: bool
 
 
-def agreements(embeddings: torch.Tensor, qualities: Sequence[float], mode: str,
-               combined: torch.Tensor) -> list[PhotoAgreement]:
+def agreements(embeddings: torch.Tensor, combined: torch.Tensor) -> list[PhotoAgreement]:
     rows = torch.nn.functional.normalize(embeddings.float(), dim=-1)
     target = torch.nn.functional.normalize(combined.float(), dim=0)
     out = []
     for i in range(rows.shape[0]):
         others = [j for j in range(rows.shape[0]) if j != i]
-        to_others = None
-        if others:
-            rest, _ = combine(rows[others], [qualities[j] for j in others], mode)
-            to_others = float(rows[i] @ rest)
+        to_others = float(rows[i] @ mean_embedding(rows[others])) if others else None
         out.append(PhotoAgreement(float(rows[i] @ target), to_others, to_others is not None and to_others < LIKELY_SAME))
     return out

@@ -14,7 +14,7 @@ from .encoder import FaceEncoder
 from .errors import FaceError
 from .pose import KEYPOINT_COLOURS
 from .quality import FaceQuality, face_quality
-from .thresholds import LIKELY_SAME
+from ..report import LIKELY_SAME
 
 
 @dataclass
@@ -133,16 +133,13 @@ def identity_and_faces(encoder: FaceEncoder, images, face_select: FaceSelect = "
 
 def photo_agreements(identity: FaceIdentity) -> list[PhotoAgreement]:
     """Per photo: cosine to the identity, to the other photos' combination, and the outlier flag."""
-    qualities = [q.quality for q in identity.qualities] if len(identity.qualities) == len(identity.boxes) \
-        else [1.0] * len(identity.boxes)
-    mode = identity.combine if len(identity.qualities) == len(identity.boxes) else "mean"
-    return agreements(identity.embeddings, qualities, mode, identity.embedding)
+    return agreements(identity.embeddings, identity.embedding)
 
 
 def photo_rows(identity: FaceIdentity) -> list[dict]:
     """Per photo, JSON-ready: ``choice`` (which face), ``box``, ``face_size`` [w, h] in photo pixels,
     ``detector_score``, ``sharpness``, ``quality`` (None when not measured), ``weight`` in the identity,
-    ``similarity`` (cosine to the identity), ``similarity_to_others`` (to the other photos' combination,
+    ``similarity`` (cosine to the identity), ``similarity_to_others`` (to the mean of the other photos,
     None for one photo) and ``outlier``."""
     rows = []
     for i, agreement in enumerate(photo_agreements(identity)):

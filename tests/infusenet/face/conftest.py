@@ -52,3 +52,15 @@ def facexlib_backbone(arcface_file):
     net = arch.Backbone(num_layers=50, drop_ratio=0.6, mode="ir_se")
     net.load_state_dict(torch.load(arcface_file, map_location="cpu", weights_only=True), strict=True)
     return net.eval()
+
+
+@pytest.fixture(scope="session")
+def people_encoder(insightface_root, tmp_path_factory):
+    """A face encoder whose ArcFace tells the generated people of ``people.py`` apart."""
+    from infusenet.face.analysis import load_detector
+    from infusenet.face.encoder import load_face_encoder
+    from tests.infusenet.face.people import write_calibrated_arcface
+
+    path = write_calibrated_arcface(tmp_path_factory.mktemp("arcface_people") / "recognition_arcface_ir_se50.pth",
+                                    load_detector(insightface_root))
+    return load_face_encoder(insightface_root, path, providers="auto")
