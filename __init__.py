@@ -8,6 +8,7 @@ WEB_DIRECTORY = "./web"
 async def comfy_entrypoint():
     from comfy_api.latest import ComfyExtension
 
+    from .infusenet.examples import copy_missing_photos
     from .infusenet.runtime import announce
     from .nodes import NODES
     from .nodes.routes import register_routes
@@ -17,5 +18,6 @@ async def comfy_entrypoint():
             return list(NODES)
 
     announce()
+    copy_missing_photos()
     register_routes()
     return InfiniteYouExtension()

@@ -352,6 +352,11 @@ def model_filenames(folder_name: str) -> list[str]:
     return list(folder_paths.get_filename_list(folder_name))
 
 
+def input_directory() -> str:
+    """ComfyUI's input folder (where ``Load Image`` lists files; ``--input-directory`` or the base folder's)."""
+    return folder_paths.get_input_directory()
+
+
 # ---------------------------------------------------------------- the server
 def add_get_route(path: str, handler: Callable) -> bool:
     """Serve ``handler`` (an aiohttp handler) for GET ``path`` on ComfyUI's server, also under ``/api``.
@@ -432,6 +437,7 @@ CONTRACT: tuple[Contact, ...] = (
     Contact("folder_paths.add_model_folder_path", ("folder_name", "full_folder_path")),
     Contact("folder_paths.get_folder_paths", ("folder_name",)),
     Contact("folder_paths.get_filename_list", ("folder_name",)),
+    Contact("folder_paths.get_input_directory"),
     Contact("server.PromptServer.instance", server_only=True),
 )
 

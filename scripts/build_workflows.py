@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,37 +43,65 @@ MODELS = {
 OTHER_PACKS = {"UnetLoaderGGUF": "comfyui-gguf"}
 """Node types from other packs the workflows use (their registry id, for the frontend's missing-node help)."""
 
-IDENTITY_PHOTO = "infiniteyou_identity.png"
-IDENTITY_PHOTO_2 = "infiniteyou_identity_2.png"
-POSE_PHOTO = "infiniteyou_pose.png"
-RECRAFT_PHOTO = "infiniteyou_recraft.png"
+IDENTITY_PHOTO = "infiniteyou_example_eileen_collins.jpg"
+IDENTITY_PHOTO_MIRRORED = "infiniteyou_example_eileen_collins_mirrored.jpg"
+IDENTITY_PHOTO_SMALL = "infiniteyou_example_eileen_collins_small.jpg"
+SECOND_PERSON_PHOTO = "infiniteyou_example_grace_hopper.jpg"
+POSE_PHOTO = "infiniteyou_example_grace_hopper.jpg"
+RECRAFT_PHOTO = "infiniteyou_example_grace_hopper.jpg"
+TWO_PEOPLE_PHOTO = "infiniteyou_example_two_people.jpg"
+"""The example photos (workflows/photos/, copied into ComfyUI's input folder at start by infusenet/examples.py)."""
 PROMPT = "A portrait photo of a person smiling in a sunlit garden, natural light, 85mm lens, highly detailed"
 
 
 @dataclass
 class N:
-    """One node of a graph: id, type, widget values by name, links by input name: (node id, slot)."""
+    """One node of a graph: id, type, widget values by name, links by input name: (node id, slot); the
+    group it sits in and its column inside that group (nodes of a column stack top to bottom in list order)."""
     id: int
     type: str
     widgets: dict = field(default_factory=dict)
     links: dict = field(default_factory=dict)
-    pos: tuple = (0, 0)
+    group: str = "Sampling"
+    col: int = 0
     title: str | None = None
     models: tuple = ()
     color: str | None = None
 
 
-def note(id: int, text: str, pos) -> dict:
-    return {"id": id, "type": "MarkdownNote", "pos": list(pos), "size": [420, 220], "flags": {}, "order": 0,
-            "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [text],
-            "color": "#432", "bgcolor": "#653"}
+@dataclass
+class Note:
+    """A MarkdownNote in a group: what to change first, and why."""
+    id: int
+    text: str
+    group: str
+    col: int = 0
+    width: int = 420
 
 
-def build(nodes: list[N], notes: list[dict], info: dict) -> dict:
+def workflow_id(file_name: str) -> str:
+    """A workflow id of its own for each file, the same on every rebuild."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://github.com/infiniteyou-studio/workflows/{file_name}"))
+
+
+def note_ui(n: Note) -> dict:
+    return {"id": n.id, "type": "MarkdownNote", "pos": [0, 0], "size": [n.width, note_height(n.text, n.width)],
+            "flags": {}, "order": 0, "mode": 0, "inputs": [], "outputs": [], "properties": {},
+            "widgets_values": [n.text], "color": "#432", "bgcolor": "#653"}
+
+
+def note_height(text: str, width: int) -> int:
+    """Room for the note's text at the frontend's Markdown size (about 7.5 px a character, 21 px a line)."""
+    per_line = max(1, int((width - 30) / 7.5))
+    lines = sum(1 + len(par) // per_line for par in text.split("\n"))
+    return 40 + 21 * lines
+
+
+def build(nodes: list[N], notes: list[Note], info: dict, file_name: str) -> dict:
     from devtools.workflow_api import _extra_values, _is_widget
 
     by_id = {n.id: n for n in nodes}
-    ids = [n.id for n in nodes] + [x["id"] for x in notes]
+    ids = [n.id for n in nodes] + [x.id for x in notes]
     if len(ids) != len(set(ids)):
         raise ValueError(f"node ids repeat: {sorted(i for i in ids if ids.count(i) > 1)}")
     links, out_links = [], {}
@@ -120,7 +149,7 @@ def build(nodes: list[N], notes: list[dict], info: dict) -> dict:
             elif not _is_widget(s):
                 inputs.append({"name": name, "type": s[0], "link": None})
         ui = {
-            "id": n.id, "type": n.type, "pos": list(n.pos), "size": [320, 120 + 24 * len(values)], "flags": {},
+            "id": n.id, "type": n.type, "pos": [0, 0], "size": list(node_size(n.type, n.title)), "flags": {},
             "order": order, "mode": 0, "inputs": inputs, "outputs": [],
             "properties": {"Node name for S&R": n.type, "cnr_id": "infiniteyou-studio" if n.type.startswith("InfU_")
                            else OTHER_PACKS.get(n.type, "comfy-core")},
@@ -139,288 +168,379 @@ def build(nodes: list[N], notes: list[dict], info: dict) -> dict:
         for slot, (kind, name) in enumerate(zip(spec["output"], spec["output_name"])):
             ui["outputs"].append({"name": name, "type": kind, "links": out_links.get((ui["id"], slot), []),
                                   "slot_index": slot})
-    all_nodes = ui_nodes + notes
-    spread_columns(all_nodes)
+    note_nodes = [note_ui(x) for x in notes]
+    all_nodes = ui_nodes + note_nodes
+    placement = {n.id: (n.group, n.col) for n in nodes} | {x.id: (x.group, x.col) for x in notes}
+    groups = lay_out(all_nodes, placement)
     return {
-        "id": "00000000-0000-4000-8000-000000000000", "revision": 0,
+        "id": workflow_id(file_name), "revision": 0,
         "last_node_id": max(x["id"] for x in all_nodes), "last_link_id": link_id,
-        "nodes": all_nodes, "links": links, "groups": [], "config": {},
-        "extra": {"ds": {"scale": 0.6, "offset": [0, 0]}}, "version": 0.4,
+        "nodes": all_nodes, "links": links, "groups": groups, "config": {},
+        "extra": {"ds": {"scale": 0.5, "offset": [40, 80]}}, "version": 0.4,
     }
 
 
-# What the pack's web extension shows under a node after a run (and LoadImage's photo preview): room
-# kept below these nodes so that nothing overlaps once they have run.
+NODE_SIZES = {
+    "CLIPLoader": (270, 120), "CLIPTextEncode": (400, 200), "DualCLIPLoader": (270, 150),
+    "EmptySD3LatentImage": (270, 120), "FluxGuidance": (270, 70), "ImageCompositeMasked": (280, 160),
+    "ImageScale": (270, 150), "InfU_ApplyInfiniteYou": (300, 360), "InfU_FaceEncoderLoader": (320, 120),
+    "InfU_FaceMask": (270, 220), "InfU_IdentityFromImages": (320, 210), "InfU_IdentitySimilarity": (230, 100),
+    "InfU_InfuseNetLoader": (290, 150), "InfU_PoseImage": (270, 240), "InpaintModelConditioning": (270, 150),
+    "KSampler": (270, 270), "LoadImage": (290, 110), "MaskComposite": (270, 140), "PreviewImage": (230, 40),
+    "ReferenceLatent": (230, 60), "SaveImage": (270, 70), "SetLatentNoiseMask": (230, 60), "SolidMask": (270, 120),
+    "UNETLoader": (270, 90), "UnetLoaderGGUF": (270, 90), "VAEDecode": (230, 60), "VAEEncode": (230, 60),
+    "VAELoader": (270, 70),
+}
+"""Width and height (title bar excluded) of each node type, the largest the frontends give it, measured in the
+browser (``python -m tests.browser.measure_sizes``; Nodes 2.0 draws most nodes taller than the canvas). A saved
+``size`` is at least this; tests/browser/test_workflows_in_frontend.py checks the result in each frontend."""
+
+SHOWN_ON_LOAD = {"LoadImage": 300}
+"""Room for what the frontend adds to a node as soon as the workflow opens: Load Image grows to show its photo."""
 SHOWN_BELOW = {"InfU_InfuseNetLoader": 120, "InfU_IdentityFromImages": 290, "InfU_PoseImage": 290,
-               "InfU_ApplyInfiniteYou": 230, "InfU_IdentitySimilarity": 110, "LoadImage": 280, "PreviewImage": 260,
-               "SaveImage": 260}
-GAP = 30
+               "InfU_ApplyInfiniteYou": 230, "InfU_IdentitySimilarity": 110, "PreviewImage": 260,
+               "SaveImage": 260, "InfU_FaceMask": 260, "InfU_FaceRegions": 290, "InfU_ApplyLikenessBlend": 230,
+               "PreviewAny": 160, "InfU_FaceEncoderLoader": 40}
+"""What a node shows under itself after a run (the pack's panels from web/infiniteyou.js, image previews):
+room kept below these nodes so that nothing overlaps once they have run."""
+TITLE_HEIGHT = 30
+"""LiteGraph's title bar, drawn above a node's ``pos``."""
+GROUP_HEADER = 50
+"""A group's title band: the first node's title bar starts below it."""
+PAD, GAP, COLUMN_GAP, GROUP_GAP = 20, 30, 40, 60
+GROUP_COLUMNS = (("Models",), ("Identity", "Pose", "Regions", "Recraft"), ("Prompt",), ("Sampling",), ("Output",))
+"""Groups read left to right; the groups of one column stack top to bottom."""
+GROUP_COLORS = {"Models": "#3f789e", "Identity": "#8a5a9e", "Pose": "#5a8a9e", "Regions": "#5a8a9e",
+                "Recraft": "#5a8a9e", "Prompt": "#4e8a4e", "Sampling": "#8a7a3e", "Output": "#6e6e6e"}
 
 
-def node_height(ui: dict) -> int:
-    """About what the frontend draws: title, socket rows, widget rows."""
-    if ui["type"] == "MarkdownNote":
-        return ui["size"][1]
-    sockets = max(len([i for i in ui["inputs"] if "widget" not in i]), len(ui["outputs"]))
-    return 40 + 22 * sockets + 24 * len(ui.get("widgets_values", []))
+def node_size(node_type: str, title: str | None) -> tuple[int, int]:
+    width, height = NODE_SIZES.get(node_type, (320, 200))
+    if title:
+        width = max(width, 40 + int(8 * len(title)))
+    return width, height
 
 
-def spread_columns(nodes: list[dict]) -> None:
-    """Nodes sharing an x position form a column; each is moved down (never up) until it clears the one
-    above it, including the room kept for what the extension shows after a run."""
-    for ui in nodes:
-        if ui["type"] != "MarkdownNote":
-            ui["size"] = [320, node_height(ui)]
-    columns: dict[int, list[dict]] = {}
-    for ui in nodes:
-        columns.setdefault(ui["pos"][0], []).append(ui)
-    for column in columns.values():
-        bottom = None
-        for ui in sorted(column, key=lambda n: n["pos"][1]):
-            if bottom is not None and ui["pos"][1] < bottom + GAP:
-                ui["pos"][1] = bottom + GAP
-            bottom = ui["pos"][1] + ui["size"][1] + SHOWN_BELOW.get(ui["type"], 0)
+def box_height(ui: dict) -> int:
+    """The height a node takes in its column: title bar, body, what is shown below it after a run."""
+    return TITLE_HEIGHT + ui["size"][1] + SHOWN_ON_LOAD.get(ui["type"], 0) + SHOWN_BELOW.get(ui["type"], 0)
+
+
+def lay_out(nodes: list[dict], placement: dict[int, tuple[str, int]]) -> list[dict]:
+    """Place every node in its group and column, the groups in GROUP_COLUMNS order; return the groups.
+
+    Nodes of a column share its width and stack with room for what they show after a run; a group's box
+    holds its columns with padding; groups of one GROUP_COLUMNS entry share a width."""
+    by_group: dict[str, dict[int, list[dict]]] = {}
+    for ui in sorted(nodes, key=lambda u: u["type"] != "MarkdownNote"):  # a column's note comes first
+        group, col = placement[ui["id"]]
+        by_group.setdefault(group, {}).setdefault(col, []).append(ui)
+    unknown = set(by_group) - {g for column in GROUP_COLUMNS for g in column}
+    if unknown:
+        raise ValueError(f"groups {sorted(unknown)} have no place in GROUP_COLUMNS")
+    inner: dict[str, tuple[int, int]] = {}
+    for group, columns in by_group.items():
+        x = 0
+        height = 0
+        for col in sorted(columns):
+            width = max(ui["size"][0] for ui in columns[col])
+            y = 0
+            for ui in columns[col]:
+                ui["size"][0] = width
+                ui["pos"] = [x, y + TITLE_HEIGHT]
+                y += box_height(ui) + GAP
+            height = max(height, y - GAP)
+            x += width + COLUMN_GAP
+        inner[group] = (x - COLUMN_GAP, height)
+    groups = []
+    left = 0
+    for column in GROUP_COLUMNS:
+        present = [g for g in column if g in by_group]
+        if not present:
+            continue
+        width = max(inner[g][0] for g in present) + 2 * PAD
+        top = 0
+        for group in present:
+            height = GROUP_HEADER + inner[group][1] + PAD
+            for col in by_group[group].values():
+                for ui in col:
+                    ui["pos"] = [left + PAD + ui["pos"][0], top + GROUP_HEADER + ui["pos"][1]]
+            groups.append({"id": len(groups) + 1, "title": group, "bounding": [left, top, width, height],
+                           "color": GROUP_COLORS[group], "font_size": 24, "flags": {}})
+            top += height + GROUP_GAP
+        left += width + GROUP_GAP
+    return groups
 
 
 # ------------------------------------------------------------------------------------- the graphs
 def loaders(unet="flux1-dev.safetensors", unet_dtype="default", t5="t5xxl_fp16.safetensors",
             infusenet="aes_stage2/infusenet_aes_bf16.safetensors") -> list[N]:
     return [
-        N(1, "UNETLoader", {"unet_name": unet, "weight_dtype": unet_dtype}, pos=(0, 0), models=(unet,)),
+        N(1, "UNETLoader", {"unet_name": unet, "weight_dtype": unet_dtype}, group="Models", models=(unet,)),
         N(2, "DualCLIPLoader", {"clip_name1": "clip_l.safetensors", "clip_name2": t5, "type": "flux"},
-          pos=(0, 160), models=("clip_l.safetensors", t5)),
-        N(3, "VAELoader", {"vae_name": "ae.safetensors"}, pos=(0, 330), models=("ae.safetensors",)),
-        N(4, "InfU_InfuseNetLoader", {"infusenet_name": infusenet}, pos=(0, 460),
-          models=(infusenet, "aes_stage2/image_proj_model.bin")),
-        N(5, "InfU_FaceEncoderLoader", {}, pos=(0, 640), models=("recognition_arcface_ir_se50.pth",)),
+          group="Models", models=("clip_l.safetensors", t5)),
+        N(3, "VAELoader", {"vae_name": "ae.safetensors"}, group="Models", models=("ae.safetensors",)),
+        N(4, "InfU_InfuseNetLoader", {"infusenet_name": infusenet}, group="Models",
+          models=(infusenet, infusenet.split("/")[0] + "/image_proj_model.bin")),
+        N(5, "InfU_FaceEncoderLoader", {}, group="Models", models=("recognition_arcface_ir_se50.pth",)),
     ]
+
+
+def prompts(prompt=PROMPT, guidance=3.5) -> list[N]:
+    nodes = [N(20, "CLIPTextEncode", {"text": prompt}, {"clip": (2, 0)}, group="Prompt", title="Prompt")]
+    if guidance is not None:
+        nodes.append(N(21, "FluxGuidance", {"guidance": guidance}, {"conditioning": (20, 0)}, group="Prompt"))
+    nodes.append(N(22, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0)}, group="Prompt",
+                   title="Negative (unused at CFG 1)"))
+    return nodes
 
 
 def text_and_sampling(model_src, width=864, height=1152, steps=30, guidance=3.5, seed=42, prompt=PROMPT,
-                      latent_src=None, denoise=1.0, scheduler="simple") -> list[N]:
-    nodes = [
-        N(20, "CLIPTextEncode", {"text": prompt}, {"clip": (2, 0)}, pos=(420, 0), title="Prompt"),
-        N(22, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0)}, pos=(420, 260), title="Negative (unused at CFG 1)"),
-    ]
-    positive = (20, 0)
-    if guidance is not None:
-        nodes.append(N(21, "FluxGuidance", {"guidance": guidance}, {"conditioning": (20, 0)}, pos=(420, 180)))
-        positive = (21, 0)
+                      latent_src=None, denoise=1.0, scheduler="simple", batch_size=1, save=True) -> list[N]:
+    nodes = prompts(prompt, guidance)
+    positive = (21, 0) if guidance is not None else (20, 0)
     if latent_src is None:
-        nodes.append(N(30, "EmptySD3LatentImage", {"width": width, "height": height, "batch_size": 1}, pos=(840, 420)))
+        nodes.append(N(30, "EmptySD3LatentImage", {"width": width, "height": height, "batch_size": batch_size},
+                       group="Sampling"))
         latent_src = (30, 0)
     nodes += [
         N(31, "KSampler", {"seed": seed, "steps": steps, "cfg": 1.0, "sampler_name": "euler", "scheduler": scheduler,
                            "denoise": denoise},
-          {"model": model_src, "positive": positive, "negative": (22, 0), "latent_image": latent_src}, pos=(1260, 0)),
-        N(32, "VAEDecode", {}, {"samples": (31, 0), "vae": (3, 0)}, pos=(1620, 0)),
-        N(33, "SaveImage", {"filename_prefix": "InfiniteYou"}, {"images": (32, 0)}, pos=(1620, 120)),
+          {"model": model_src, "positive": positive, "negative": (22, 0), "latent_image": latent_src}, group="Sampling"),
+        N(32, "VAEDecode", {}, {"samples": (31, 0), "vae": (3, 0)}, group="Sampling", col=1),
     ]
+    if save:
+        nodes.append(N(33, "SaveImage", {"filename_prefix": "InfiniteYou"}, {"images": (32, 0)}, group="Output"))
     return nodes
 
 
-def identity(node_id=10, photo_node=6, photo=IDENTITY_PHOTO, pos=(420, 460), add_to=None) -> list[N]:
+def identity(node_id=10, photo_node=6, photo=IDENTITY_PHOTO, add_to=None, title="Identity photo (your photo here)",
+             widgets=None) -> list[N]:
     links = {"face_encoder": (5, 0), "infusenet": (4, 0), "images": (photo_node, 0)}
     if add_to is not None:
         links["add_to"] = add_to
     return [
-        N(photo_node, "LoadImage", {"image": photo}, pos=(pos[0] - 420, pos[1] + 320), title="Identity photo"),
-        N(node_id, "InfU_IdentityFromImages", {}, links, pos=pos),
-        N(node_id + 1, "PreviewImage", {}, {"images": (node_id, 1)}, pos=(pos[0], pos[1] + 300), title="Faces used"),
+        N(photo_node, "LoadImage", {"image": photo}, group="Identity", title=title),
+        N(node_id, "InfU_IdentityFromImages", widgets or {}, links, group="Identity", col=1),
+        N(node_id + 1, "PreviewImage", {}, {"images": (node_id, 1)}, group="Identity", col=1, title="Faces used"),
     ]
 
 
-def apply(node_id, model_src, identity_src, control=None, mask=None, pos=(840, 0), strength=1.0, start=0.0) -> N:
+def apply(node_id, model_src, identity_src, control=None, mask=None, strength=1.0, start=0.0) -> N:
     links = {"model": model_src, "infusenet": (4, 0), "identity": identity_src, "vae": (3, 0)}
     if control is not None:
         links["control_image"] = control
     if mask is not None:
         links["mask"] = mask
-    return N(node_id, "InfU_ApplyInfiniteYou", {"strength": strength, "start": start}, links, pos=pos)
+    return N(node_id, "InfU_ApplyInfiniteYou", {"strength": strength, "start": start}, links, group="Identity", col=2)
+
+
+CHANGE_FIRST = (
+    "**Change first**\n"
+    "- **Your photo**: in the Load Image node marked *your photo here*, upload a clear photo of one face "
+    "(the example is a public-domain portrait, copied into ComfyUI's input folder by the pack).\n"
+    "- **strength** (Apply InfiniteYou, 1.0): how strongly the identity is imposed. "
+    "If the face looks pasted: start 0.1, then strength 0.9.\n"
+    "- **start** (0.0): a later start lets FLUX set composition and light before the identity comes in.\n"
+    "- **Variant** (InfuseNet Loader): aes_stage2 = better text alignment and aesthetics (the default); "
+    "sim_stage1 = higher likeness.")
+
+VARIANT_NOTE = (
+    "## Models\nDownload links are in each loader's properties (the frontend offers them when a file is missing). "
+    "The InfuseNet Loader picks the variant: **aes_stage2** (better text alignment and aesthetics) or "
+    "**sim_stage1** (higher likeness); the image projection beside it is loaded with it.")
+
+
+def notes_for(title: str, text: str, change_first: str = CHANGE_FIRST) -> list[Note]:
+    return [Note(90, f"## {title}\n{text}\n\n{change_first}", "Identity"), Note(91, VARIANT_NOTE, "Models", width=320)]
 
 
 def wf_basic():
     nodes = loaders() + identity() + [apply(12, (1, 0), (10, 0))] + text_and_sampling((12, 0))
-    return nodes, [note(90, "## InfiniteYou: basic\nOne identity photo, no pose (the reference's black control image). "
-                          "FLUX.1-dev, 864x1152, 30 steps, guidance 3.5, as the reference defaults.\n\n"
-                          "If the face looks pasted or too strong, try start 0.1, then strength 0.9.", (1260, 500))]
+    return nodes, notes_for("InfiniteYou: basic", "One identity photo, no pose (the reference's black control "
+                            "image). FLUX.1-dev, 864x1152, 30 steps, guidance 3.5, as the reference defaults.")
+
+
+def pose_nodes(photo=POSE_PHOTO, width=864, height=1152, photo_node=7, title="Pose photo (face position)") -> list[N]:
+    nodes = [N(13, "InfU_PoseImage", {"width": width, "height": height}, {"face_encoder": (5, 0), "photo": (photo_node, 0)},
+               group="Pose", col=1),
+             N(14, "PreviewImage", {}, {"images": (13, 0)}, group="Pose", col=2, title="Pose image")]
+    if photo_node == 7:
+        nodes.insert(0, N(7, "LoadImage", {"image": photo}, group="Pose", title=title))
+    return nodes
 
 
 def wf_pose():
-    nodes = loaders() + identity() + [
-        N(7, "LoadImage", {"image": POSE_PHOTO}, pos=(0, 1100), title="Pose photo"),
-        N(13, "InfU_PoseImage", {"width": 864, "height": 1152}, {"face_encoder": (5, 0), "photo": (7, 0)}, pos=(420, 1100)),
-        N(14, "PreviewImage", {}, {"images": (13, 0)}, pos=(840, 1100), title="Pose image"),
-        apply(12, (1, 0), (10, 0), control=(13, 0)),
-    ] + text_and_sampling((12, 0))
-    return nodes, [note(90, "## InfiniteYou: pose control\nIdentity from one photo, face position and orientation "
-                          "from another. The pose image must have the output size (width/height of the "
-                          "Pose Image node = the latent's).", (1260, 500))]
+    nodes = loaders() + identity() + pose_nodes() + [apply(12, (1, 0), (10, 0), control=(13, 0))] + text_and_sampling((12, 0))
+    return nodes, notes_for("InfiniteYou: pose control", "Identity from one photo, face position and orientation "
+                            "from another (the Pose photo). The pose image must have the output size (width/height "
+                            "of the Pose Image node = the latent's).")
 
 
 def wf_multi_reference():
-    nodes = loaders() + identity(10, 6, IDENTITY_PHOTO, (420, 460)) + identity(
-        15, 8, IDENTITY_PHOTO_2, (420, 1000), add_to=(10, 0)) + [apply(12, (1, 0), (15, 0))] + text_and_sampling((12, 0))
-    return nodes, [note(90, "## InfiniteYou: several reference photos, one identity\nEach Identity From Images node "
-                          "adds its photos to the identity connected to add_to: the embeddings are averaged "
-                          "(normalised, then renormalised). Photos of the same size can also go in one batch.",
-                          (1260, 500))]
+    nodes = loaders() + identity(10, 6, IDENTITY_PHOTO) + identity(
+        15, 8, IDENTITY_PHOTO_MIRRORED, add_to=(10, 0), title="Second photo of the same person") + [
+        apply(12, (1, 0), (15, 0))] + text_and_sampling((12, 0))
+    return nodes, notes_for("InfiniteYou: several reference photos, one identity", "Each Identity From Images node "
+                            "adds its photos to the identity connected to add_to: the embeddings are averaged "
+                            "(normalised, then renormalised). Photos of the same size can also go in one batch.")
 
 
 def wf_two_people():
     w, h = 1152, 864
-    nodes = loaders() + identity(10, 6, IDENTITY_PHOTO, (420, 460)) + identity(15, 8, IDENTITY_PHOTO_2, (420, 1000)) + [
-        N(40, "SolidMask", {"value": 0.0, "width": w, "height": h}, pos=(840, 700), title="Empty mask"),
-        N(41, "SolidMask", {"value": 1.0, "width": w // 2, "height": h}, pos=(840, 840), title="Half mask"),
+    nodes = loaders() + identity(10, 6, IDENTITY_PHOTO, title="Left person (your photo here)") + identity(
+        15, 8, SECOND_PERSON_PHOTO, title="Right person (your photo here)") + [
+        N(40, "SolidMask", {"value": 0.0, "width": w, "height": h}, group="Regions", title="Empty mask"),
+        N(41, "SolidMask", {"value": 1.0, "width": w // 2, "height": h}, group="Regions", title="Half mask"),
         N(42, "MaskComposite", {"x": 0, "y": 0, "operation": "add"}, {"destination": (40, 0), "source": (41, 0)},
-          pos=(1260, 700), title="Left half"),
+          group="Regions", col=1, title="Left half"),
         N(43, "MaskComposite", {"x": w // 2, "y": 0, "operation": "add"}, {"destination": (40, 0), "source": (41, 0)},
-          pos=(1260, 860), title="Right half"),
-        apply(12, (1, 0), (10, 0), mask=(42, 0), pos=(840, 0)),
-        apply(17, (12, 0), (15, 0), mask=(43, 0), pos=(840, 360)),
+          group="Regions", col=1, title="Right half"),
+        apply(12, (1, 0), (10, 0), mask=(42, 0)),
+        apply(17, (12, 0), (15, 0), mask=(43, 0)),
     ] + text_and_sampling((17, 0), width=w, height=h,
                           prompt="Two friends standing side by side in a park, the person on the left laughing, "
                                  "the person on the right smiling, photo, natural light")
-    return nodes, [note(90, "## InfiniteYou: two people, one identity per region\nTwo Apply InfiniteYou nodes in a "
-                          "chain, each with its identity and a mask. Their residuals add up, each limited to its "
-                          "region. Describe both people in the prompt, left and right.", (1680, 500))]
+    return nodes, notes_for("InfiniteYou: two people, one identity per region", "Two Apply InfiniteYou nodes in a "
+                            "chain, each with its identity and a mask (Regions). Their residuals add up, each limited "
+                            "to its region. Describe both people in the prompt, left and right.")
 
 
 def wf_fast():
     nodes = loaders(unet="flux1-schnell.safetensors") + identity() + [apply(12, (1, 0), (10, 0))] + text_and_sampling(
         (12, 0), steps=4, guidance=None)
-    return nodes, [note(90, "## InfiniteYou: fast (FLUX.1-schnell, 4 steps)\nThe InfuseNet trained on FLUX.1-dev "
-                          "works on schnell unchanged. schnell has no guidance input: no FluxGuidance node.",
-                          (1260, 500))]
+    return nodes, notes_for("InfiniteYou: fast (FLUX.1-schnell, 4 steps)", "The InfuseNet trained on FLUX.1-dev "
+                            "works on schnell unchanged. schnell has no guidance input: no FluxGuidance node.")
 
 
 def wf_low_vram():
     nodes = loaders(unet_dtype="fp8_e4m3fn", t5="t5xxl_fp8_e4m3fn.safetensors",
                     infusenet="aes_stage2/infusenet_aes_fp8e4m3fn.safetensors") + identity() + [
         apply(12, (1, 0), (10, 0))] + text_and_sampling((12, 0))
-    return nodes, [note(90, "## InfiniteYou: low VRAM\nFLUX weights loaded as fp8 (e4m3fn), the fp8 T5 and the fp8 "
-                          "InfuseNet: every large model stays fp8 in memory and is cast per layer for compute. "
-                          "ComfyUI offloads what does not fit.", (1260, 500))]
+    return nodes, notes_for("InfiniteYou: low VRAM", "FLUX weights loaded as fp8 (e4m3fn), the fp8 T5 and the fp8 "
+                            "InfuseNet: every large model stays fp8 in memory and is cast per layer for compute. "
+                            "ComfyUI offloads what does not fit.")
+
+
+def recraft_nodes(grow=0.35) -> list[N]:
+    return [
+        N(7, "LoadImage", {"image": RECRAFT_PHOTO}, group="Recraft", title="Photo to recraft (your photo here)"),
+        N(50, "InfU_FaceMask", {"grow": grow, "feather": 16}, {"face_encoder": (5, 0), "images": (7, 0)},
+          group="Recraft", col=1),
+    ]
+
+
+def paste_back(prefix: str) -> list[N]:
+    return [
+        N(53, "ImageCompositeMasked", {"x": 0, "y": 0, "resize_source": False},
+          {"destination": (7, 0), "source": (32, 0), "mask": (50, 0)}, group="Output", title="Paste face back"),
+        N(54, "SaveImage", {"filename_prefix": prefix}, {"images": (53, 0)}, group="Output", col=1),
+    ]
 
 
 def wf_recraft():
-    nodes = loaders() + identity() + [
-        N(7, "LoadImage", {"image": RECRAFT_PHOTO}, pos=(0, 1100), title="Photo to recraft"),
-        N(50, "InfU_FaceMask", {"grow": 0.35, "feather": 16}, {"face_encoder": (5, 0), "images": (7, 0)},
-          pos=(420, 1100)),
-        N(51, "VAEEncode", {}, {"pixels": (7, 0), "vae": (3, 0)}, pos=(840, 1100)),
-        N(52, "SetLatentNoiseMask", {}, {"samples": (51, 0), "mask": (50, 0)}, pos=(840, 1220)),
+    nodes = loaders() + identity() + recraft_nodes() + [
+        N(51, "VAEEncode", {}, {"pixels": (7, 0), "vae": (3, 0)}, group="Recraft", col=2),
+        N(52, "SetLatentNoiseMask", {}, {"samples": (51, 0), "mask": (50, 0)}, group="Recraft", col=2),
         apply(12, (1, 0), (10, 0), mask=(50, 0)),
-    ] + text_and_sampling((12, 0), latent_src=(52, 0), denoise=0.85,
-                          prompt="A photo of a person, natural skin, detailed face") + [
-        N(53, "ImageCompositeMasked", {"x": 0, "y": 0, "resize_source": False},
-          {"destination": (7, 0), "source": (32, 0), "mask": (50, 0)}, pos=(1620, 400), title="Paste face back"),
-        N(54, "SaveImage", {"filename_prefix": "InfiniteYou_recraft"}, {"images": (53, 0)}, pos=(2000, 400)),
-    ]
-    return nodes, [note(90, "## InfiniteYou: recraft a photo (face swap)\nThe face region of the photo (found by "
-                          "InfiniteYou Face Mask) is repainted with the identity; the rest of the photo is kept "
-                          "and the new face is pasted back through the same soft mask.", (1260, 700))]
+    ] + text_and_sampling((12, 0), latent_src=(52, 0), denoise=0.85, save=False,
+                          prompt="A photo of a person, natural skin, detailed face") + paste_back("InfiniteYou_recraft")
+    return nodes, notes_for("InfiniteYou: recraft a photo (face swap)", "The face region of the photo to recraft "
+                            "(found by InfiniteYou Face Mask) is repainted with the identity; the rest of the photo is "
+                            "kept and the new face is pasted back through the same soft mask.")
 
 
 def wf_low_vram_gguf():
     nodes = loaders(t5="t5xxl_fp8_e4m3fn.safetensors", infusenet="aes_stage2/infusenet_aes_fp8e4m3fn.safetensors")
-    nodes[0] = N(1, "UnetLoaderGGUF", {"unet_name": "flux1-dev-Q4_0.gguf"}, pos=(0, 0), models=("flux1-dev-Q4_0.gguf",),
-                 title="FLUX.1-dev GGUF (ComfyUI-GGUF)")
+    nodes[0] = N(1, "UnetLoaderGGUF", {"unet_name": "flux1-dev-Q4_0.gguf"}, group="Models",
+                 models=("flux1-dev-Q4_0.gguf",), title="FLUX.1-dev GGUF (ComfyUI-GGUF)")
     nodes += identity() + [apply(12, (1, 0), (10, 0))] + text_and_sampling((12, 0))
-    return nodes, [note(90, "## InfiniteYou: low VRAM with a GGUF FLUX (12-16 GB cards)\nFLUX.1-dev as 4-bit GGUF "
-                          "(Q4_0, 6.8 GB) through city96's **ComfyUI-GGUF** (install it with the Manager; any "
-                          "Q8_0/Q5/Q4_K file from the same page works too), the fp8 T5 and the fp8 InfuseNet. "
-                          "The InfuseNet branch is the same on any base: its residuals do not depend on how the base "
-                          "is stored, only the base's own output carries the quantisation error.", (1260, 500))]
+    return nodes, notes_for("InfiniteYou: low VRAM with a GGUF FLUX (12-16 GB cards)", "FLUX.1-dev as 4-bit GGUF "
+                            "(Q4_0, 6.8 GB) through city96's **ComfyUI-GGUF** (install it with the Manager; any "
+                            "Q8_0/Q5/Q4_K file from the same page works too), the fp8 T5 and the fp8 InfuseNet. "
+                            "The InfuseNet branch is the same on any base: its residuals do not depend on how the base "
+                            "is stored, only the base's own output carries the quantisation error.")
 
 
 def wf_recraft_fill():
     """Recraft on FLUX.1 Fill: the base inpaints with the mask and the photo; the branch gives the identity."""
-    nodes = loaders(unet="flux1-fill-dev.safetensors") + identity() + [
-        N(7, "LoadImage", {"image": RECRAFT_PHOTO}, pos=(0, 1100), title="Photo to recraft"),
-        N(50, "InfU_FaceMask", {"grow": 0.35, "feather": 16}, {"face_encoder": (5, 0), "images": (7, 0)},
-          pos=(420, 1100)),
-        N(20, "CLIPTextEncode", {"text": "A photo of a person, natural skin, detailed face"}, {"clip": (2, 0)},
-          pos=(420, 0), title="Prompt"),
-        N(21, "FluxGuidance", {"guidance": 30.0}, {"conditioning": (20, 0)}, pos=(420, 180)),
-        N(22, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0)}, pos=(420, 260), title="Negative (unused at CFG 1)"),
+    nodes = loaders(unet="flux1-fill-dev.safetensors") + identity() + recraft_nodes() + prompts(
+        "A photo of a person, natural skin, detailed face", guidance=30.0) + [
         N(51, "InpaintModelConditioning", {"noise_mask": True},
           {"positive": (21, 0), "negative": (22, 0), "vae": (3, 0), "pixels": (7, 0), "mask": (50, 0)},
-          pos=(840, 1100)),
+          group="Prompt", col=1),
         apply(12, (1, 0), (10, 0), mask=(50, 0)),
         N(31, "KSampler", {"seed": 42, "steps": 30, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
                            "denoise": 1.0},
-          {"model": (12, 0), "positive": (51, 0), "negative": (51, 1), "latent_image": (51, 2)}, pos=(1260, 0)),
-        N(32, "VAEDecode", {}, {"samples": (31, 0), "vae": (3, 0)}, pos=(1620, 0)),
-        N(53, "ImageCompositeMasked", {"x": 0, "y": 0, "resize_source": False},
-          {"destination": (7, 0), "source": (32, 0), "mask": (50, 0)}, pos=(1620, 400), title="Paste face back"),
-        N(54, "SaveImage", {"filename_prefix": "InfiniteYou_recraft_fill"}, {"images": (53, 0)}, pos=(2000, 400)),
-    ]
-    return nodes, [note(90, "## InfiniteYou: recraft a photo on FLUX.1 Fill (recommended)\nFLUX.1 Fill inpaints the "
-                          "face region (InfiniteYou Face Mask) knowing the rest of the photo, at full denoise and "
-                          "guidance 30 as Fill expects; Apply InfiniteYou gives it the identity. The InfuseNet reads "
-                          "only the noisy latent, as it was trained: the mask and the masked photo go to Fill alone. "
-                          "The new face is pasted back through the same soft mask.", (1260, 700))]
+          {"model": (12, 0), "positive": (51, 0), "negative": (51, 1), "latent_image": (51, 2)}, group="Sampling"),
+        N(32, "VAEDecode", {}, {"samples": (31, 0), "vae": (3, 0)}, group="Sampling", col=1),
+    ] + paste_back("InfiniteYou_recraft_fill")
+    return nodes, notes_for("InfiniteYou: recraft a photo on FLUX.1 Fill (recommended)", "FLUX.1 Fill inpaints the "
+                            "face region (InfiniteYou Face Mask) knowing the rest of the photo, at full denoise and "
+                            "guidance 30 as Fill expects; Apply InfiniteYou gives it the identity. The InfuseNet reads "
+                            "only the noisy latent, as it was trained: the mask and the masked photo go to Fill alone. "
+                            "The new face is pasted back through the same soft mask.")
 
 
 def wf_kontext_edit():
     """Kontext edit: the photo is the reference latent; its face is also the identity."""
     nodes = loaders(unet="flux1-kontext-dev.safetensors") + [
-        N(6, "LoadImage", {"image": RECRAFT_PHOTO}, pos=(0, 1100), title="Photo to edit (and its face)"),
+        N(6, "LoadImage", {"image": RECRAFT_PHOTO}, group="Identity", title="Photo to edit (your photo here)"),
         N(10, "InfU_IdentityFromImages", {}, {"face_encoder": (5, 0), "infusenet": (4, 0), "images": (6, 0)},
-          pos=(420, 460)),
-        N(11, "PreviewImage", {}, {"images": (10, 1)}, pos=(420, 760), title="Faces used"),
+          group="Identity", col=1),
+        N(11, "PreviewImage", {}, {"images": (10, 1)}, group="Identity", col=1, title="Faces used"),
         N(7, "ImageScale", {"upscale_method": "lanczos", "width": 864, "height": 1152, "crop": "center"},
-          {"image": (6, 0)}, pos=(420, 1100), title="Edit size"),
-        N(8, "VAEEncode", {}, {"pixels": (7, 0), "vae": (3, 0)}, pos=(840, 1100)),
+          {"image": (6, 0)}, group="Recraft", title="Edit size"),
+        N(8, "VAEEncode", {}, {"pixels": (7, 0), "vae": (3, 0)}, group="Recraft", col=1),
         N(20, "CLIPTextEncode", {"text": "Make it a watercolour painting in a sunny garden, keep the person's face"},
-          {"clip": (2, 0)}, pos=(420, 0), title="Edit instruction"),
-        N(23, "ReferenceLatent", {}, {"conditioning": (20, 0), "latent": (8, 0)}, pos=(840, 700)),
-        N(21, "FluxGuidance", {"guidance": 2.5}, {"conditioning": (23, 0)}, pos=(840, 860)),
-        N(22, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0)}, pos=(420, 260), title="Negative (unused at CFG 1)"),
+          {"clip": (2, 0)}, group="Prompt", title="Edit instruction"),
+        N(22, "CLIPTextEncode", {"text": ""}, {"clip": (2, 0)}, group="Prompt", title="Negative (unused at CFG 1)"),
+        N(23, "ReferenceLatent", {}, {"conditioning": (20, 0), "latent": (8, 0)}, group="Prompt", col=1),
+        N(21, "FluxGuidance", {"guidance": 2.5}, {"conditioning": (23, 0)}, group="Prompt", col=1),
         apply(12, (1, 0), (10, 0)),
         N(31, "KSampler", {"seed": 42, "steps": 28, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
                            "denoise": 1.0},
-          {"model": (12, 0), "positive": (21, 0), "negative": (22, 0), "latent_image": (8, 0)}, pos=(1260, 0)),
-        N(32, "VAEDecode", {}, {"samples": (31, 0), "vae": (3, 0)}, pos=(1620, 0)),
-        N(33, "SaveImage", {"filename_prefix": "InfiniteYou_kontext"}, {"images": (32, 0)}, pos=(1620, 120)),
+          {"model": (12, 0), "positive": (21, 0), "negative": (22, 0), "latent_image": (8, 0)}, group="Sampling"),
+        N(32, "VAEDecode", {}, {"samples": (31, 0), "vae": (3, 0)}, group="Sampling", col=1),
+        N(33, "SaveImage", {"filename_prefix": "InfiniteYou_kontext"}, {"images": (32, 0)}, group="Output"),
     ]
-    return nodes, [note(90, "## InfiniteYou: edit this photo, keep this face (FLUX.1 Kontext)\nKontext edits the "
-                          "photo given as reference latent (ReferenceLatent) by the instruction; Apply InfiniteYou "
-                          "holds the identity of the face found in the same photo (or connect another identity). "
-                          "Residuals go to the generated image only; the reference tokens Kontext appends are left "
-                          "as they are.", (1260, 500))]
+    return nodes, notes_for("InfiniteYou: edit this photo, keep this face (FLUX.1 Kontext)", "Kontext edits the "
+                            "photo given as reference latent (ReferenceLatent) by the instruction; Apply InfiniteYou "
+                            "holds the identity of the face found in the same photo (or connect another identity). "
+                            "Residuals go to the generated image only; the reference tokens Kontext appends are left "
+                            "as they are.")
 
 
 def wf_self_test():
     from scripts.selftest import SELFTEST
 
     nodes = [
-        N(1, "UNETLoader", {"unet_name": SELFTEST["unet"], "weight_dtype": "default"}, pos=(0, 0)),
-        N(2, "CLIPLoader", {"clip_name": SELFTEST["clip"], "type": "stable_diffusion"}, pos=(0, 160)),
-        N(3, "VAELoader", {"vae_name": SELFTEST["vae"]}, pos=(0, 330)),
-        N(4, "InfU_InfuseNetLoader", {"infusenet_name": SELFTEST["infusenet"]}, pos=(0, 460)),
+        N(1, "UNETLoader", {"unet_name": SELFTEST["unet"], "weight_dtype": "default"}, group="Models"),
+        N(2, "CLIPLoader", {"clip_name": SELFTEST["clip"], "type": "stable_diffusion"}, group="Models"),
+        N(3, "VAELoader", {"vae_name": SELFTEST["vae"]}, group="Models"),
+        N(4, "InfU_InfuseNetLoader", {"infusenet_name": SELFTEST["infusenet"]}, group="Models"),
         N(5, "InfU_FaceEncoderLoader", {"detector_pack": SELFTEST["detector_pack"], "arcface": SELFTEST["arcface"]},
-          pos=(0, 640)),
-    ] + identity(photo=SELFTEST["photo"]) + [
+          group="Models"),
+    ] + identity(photo=SELFTEST["photo"], title="Identity photo") + [
         N(13, "InfU_PoseImage", {"width": 128, "height": 128}, {"face_encoder": (5, 0), "photo": (6, 0)},
-          pos=(420, 1100), title="Pose from the same photo"),
-        N(40, "SolidMask", {"value": 0.0, "width": 128, "height": 128}, pos=(840, 700), title="Empty mask"),
-        N(41, "SolidMask", {"value": 1.0, "width": 80, "height": 128}, pos=(840, 840), title="Band"),
+          group="Pose", title="Pose from the same photo"),
+        N(40, "SolidMask", {"value": 0.0, "width": 128, "height": 128}, group="Regions", title="Empty mask"),
+        N(41, "SolidMask", {"value": 1.0, "width": 80, "height": 128}, group="Regions", title="Band"),
         N(42, "MaskComposite", {"x": 24, "y": 0, "operation": "add"}, {"destination": (40, 0), "source": (41, 0)},
-          pos=(1260, 760), title="Region: centre band"),
+          group="Regions", col=1, title="Region: centre band"),
         apply(12, (1, 0), (10, 0), control=(13, 0), mask=(42, 0)),
     ] + text_and_sampling((12, 0), width=128, height=128, steps=4, prompt="self-test") + [
         N(60, "InfU_IdentitySimilarity", {}, {"face_encoder": (5, 0), "identity": (10, 0), "images": (32, 0)},
-          pos=(2000, 0)),
+          group="Output", col=1),
     ]
     next(n for n in nodes if n.type == "SaveImage").widgets["filename_prefix"] = \
         "InfiniteYou_SELFTEST_noise_from_untrained_weights"
-    return nodes, [note(90, "## Self-test: the output is NOISE\nAll models here are small random stand-ins "
-                          "generated by scripts/run.sh when no real weights are installed. The graph runs "
-                          "end to end (face detection, identity, pose, region mask, InfuseNet, FLUX sampling, VAE, "
-                          "similarity) in seconds on a CPU; the image it saves is noise from untrained weights. "
-                          "Install the real models (README) and open the other InfiniteYou workflows.", (1260, 1000))]
+    text = ("## Self-test: the output is NOISE\nAll models here are small random stand-ins generated by "
+            "scripts/run.sh when no real weights are installed. The graph runs end to end (face detection, identity, "
+            "pose, region mask, InfuseNet, FLUX sampling, VAE, similarity) in seconds on a CPU; the image it saves is "
+            "noise from untrained weights. Install the real models (README) and open the other InfiniteYou "
+            "workflows: each has the example photos loaded and says what to change first.")
+    return nodes, [Note(90, text, "Identity")]
 
 
 TEMPLATE_CARDS = {
@@ -474,7 +594,7 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     for name, make in WORKFLOWS.items():
         nodes, notes = make()
-        (out / name).write_text(json.dumps(build(nodes, notes, info), indent=1) + "\n")
+        (out / name).write_text(json.dumps(build(nodes, notes, info, name), indent=1) + "\n")
         print("wrote", out / name)
 
 

@@ -1,0 +1,62 @@
+"""The example photos the shipped workflows load reach ComfyUI's input folder at start, and a user's file of
+the same name is never replaced: checked on a real server, and on a folder directly."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devtools.comfy_env import PACK_ROOT
+from infusenet.examples import PHOTOS_DIR, copy_missing_photos, example_photos
+
+USERS_OWN = b"the user's own photo, not ours"
+
+
+def workflow_photos() -> set[str]:
+    """Every file a LoadImage node of a shipped workflow names."""
+    names = set()
+    for path in (PACK_ROOT / "workflows").glob("*.json"):
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] == "LoadImage":
+                names.add(node["widgets_values"][0])
+    return names
+
+
+@pytest.fixture(scope="module")
+def server_with_a_users_photo(tmp_path_factory):
+    from devtools.server import ComfyServer
+
+    server = ComfyServer(tmp_path_factory.mktemp("examples-base"))
+    server.prepare_base()
+    (server.base_dir / "input" / "infiniteyou_example_grace_hopper.jpg").write_bytes(USERS_OWN)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_the_server_lists_every_example_photo_for_load_image(server_with_a_users_photo):
+    listed = server_with_a_users_photo.object_info()["LoadImage"]["input"]["required"]["image"][0]
+    shipped = [p.name for p in example_photos()]
+    assert len(shipped) == 5
+    assert set(shipped) <= set(listed), sorted(set(shipped) - set(listed))
+
+
+def test_a_users_file_of_the_same_name_is_left_alone(server_with_a_users_photo):
+    folder = server_with_a_users_photo.base_dir / "input"
+    assert (folder / "infiniteyou_example_grace_hopper.jpg").read_bytes() == USERS_OWN
+    for photo in example_photos():
+        if photo.name != "infiniteyou_example_grace_hopper.jpg":
+            assert (folder / photo.name).read_bytes() == photo.read_bytes(), photo.name
+
+
+def test_every_photo_a_workflow_names_is_shipped_except_the_self_tests():
+    named = workflow_photos() - {"infu_selftest_face.png"}  # written by scripts/selftest.py with its models
+    assert named and named <= {p.name for p in example_photos()}, sorted(named - {p.name for p in example_photos()})
+
+
+def test_copying_twice_writes_nothing_the_second_time(tmp_path):
+    first = copy_missing_photos(tmp_path)
+    assert sorted(p.name for p in first) == sorted(p.name for p in PHOTOS_DIR.glob("*.jpg"))
+    (tmp_path / first[0].name).write_bytes(USERS_OWN)
+    assert copy_missing_photos(tmp_path) == []
+    assert (tmp_path / first[0].name).read_bytes() == USERS_OWN
