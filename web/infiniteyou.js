@@ -110,6 +110,17 @@ function imageHeight(node, ratio) {
   return Math.min(MAX_IMAGE, (Math.max(node.size[0], 300) - 20) * ratio);
 }
 
+function photoFacts(p, r, div) {
+  // one photo's measurements (Identity From Images): quality, the weight it got, how it agrees with the rest
+  if (p.quality == null) return 0;
+  const agree = p.similarity_to_others == null ? "" : `, to the other photos ${fmt(p.similarity_to_others, 3)}`;
+  div.append(el("div", { class: `infu-caption infu-photo-facts${p.outlier ? " infu-band-unlikely" : ""}`, "data-photo": String(p.photo),
+    text: `${p.choice}, ${fmt(p.face_size[0], 0)}×${fmt(p.face_size[1], 0)} px · score ${fmt(p.detector_score)} · ` +
+      `sharpness ${fmt(p.sharpness, 0)} · quality ${fmt(p.quality)} · weight ${fmt(p.weight)} (${r.combine}) · ` +
+      `similarity ${fmt(p.similarity, 3)}${agree}${p.outlier ? " · OUTLIER" : ""}` }));
+  return 34;
+}
+
 const RENDER = {
   identity(node, r, div) {
     let h = 24;
@@ -123,8 +134,41 @@ const RENDER = {
       }
       div.append(el("div", { class: "infu-caption", text: `photo ${i} (${p.size[0]}×${p.size[1]}): face box ` +
         `${fmt(x1, 0)},${fmt(y1, 0)} – ${fmt(x2, 0)},${fmt(y2, 0)}, ${p.keypoints.length} keypoints; right: the aligned 112×112 crop ArcFace saw` }));
-      h += 34;
+      h += 34 + photoFacts(p, r, div);
     });
+    if (r.outliers?.length) {
+      div.append(el("div", { class: "infu-errors infu-outliers", text: `photo(s) ${r.outliers.map((n) => n - 1).join(", ")} ` +
+        "do not look like the other photos (ArcFace cosine below 0.32): another person, or an unusable photo?" }));
+      h += 40;
+    }
+    return h;
+  },
+  regions(node, r, div) {
+    div.append(el("div", { class: "infu-title", text: `Face regions: ${r.regions.length} people on ${r.width}×${r.height} ` +
+      `(${r.order}, feather ${r.feather} px; ${r.found} face(s) in the photo)` }));
+    let h = 40;
+    if (r.images?.[0]) {
+      div.append(el("img", { class: "infu-regions", src: viewUrl(r.images[0]), alt: "layout photo on the canvas, regions coloured and numbered" }));
+      h += imageHeight(node, r.height / r.width) + 4;
+    }
+    const table = el("table", { class: "infu-region-table" });
+    for (const g of r.regions) {
+      table.append(el("tr", { "data-mask": String(g.mask) },
+        el("td", {}, el("span", { style: `display:inline-block;width:12px;height:12px;border-radius:2px;background:rgb(${g.colour.join(",")})` })),
+        el("td", { text: `mask_${g.mask}` }),
+        el("td", { text: g.identity ? `${g.identity} (${g.fingerprint})` : "no identity connected" }),
+        el("td", { text: `${(100 * g.share).toFixed(1)}% of the image` })));
+      h += 20;
+    }
+    div.append(table);
+    for (const pair of r.pairs ?? []) {
+      div.append(el("div", { class: "infu-caption", text: `${pair.a} vs ${pair.b}: ArcFace cosine ${pair.cosine.toFixed(3)}` }));
+      h += 18;
+    }
+    for (const warning of r.warnings ?? []) {
+      div.append(el("div", { class: "infu-errors infu-mixing", text: warning }));
+      h += 40;
+    }
     return h;
   },
   pose(node, r, div) {
