@@ -109,12 +109,14 @@ class ApplyInfiniteYou(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="A FLUX.1 model (dev, schnell, Fill, Kontext; bf16, fp8 or GGUF; with LoRAs...)."),
                 InfuseNetType.Input("infusenet", tooltip="From InfiniteYou InfuseNet Loader."),
-                IdentityType.Input("identity", tooltip="From InfiniteYou Identity From Images (same InfuseNet)."),
+                IdentityType.Input("identity", tooltip="From InfiniteYou Identity From Images. Made with another InfuseNet "
+                                   "(e.g. aes_stage2 for a sim_stage1 Apply), its embedding is projected again "
+                                   "with this InfuseNet's own projection."),
                 io.Vae.Input("vae", tooltip="The FLUX VAE: encodes the control image (or the black image the "
                              "reference uses when there is no pose)."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.01,
                                tooltip="Scale of the residuals (the reference's conditioning scale). 0 leaves the model "
-                                       "unchanged. If the face looks pasted, try 0.9 or start 0.1."),
+                                       "unchanged. If the face looks pasted, try 0.9 or start 0.1 (see preset)."),
                 io.Float.Input("start", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Start of the window: by default a fraction of the sampling steps, as in the "
                                        "reference (step i of S runs iff i/S >= start and (i+1)/S <= end)."),
