@@ -35,6 +35,8 @@ MODELS = {
     "aes_stage2/infusenet_aes_bf16.safetensors": (HF_INFU + "aes_stage2/infusenet_aes_bf16.safetensors", "infiniteyou"),
     "aes_stage2/infusenet_aes_fp8e4m3fn.safetensors": (HF_INFU + "aes_stage2/infusenet_aes_fp8e4m3fn.safetensors", "infiniteyou"),
     "aes_stage2/image_proj_model.bin": (HF_INFU + "aes_stage2/image_proj_model.bin", "infiniteyou"),
+    "sim_stage1/infusenet_sim_bf16.safetensors": (HF_INFU + "sim_stage1/infusenet_sim_bf16.safetensors", "infiniteyou"),
+    "sim_stage1/image_proj_model.bin": (HF_INFU + "sim_stage1/image_proj_model.bin", "infiniteyou"),
     "recognition_arcface_ir_se50.pth": (FACEXLIB_ARCFACE, "facexlib"),
     "flux1-dev-Q4_0.gguf": (HF_FLUX_GGUF + "flux1-dev-Q4_0.gguf", "diffusion_models"),
     "flux1-fill-dev.safetensors": (HF_FLUX_FILL + "flux1-fill-dev.safetensors", "diffusion_models"),
@@ -139,6 +141,8 @@ def build(nodes: list[N], notes: list[Note], info: dict, file_name: str) -> dict
             if name in n.links:
                 link_id += 1
                 src, slot = n.links[name]
+                if isinstance(slot, str):  # an output by name
+                    slot = info[by_id[src].type]["output_name"].index(slot)
                 kind = info[by_id[src].type]["output"][slot]
                 links.append([link_id, src, slot, n.id, len(inputs), kind])
                 out_links.setdefault((src, slot), []).append(link_id)
@@ -183,10 +187,11 @@ def build(nodes: list[N], notes: list[Note], info: dict, file_name: str) -> dict
 NODE_SIZES = {
     "CLIPLoader": (270, 120), "CLIPTextEncode": (400, 200), "DualCLIPLoader": (270, 150),
     "EmptySD3LatentImage": (270, 120), "FluxGuidance": (270, 70), "ImageCompositeMasked": (280, 160),
-    "ImageScale": (270, 150), "InfU_ApplyInfiniteYou": (300, 360), "InfU_FaceEncoderLoader": (320, 120),
-    "InfU_FaceMask": (270, 220), "InfU_IdentityFromImages": (320, 210), "InfU_IdentitySimilarity": (230, 100),
-    "InfU_InfuseNetLoader": (290, 150), "InfU_PoseImage": (270, 240), "InpaintModelConditioning": (270, 150),
-    "KSampler": (270, 270), "LoadImage": (290, 110), "MaskComposite": (270, 140), "PreviewImage": (230, 40),
+    "ImageScale": (270, 150), "InfU_ApplyInfiniteYou": (300, 390), "InfU_ApplyLikenessBlend": (320, 300),
+    "InfU_FaceEncoderLoader": (320, 150), "InfU_FaceMask": (270, 220), "InfU_FaceRegions": (270, 330),
+    "InfU_IdentityFromImages": (320, 230), "InfU_IdentitySimilarity": (290, 150), "InfU_InfuseNetLoader": (290, 150),
+    "InfU_PoseImage": (270, 240), "InpaintModelConditioning": (270, 150), "KSampler": (270, 270),
+    "LoadImage": (290, 110), "MaskComposite": (270, 140), "PreviewAny": (230, 130), "PreviewImage": (230, 40),
     "ReferenceLatent": (230, 60), "SaveImage": (270, 70), "SetLatentNoiseMask": (230, 60), "SolidMask": (270, 120),
     "UNETLoader": (270, 90), "UnetLoaderGGUF": (270, 90), "VAEDecode": (230, 60), "VAEEncode": (230, 60),
     "VAELoader": (270, 70),
@@ -543,6 +548,94 @@ def wf_self_test():
     return nodes, [Note(90, text, "Identity")]
 
 
+def wf_combine_photos():
+    """Three photos of one person, chained through add_to, combined by quality."""
+    photos = ((6, 10, IDENTITY_PHOTO, "Photo 1 (your photos here)"), (8, 15, IDENTITY_PHOTO_MIRRORED, "Photo 2"),
+              (9, 16, IDENTITY_PHOTO_SMALL, "Photo 3 (small and blurred)"))
+    nodes = loaders()
+    previous = None
+    for photo_node, node_id, photo, title in photos:
+        links = {"face_encoder": (5, 0), "infusenet": (4, 0), "images": (photo_node, 0)}
+        if previous is not None:
+            links["add_to"] = (previous, 0)
+        nodes += [N(photo_node, "LoadImage", {"image": photo}, group="Identity", title=title),
+                  N(node_id, "InfU_IdentityFromImages", {"combine": "quality weighted"}, links, group="Identity", col=1)]
+        previous = node_id
+    nodes += [apply(12, (1, 0), (16, 0)),
+              N(34, "PreviewAny", {}, {"source": (16, "photo_report")}, group="Output", title="Photo report")]
+    nodes += text_and_sampling((12, 0))
+    return nodes, notes_for("InfiniteYou: one identity from several photos, weighted by quality", (
+        "Three photos of the same person, each added to the one before (add_to), with **combine = quality "
+        "weighted**: sharper, larger, surer faces count more, so the small blurred third photo counts little. The "
+        "photo report (also on the last Identity node after a run) lists each photo's face, size, detector score, "
+        "sharpness, quality, weight and similarity to the identity, and marks an OUTLIER that does not look like the "
+        "others: take that photo out. **best photo** uses only the best face; **mean** counts all the same."))
+
+
+def wf_two_people_auto_regions():
+    """Face Regions finds both faces in a layout photo and gives each its part of the image: no masks drawn."""
+    w, h = 1152, 864
+    nodes = loaders() + identity(10, 6, IDENTITY_PHOTO, title="Person 1 (your photo here)") + identity(
+        15, 8, SECOND_PERSON_PHOTO, title="Person 2 (your photo here)") + [
+        N(7, "LoadImage", {"image": TWO_PEOPLE_PHOTO}, group="Regions", title="Layout photo (where the people stand)"),
+        N(40, "InfU_FaceRegions", {"width": w, "height": h, "people": 2, "order": "left to right"},
+          {"face_encoder": (5, 0), "layout": (7, 0), "identity_1": (10, 0), "identity_2": (15, 0)},
+          group="Regions", col=1),
+        N(41, "PreviewAny", {}, {"source": (40, "report")}, group="Regions", col=2, title="Regions report"),
+        apply(12, (1, 0), (10, 0), mask=(40, "mask_1")),
+        apply(17, (12, 0), (15, 0), mask=(40, "mask_2")),
+    ] + text_and_sampling((17, 0), width=w, height=h,
+                          prompt="Two friends standing side by side in a park, the person on the left laughing, "
+                                 "the person on the right smiling, photo, natural light")
+    return nodes, notes_for("InfiniteYou: two people, regions found from a layout photo", (
+        "InfiniteYou Face Regions finds the faces in the layout photo, fits it to the output size (1152x864, the "
+        "latent's) and gives each face the part of the image nearest to it: mask_1 to person 1's Apply InfiniteYou, "
+        "mask_2 to person 2's (order: left to right). Both identities go to Face Regions too: its report warns when "
+        "they look like the same person. Raise **feather** to soften the border between the regions; describe both "
+        "people in the prompt, left and right."))
+
+
+def wf_likeness_blend():
+    """sim_stage1 and aes_stage2 on one identity, mixed by likeness."""
+    nodes = loaders() + [
+        N(19, "InfU_InfuseNetLoader", {"infusenet_name": "sim_stage1/infusenet_sim_bf16.safetensors"},
+          group="Models", title="InfuseNet sim_stage1 (likeness)",
+          models=("sim_stage1/infusenet_sim_bf16.safetensors", "sim_stage1/image_proj_model.bin")),
+    ] + identity() + [
+        N(12, "InfU_ApplyLikenessBlend", {"likeness": 0.5},
+          {"model": (1, 0), "infusenet_sim": (19, 0), "infusenet_aes": (4, 0), "identity": (10, 0), "vae": (3, 0)},
+          group="Identity", col=2),
+    ] + text_and_sampling((12, 0))
+    nodes[3].title = "InfuseNet aes_stage2 (aesthetics)"
+    return nodes, notes_for("InfiniteYou: likeness blend of sim_stage1 and aes_stage2", (
+        "Both published InfuseNets on one identity. **likeness** splits the residuals between them: 0 = aes_stage2 "
+        "only (better text alignment and aesthetics), 1 = sim_stage1 only (higher likeness), 0.5 = half each. The "
+        "weights: sim_stage1/infusenet_sim_bf16.safetensors and sim_stage1/image_proj_model.bin beside the aes_stage2 "
+        "files in models/infiniteyou/ (links in the loaders' properties); both branches stay loaded, so this needs "
+        "the memory of two InfuseNets."), change_first=CHANGE_FIRST.replace("**Variant** (InfuseNet Loader)",
+                                                                               "**likeness** (0.5) instead of the variant"))
+
+
+def wf_likeness_sweep():
+    """Four candidates in one batch, ranked by ArcFace similarity to the identity; the best is saved."""
+    nodes = loaders() + identity() + [apply(12, (1, 0), (10, 0))] + text_and_sampling((12, 0), batch_size=4, save=False)
+    nodes += [
+        N(60, "InfU_IdentitySimilarity", {"keep": 1}, {"face_encoder": (5, 0), "identity": (10, 0), "images": (32, 0)},
+          group="Output"),
+        N(61, "PreviewImage", {}, {"images": (32, 0)}, group="Output", title="All candidates"),
+        N(33, "SaveImage", {"filename_prefix": "InfiniteYou_best"}, {"images": (60, "best_images")}, group="Output",
+          col=1, title="Save the best"),
+        N(62, "PreviewAny", {}, {"source": (60, "report")}, group="Output", col=1, title="Ranking"),
+    ]
+    return nodes, notes_for("InfiniteYou: four candidates, the most alike kept", (
+        "One batch of 4 (Empty Latent batch_size 4, one seed each), scored by InfiniteYou Identity Similarity: the "
+        "ArcFace cosine between each image's face and the identity. The ranking gives each its rank and a band "
+        "from published ArcFace face-verification thresholds (measured on photo pairs): **same person** (0.45 and "
+        "above), **likely** the same (0.32 to 0.45), below that **unlikely**, or no face found. **keep** = how many of the best go to best_images (saved); "
+        "all four are previewed. Raise the batch for more choice; if none reaches the top band, raise strength or "
+        "try sim_stage1."))
+
+
 TEMPLATE_CARDS = {
     "00_self_test_untrained_noise": "Self-test: runs on a CPU with no real models (the output is noise)",
     "01_basic": "Basic: one photo, FLUX.1-dev, 864x1152, 30 steps, guidance 3.5",
@@ -555,6 +648,10 @@ TEMPLATE_CARDS = {
     "08_low_vram_gguf": "Low VRAM: FLUX.1-dev as GGUF (ComfyUI-GGUF) for 12-16 GB cards",
     "09_recraft_fill": "Recraft on FLUX.1 Fill: face swap on the inpainting model (recommended)",
     "10_kontext_edit_keep_face": "FLUX.1 Kontext: edit this photo, keep this face",
+    "11_combine_photos": "Three photos of one person, weighted by quality, with a photo report",
+    "12_two_people_auto_regions": "Two people: regions found from a layout photo, no masks to draw",
+    "13_likeness_blend_sim_aes": "Likeness blend: sim_stage1 and aes_stage2 together",
+    "14_likeness_sweep": "Four candidates ranked by likeness, the best saved",
 }
 """The line each template card shows on its thumbnail (workflows/<name>.jpg, made by
 tests/browser/make_pictures.py): ComfyUI's frontend titles custom-node templates with the file name."""
@@ -571,6 +668,10 @@ WORKFLOWS = {
     "08_low_vram_gguf.json": wf_low_vram_gguf,
     "09_recraft_fill.json": wf_recraft_fill,
     "10_kontext_edit_keep_face.json": wf_kontext_edit,
+    "11_combine_photos.json": wf_combine_photos,
+    "12_two_people_auto_regions.json": wf_two_people_auto_regions,
+    "13_likeness_blend_sim_aes.json": wf_likeness_blend,
+    "14_likeness_sweep.json": wf_likeness_sweep,
 }
 
 

@@ -116,7 +116,8 @@ def run_ok(server, prompt: dict):
 
 def test_the_shipped_workflows_are_all_here():
     names = [p.name for p in ALL_WORKFLOWS]
-    assert len(names) == 11 and names[0].startswith("00_self_test")
+    assert len(names) == 15 and names[0].startswith("00_self_test") and names[-1].startswith("14_")
+    assert [n[:3] for n in names] == [f"{i:02d}_" for i in range(15)]
     assert [p.name[:2] for p in BASES_WORKFLOWS] == ["08", "09", "10"]  # GGUF, Fill, Kontext
 
 
@@ -299,3 +300,49 @@ def test_node_ids_are_unique():
     for path in ALL_WORKFLOWS:
         ids = [n["id"] for n in json.loads(path.read_text())["nodes"]]
         assert len(ids) == len(set(ids)), path.name
+
+
+def test_workflow_ids_are_distinct_and_the_same_on_every_rebuild():
+    from scripts.build_workflows import workflow_id
+
+    ids = [json.loads(p.read_text())["id"] for p in ALL_WORKFLOWS]
+    assert len(set(ids)) == len(ids) == 15
+    assert ids == [workflow_id(p.name) for p in ALL_WORKFLOWS]
+
+
+@pytest.mark.parametrize("path", ALL_WORKFLOWS[1:], ids=lambda p: p.stem)
+def test_each_workflow_says_what_to_change_first(path):
+    """A note names the photo to replace, the pasted-face tip, start and both variants; a Load Image is marked."""
+    workflow = json.loads(path.read_text())
+    text = " ".join(n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "MarkdownNote")
+    for words in ("Your photo", "If the face looks pasted: start 0.1, then strength 0.9", "**start**",
+                  "aes_stage2 = better text alignment and aesthetics", "sim_stage1 = higher likeness"):
+        assert words in text, f"{path.name}: the notes lack {words!r}"
+    titles = [n.get("title", "") for n in workflow["nodes"] if n["type"] == "LoadImage"]
+    assert any("your photo" in t for t in titles), titles
+    assert {g["title"] for g in workflow["groups"]} >= {"Models", "Identity", "Prompt", "Sampling", "Output"}
+
+
+@pytest.mark.parametrize("path", ALL_WORKFLOWS, ids=lambda p: p.stem)
+def test_saved_layout_keeps_nodes_apart_and_in_their_groups(path):
+    """The saved sizes are at least the frontends' measured ones, and the boxes (title bar, what shows on load
+    and after a run) overlap nowhere and lie inside a group. tests/browser checks the same in each frontend."""
+    from scripts.build_workflows import NODE_SIZES, SHOWN_BELOW, SHOWN_ON_LOAD, TITLE_HEIGHT
+
+    workflow = json.loads(path.read_text())
+    boxes = []
+    for n in workflow["nodes"]:
+        least = NODE_SIZES.get(n["type"])
+        if least:
+            assert n["size"][0] >= least[0] and n["size"][1] >= least[1], (n["type"], n["size"], least)
+        room = TITLE_HEIGHT + n["size"][1] + SHOWN_ON_LOAD.get(n["type"], 0) + SHOWN_BELOW.get(n["type"], 0)
+        boxes.append((n["id"], (n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["size"][0], room)))
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1:]:
+            w = min(box_a[0] + box_a[2], box_b[0] + box_b[2]) - max(box_a[0], box_b[0])
+            h = min(box_a[1] + box_a[3], box_b[1] + box_b[3]) - max(box_a[1], box_b[1])
+            assert w <= 0 or h <= 0, f"{path.name}: nodes {a} and {b} overlap"
+        assert any(g["bounding"][0] <= box_a[0] and g["bounding"][1] <= box_a[1]
+                   and box_a[0] + box_a[2] <= g["bounding"][0] + g["bounding"][2]
+                   and box_a[1] + box_a[3] <= g["bounding"][1] + g["bounding"][3] for g in workflow["groups"]), \
+            f"{path.name}: node {a} is in no group"

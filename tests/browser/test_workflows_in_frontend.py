@@ -129,7 +129,7 @@ def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_
     first = frontend_list()[0]
     if frontend == first:
         runnable = for_test_host(prompt)
-        assert any(v["class_type"] == "InfU_ApplyInfiniteYou" for v in runnable.values())
+        assert any(v["class_type"] in ("InfU_ApplyInfiniteYou", "InfU_ApplyLikenessBlend") for v in runnable.values())
         pixels = saved_pixels(server, run_ok(server, runnable))
         assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.std() > 0
         keep_for_host_comparison(path.stem, pixels)
