@@ -102,6 +102,8 @@ def test_combine_photo_report_and_regions_through_the_server(comfy_server, photo
     panel = json.loads(outputs["10"]["infu_report"][0])
     assert panel["kind"] == "regions" and panel["pairs"][0]["cosine"] == pytest.approx(cosine, abs=1e-4)
     assert [g["identity"] for g in panel["regions"]] == ["identity_1", "identity_2"] and panel["warnings"]
+    assert f"InfiniteYou Face Regions: identity_1 and identity_2 are the same person to ArcFace (cosine {cosine:.3f}" \
+        in comfy_server.log()
     assert Image.open(_io.BytesIO(comfy_server.view(panel["images"][0]))).size == (WIDTH, HEIGHT)
 
     saved = [np.asarray(Image.open(_io.BytesIO(comfy_server.view(i))))[..., 0] for i in result.images("13")]
@@ -120,3 +122,19 @@ def test_too_few_faces_is_a_clear_error_from_the_node(comfy_server, photos):  # 
     assert result.status == "error"
     message = result.error["exception_message"]
     assert message.startswith("InfiniteYou Face Regions: 3 people asked for") and "has 2 faces" in message
+
+
+@pytest.mark.parametrize("node,name,value,allowed", [
+    ("7", "combine", "median", "'mean', 'quality weighted', 'best photo'"),
+    ("10", "order", "clockwise", "'left to right', 'right to left', 'largest first', 'top to bottom'"),
+])
+def test_unknown_choices_are_refused_with_the_allowed_values(comfy_server, photos, node, name, value, allowed):  # noqa: F811
+    from devtools.server import PromptRejected
+
+    prompt = graph(comfy_server)
+    prompt[node]["inputs"][name] = value
+    with pytest.raises(PromptRejected) as refusal:
+        comfy_server.submit(prompt)
+    message = " ".join(refusal.value.messages())
+    title = "InfiniteYou Identity From Images" if node == "7" else "InfiniteYou Face Regions"
+    assert f"{title}: {name} {value!r} is not one of the listed values" in message and allowed in message
