@@ -152,15 +152,15 @@ class IdentityFromImages(io.ComfyNode):
             display_name="InfiniteYou Identity From Images",
             category=CATEGORY,
             description="Detects the face in each reference photo, aligns it, embeds it with ArcFace and "
-                        "projects it into InfuseNet identity tokens. Several photos (a batch) combine into one "
-                        "identity: the mean of their normalised embeddings, renormalised.",
+                        "projects it into InfuseNet identity tokens. Several photos (a batch, or a chain through "
+                        "add_to) combine into one identity as 'combine' says; photo_report and the node show each "
+                        "photo's quality, weight and similarity, and mark a photo that looks like someone else.",
             inputs=[
                 FaceEncoderType.Input("face_encoder", tooltip="From InfiniteYou Face Encoder Loader."),
                 InfuseNetType.Input("infusenet", tooltip="From InfiniteYou InfuseNet Loader: its identity "
                                     "projection turns the embedding into tokens (8 or 16)."),
                 io.Image.Input("images", tooltip="One or more photos of the same person (RGB, RGBA or grayscale, "
-                               "any size). Several photos combine into one identity: the mean of their "
-                               "normalised ArcFace embeddings, renormalised."),
+                               "any size). Several photos combine into one identity as 'combine' says."),
                 *face_select_inputs(),
                 io.Combo.Input("combine", options=list(COMBINE_MODES), default="mean",
                                tooltip="How several photos make one identity. mean: every photo counts the same "
