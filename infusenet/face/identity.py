@@ -132,7 +132,7 @@ def identity_and_faces(encoder: FaceEncoder, images, face_select: FaceSelect = "
 
 
 def photo_agreements(identity: FaceIdentity) -> list[PhotoAgreement]:
-    """Per photo: cosine to the identity, to the other photos' combination, and the outlier flag."""
+    """Per photo: cosine to the identity, to the mean of the other photos, and the outlier flag."""
     return agreements(identity.embeddings, identity.embedding)
 
 
