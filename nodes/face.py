@@ -162,13 +162,13 @@ class IdentityFromImages(io.ComfyNode):
                 io.Image.Input("images", tooltip="One or more photos of the same person (RGB, RGBA or grayscale, "
                                "any size). Several photos combine into one identity as 'combine' says."),
                 *face_select_inputs(),
-                io.Combo.Input("combine", options=list(COMBINE_MODES), default="mean",
-                               tooltip="How several photos make one identity. mean: every photo counts the same "
-                                       "(the average of the normalised embeddings). quality weighted: sharper, "
-                                       "larger, surer faces count more. best photo: only the best face."),
                 IdentityType.Input("add_to", optional=True,
                                    tooltip="An identity to add these photos to (chain nodes for photos of different "
                                            "sizes). All photos are combined again as 'combine' says."),
+                io.Combo.Input("combine", options=list(COMBINE_MODES), default="mean", optional=True,
+                               tooltip="How several photos make one identity. mean: every photo counts the same "
+                                       "(the average of the normalised embeddings). quality weighted: sharper, "
+                                       "larger, surer faces count more. best photo: only the best face."),
             ],
             outputs=[
                 IdentityType.Output("identity", display_name="identity", tooltip="Identity tokens for Apply InfiniteYou, plus the raw "
