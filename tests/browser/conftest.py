@@ -48,18 +48,15 @@ def build_browser_models(models: Path, cache: Path) -> None:
 
 
 def write_photos(folder: Path) -> None:
+    """The self-test's photo (the pack copies the example photos the other workflows load at start)."""
     import numpy as np
     from PIL import Image
 
     from devtools.face_models import draw_faces
 
     folder.mkdir(parents=True, exist_ok=True)
-    for name, size, box, seed in (("infu_selftest_face.png", (256, 256), (72, 56, 184, 200), 7),
-                                  ("infiniteyou_identity.png", (256, 256), (72, 56, 184, 200), 1),
-                                  ("infiniteyou_identity_2.png", (200, 240), (40, 50, 150, 190), 2),
-                                  ("infiniteyou_pose.png", (320, 240), (180, 40, 260, 140), 3),
-                                  ("infiniteyou_recraft.png", (64, 96), (16, 20, 48, 64), 4)):
-        Image.fromarray((draw_faces(size, [box], texture_seed=seed) * 255).astype(np.uint8)).save(folder / name)
+    pixels = draw_faces((256, 256), [(72, 56, 184, 200)], texture_seed=7) * 255
+    Image.fromarray(pixels.astype(np.uint8)).save(folder / "infu_selftest_face.png")
 
 
 def post_setting(server, key: str, value) -> None:

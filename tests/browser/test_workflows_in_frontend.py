@@ -9,6 +9,7 @@ frontend itself, and run from the frontend's own prompt.
   the full small-model set (``bases_server`` for the GGUF, Fill and Kontext workflows), and an image comes
   out; on the other frontends it must equal the first frontend's prompt. The pack's converter
   (``devtools.workflow_api.to_api``) must give the same prompt (see :func:`comparable`).
+* Every node type is known to the frontend and no missing-node dialog opens.
 * A screenshot of each loaded workflow, fitted to the graph, goes to the artifacts folder.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from devtools.comfy_env import PACK_ROOT
 from devtools.workflow_api import to_api
 from scripts.build_workflows import SHOWN_BELOW
 from tests.browser.conftest import artifacts_dir
+from tests.browser.test_frontend import missing_node_dialog
 from tests.browser.frontends import frontend_list
 from tests.test_workflows import (ALL_WORKFLOWS, for_test_host, keep_for_host_comparison, run_ok, saved_pixels,
                                   uses_other_bases, write_photos)
@@ -64,7 +66,9 @@ LOAD_AND_MEASURE = f"""async ([wf, below]) => {{
   }});
   const groups = (graph.groups ?? graph._groups ?? []).map(g => ({{title: g.title,
     box: Array.from(g._bounding ?? g.bounding)}}));
-  return {{boxes, groups}};
+  const types = globalThis.LiteGraph?.registered_node_types ?? window.comfyAPI?.litegraph?.LiteGraph?.registered_node_types;
+  const unknown = nodes.filter(n => types && !types[n.type]).map(n => n.type);
+  return {{boxes, groups, unknown}};
 }}"""
 
 
@@ -113,6 +117,8 @@ def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_
     page.screenshot(path=str(artifacts_dir() / f"{frontend}-layout-{path.stem}.png"))
     boxes, groups = measured["boxes"], measured["groups"]
     assert len(boxes) == len(workflow["nodes"]) and len(groups) >= 5
+    assert measured["unknown"] == [], f"{frontend} does not know {measured['unknown']}"
+    assert not missing_node_dialog(page), page.evaluate("() => document.body.innerText")[:2000]
     assert {g["title"] for g in groups} >= {"Models", "Identity", "Prompt", "Sampling", "Output"}
     for b in boxes:
         b["room"] = [b["box"][0], b["box"][1], b["box"][2], b["box"][3] + b["below"]]
