@@ -175,7 +175,7 @@ def build(nodes: list[N], notes: list[Note], info: dict, file_name: str) -> dict
     note_nodes = [note_ui(x) for x in notes]
     all_nodes = ui_nodes + note_nodes
     placement = {n.id: (n.group, n.col) for n in nodes} | {x.id: (x.group, x.col) for x in notes}
-    groups = lay_out(all_nodes, placement)
+    groups = lay_out(all_nodes, links, placement)
     return {
         "id": workflow_id(file_name), "revision": 0,
         "last_node_id": max(x["id"] for x in all_nodes), "last_link_id": link_id,
@@ -202,12 +202,37 @@ browser (``python -m tests.browser.measure_sizes``; Nodes 2.0 draws most nodes t
 
 SHOWN_ON_LOAD = {"LoadImage": 300}
 """Room for what the frontend adds to a node as soon as the workflow opens: Load Image grows to show its photo."""
-SHOWN_BELOW = {"InfU_InfuseNetLoader": 120, "InfU_IdentityFromImages": 290, "InfU_PoseImage": 290,
-               "InfU_ApplyInfiniteYou": 230, "InfU_IdentitySimilarity": 110, "PreviewImage": 260,
-               "SaveImage": 260, "InfU_FaceMask": 260, "InfU_FaceRegions": 290, "InfU_ApplyLikenessBlend": 230,
-               "PreviewAny": 160, "InfU_FaceEncoderLoader": 40}
+SHOWN_BELOW = {"InfU_InfuseNetLoader": 120, "InfU_PoseImage": 290, "InfU_ApplyInfiniteYou": 260,
+               "PreviewImage": 260, "SaveImage": 260, "InfU_FaceMask": 260, "InfU_FaceRegions": 400,
+               "InfU_ApplyLikenessBlend": 300, "PreviewAny": 160, "InfU_FaceEncoderLoader": 60}
 """What a node shows under itself after a run (the pack's panels from web/infiniteyou.js, image previews):
-room kept below these nodes so that nothing overlaps once they have run."""
+room kept below these nodes so that nothing overlaps once they have run. The panels' heights follow
+web/infiniteyou.js (RENDER); tests/browser/test_frontend.py measures them after the self-test runs."""
+IDENTITY_PANEL = (40, 280, 40)
+"""Identity From Images' panel: a title, each photo (its picture with the face box, a caption, its facts), an
+outlier warning from three photos on."""
+SIMILARITY_PANEL = (80, 20)
+"""Identity Similarity's panel: a title and bands, one row per image scored."""
+
+
+def photos_shown(node: dict, workflow_nodes: dict, links: dict) -> int:
+    """How many photos an Identity From Images node's identity holds: its Load Image plus those of add_to."""
+    add_to = next((i["link"] for i in node["inputs"] if i["name"] == "add_to" and i["link"] is not None), None)
+    return 1 + (photos_shown(workflow_nodes[links[add_to][1]], workflow_nodes, links) if add_to else 0)
+
+
+def shown_below(node: dict, workflow: dict) -> int:
+    """The room a node's panel or preview takes under it after a run, in this workflow."""
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    links = {link[0]: link for link in workflow["links"]}
+    if node["type"] == "InfU_IdentityFromImages":
+        head, per_photo, outliers = IDENTITY_PANEL
+        photos = photos_shown(node, nodes, links)
+        return head + per_photo * photos + (outliers if photos >= 3 else 0)
+    if node["type"] == "InfU_IdentitySimilarity":
+        batch = max([n["widgets_values"][2] for n in nodes.values() if n["type"] == "EmptySD3LatentImage"] or [1])
+        return SIMILARITY_PANEL[0] + SIMILARITY_PANEL[1] * batch
+    return SHOWN_BELOW.get(node["type"], 0)
 TITLE_HEIGHT = 30
 """LiteGraph's title bar, drawn above a node's ``pos``."""
 GROUP_HEADER = 50
@@ -226,12 +251,12 @@ def node_size(node_type: str, title: str | None) -> tuple[int, int]:
     return width, height
 
 
-def box_height(ui: dict) -> int:
-    """The height a node takes in its column: title bar, body, what is shown below it after a run."""
-    return TITLE_HEIGHT + ui["size"][1] + SHOWN_ON_LOAD.get(ui["type"], 0) + SHOWN_BELOW.get(ui["type"], 0)
+def box_height(ui: dict, workflow: dict) -> int:
+    """The height a node takes in its column: title bar, body, what is shown below it on load and after a run."""
+    return TITLE_HEIGHT + ui["size"][1] + SHOWN_ON_LOAD.get(ui["type"], 0) + shown_below(ui, workflow)
 
 
-def lay_out(nodes: list[dict], placement: dict[int, tuple[str, int]]) -> list[dict]:
+def lay_out(nodes: list[dict], links: list, placement: dict[int, tuple[str, int]]) -> list[dict]:
     """Place every node in its group and column, the groups in GROUP_COLUMNS order; return the groups.
 
     Nodes of a column share its width and stack with room for what they show after a run; a group's box
@@ -253,7 +278,7 @@ def lay_out(nodes: list[dict], placement: dict[int, tuple[str, int]]) -> list[di
             for ui in columns[col]:
                 ui["size"][0] = width
                 ui["pos"] = [x, y + TITLE_HEIGHT]
-                y += box_height(ui) + GAP
+                y += box_height(ui, {"nodes": nodes, "links": links}) + GAP
             height = max(height, y - GAP)
             x += width + COLUMN_GAP
         inner[group] = (x - COLUMN_GAP, height)

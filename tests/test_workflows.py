@@ -327,7 +327,7 @@ def test_each_workflow_says_what_to_change_first(path):
 def test_saved_layout_keeps_nodes_apart_and_in_their_groups(path):
     """The saved sizes are at least the frontends' measured ones, and the boxes (title bar, what shows on load
     and after a run) overlap nowhere and lie inside a group. tests/browser checks the same in each frontend."""
-    from scripts.build_workflows import NODE_SIZES, SHOWN_BELOW, SHOWN_ON_LOAD, TITLE_HEIGHT
+    from scripts.build_workflows import NODE_SIZES, SHOWN_ON_LOAD, TITLE_HEIGHT, shown_below
 
     workflow = json.loads(path.read_text())
     boxes = []
@@ -335,7 +335,7 @@ def test_saved_layout_keeps_nodes_apart_and_in_their_groups(path):
         least = NODE_SIZES.get(n["type"])
         if least:
             assert n["size"][0] >= least[0] and n["size"][1] >= least[1], (n["type"], n["size"], least)
-        room = TITLE_HEIGHT + n["size"][1] + SHOWN_ON_LOAD.get(n["type"], 0) + SHOWN_BELOW.get(n["type"], 0)
+        room = TITLE_HEIGHT + n["size"][1] + SHOWN_ON_LOAD.get(n["type"], 0) + shown_below(n, workflow)
         boxes.append((n["id"], (n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["size"][0], room)))
     for i, (a, box_a) in enumerate(boxes):
         for b, box_b in boxes[i + 1:]:

@@ -108,6 +108,25 @@ def test_self_test_runs_from_the_run_button_and_every_node_shows_what_it_did(pag
     assert "infu_report" not in prompt
 
 
+def test_after_a_run_what_the_nodes_show_fits_the_room_the_layout_keeps(page, frontend):
+    """After the self-test ran, each node (grown by its panel or image preview) still overlaps no other, and
+    has grown by no more than the room the workflow builder keeps below it (SHOWN_ON_LOAD + shown_below)."""
+    from scripts.build_workflows import SHOWN_ON_LOAD, TITLE_HEIGHT, shown_below
+    from tests.browser.layout import MEASURE, clashes
+
+    workflow = json.loads(SELF_TEST.read_text())
+    saved = {n["id"]: n for n in workflow["nodes"]}
+    boxes = page.evaluate(MEASURE, [{}])["boxes"]
+    overlapping = clashes(boxes)
+    assert not overlapping, f"{frontend}: after a run nodes overlap:\n" + "\n".join(overlapping)
+    grown = {b["id"]: round(b["box"][3] - TITLE_HEIGHT - saved[b["id"]]["size"][1]) for b in boxes}
+    print(f"\n{frontend}: height each node gained after the self-test ran: "
+          + ", ".join(f"{saved[i]['type']} {g}" for i, g in grown.items() if g))
+    too_much = {saved[i]["type"]: g for i, g in grown.items()
+                if g > SHOWN_ON_LOAD.get(saved[i]["type"], 0) + shown_below(saved[i], workflow)}
+    assert not too_much, f"{frontend}: grew past the room kept below them: {too_much}"
+
+
 def test_reports_come_back_when_the_nodes_are_cached(page, frontend):
     """Clear what the nodes show, run the same graph again: every node is cached, and shows its report."""
     page.evaluate(f"() => document.querySelectorAll('.infu-panel').forEach(p => p.replaceChildren())")

@@ -3,7 +3,7 @@ frontend itself, and run from the frontend's own prompt.
 
 * Layout: each node's box as the frontend draws it (LiteGraph ``getBounding()``, title bar included; in
   Nodes 2.0 mode the node element's box, converted to canvas units), grown by the room the pack's panels
-  take under it after a run (``SHOWN_BELOW``), overlaps no other node and lies inside a group.
+  take under it after a run (``shown_below``), overlaps no other node and lies inside a group.
 * Prompt: ``app.graphToPrompt()`` gives the prompt. On the first frontend of ``INFU_FRONTENDS`` (the
   host's own) it runs, with the test-only substitutions of tests/test_workflows.py, on the test server with
   the full small-model set (``bases_server`` for the GGUF, Fill and Kontext workflows), and an image comes
@@ -21,10 +21,11 @@ import pytest
 
 from devtools.comfy_env import PACK_ROOT
 from devtools.workflow_api import to_api
-from scripts.build_workflows import SHOWN_BELOW
+from scripts.build_workflows import shown_below
 from tests.browser.conftest import artifacts_dir
 from tests.browser.test_frontend import missing_node_dialog
 from tests.browser.frontends import frontend_list
+from tests.browser.layout import LOAD_AND_MEASURE, clashes, inside, overlap
 from tests.test_workflows import (ALL_WORKFLOWS, for_test_host, keep_for_host_comparison, run_ok, saved_pixels,
                                   uses_other_bases, write_photos)
 
@@ -32,57 +33,6 @@ APP = "(window.comfyAPI?.app?.app ?? window.app)"
 PROMPTS: dict[tuple[str, str], dict] = {}
 """The frontend's prompt for each (frontend, workflow), kept to compare the other frontends with the first."""
 SECONDS: dict[str, float] = {}
-
-LOAD_AND_MEASURE = f"""async ([wf, below]) => {{
-  const app = {APP};
-  await app.loadGraphData(wf);
-  const graph = app.graph;
-  const nodes = graph.nodes ?? graph._nodes;
-  // fit the whole graph into the canvas, so that every node is drawn (Nodes 2.0 renders what is in view)
-  let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
-  for (const g of graph.groups ?? graph._groups ?? []) {{ const b = g._bounding ?? g.bounding;
-    x0 = Math.min(x0, b[0]); y0 = Math.min(y0, b[1]); x1 = Math.max(x1, b[0] + b[2]); y1 = Math.max(y1, b[1] + b[3]); }}
-  for (const n of nodes) {{ x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 40);
-    x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }}
-  const el = app.canvas.canvas, w = el.clientWidth, h = el.clientHeight;
-  const [left, top] = [80, 140];
-  const scale = Math.min((w - left - 20) / (x1 - x0), (h - top - 20) / (y1 - y0), 1.2);
-  app.canvas.ds.scale = scale;
-  app.canvas.ds.offset = [-x0 + left / scale, -y0 + top / scale];
-  app.canvas.setDirty(true, true);
-  await new Promise(r => setTimeout(r, 1200));
-  const rect = el.getBoundingClientRect();
-  const [ox, oy] = app.canvas.ds.offset;
-  const boxes = nodes.map(n => {{
-    let b = null, how = "getBounding";
-    const e = document.querySelector(`[data-node-id="${{n.id}}"]`);
-    if (e && e.getBoundingClientRect().width > 0) {{
-      const r = e.getBoundingClientRect();
-      b = [(r.left - rect.left) / scale - ox, (r.top - rect.top) / scale - oy, r.width / scale, r.height / scale];
-      how = "element";
-    }} else if (n.getBounding) {{ b = Array.from(n.getBounding()); }}
-    else {{ b = [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30]; how = "pos/size"; }}
-    return {{id: n.id, type: n.type, title: n.title, box: b, how, below: below[n.type] ?? 0}};
-  }});
-  const groups = (graph.groups ?? graph._groups ?? []).map(g => ({{title: g.title,
-    box: Array.from(g._bounding ?? g.bounding)}}));
-  const types = globalThis.LiteGraph?.registered_node_types ?? window.comfyAPI?.litegraph?.LiteGraph?.registered_node_types;
-  const unknown = nodes.filter(n => types && !types[n.type]).map(n => n.type);
-  return {{boxes, groups, unknown}};
-}}"""
-
-
-def overlap(a, b) -> float:
-    """The area two boxes [x, y, w, h] share."""
-    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    return max(w, 0) * max(h, 0)
-
-
-def inside(inner, outer, slack=1.0) -> bool:
-    return (inner[0] >= outer[0] - slack and inner[1] >= outer[1] - slack
-            and inner[0] + inner[2] <= outer[0] + outer[2] + slack and inner[1] + inner[3] <= outer[1] + outer[3] + slack)
-
 
 def comparable(prompt: dict, object_info: dict) -> dict:
     """A prompt with what legitimately differs between converters taken out: ``_meta`` (display titles), key
@@ -113,7 +63,7 @@ def photos_on_run_servers(request):
 def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_servers, path):
     started = time.monotonic()
     workflow = json.loads(path.read_text())
-    measured = page.evaluate(LOAD_AND_MEASURE, [workflow, SHOWN_BELOW])
+    measured = page.evaluate(LOAD_AND_MEASURE, [workflow, {n["id"]: shown_below(n, workflow) for n in workflow["nodes"]}])
     page.screenshot(path=str(artifacts_dir() / f"{frontend}-layout-{path.stem}.png"))
     boxes, groups = measured["boxes"], measured["groups"]
     assert len(boxes) == len(workflow["nodes"]) and len(groups) >= 5
@@ -122,9 +72,8 @@ def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_
     assert {g["title"] for g in groups} >= {"Models", "Identity", "Prompt", "Sampling", "Output"}
     for b in boxes:
         b["room"] = [b["box"][0], b["box"][1], b["box"][2], b["box"][3] + b["below"]]
-    clashes = [f"{a['type']} #{a['id']} and {b['type']} #{b['id']}: {overlap(a['room'], b['room']):.0f} px²"
-               for i, a in enumerate(boxes) for b in boxes[i + 1:] if overlap(a["room"], b["room"]) > 0]
-    assert not clashes, f"{frontend}: nodes overlap in {path.name}:\n" + "\n".join(clashes)
+    overlapping = clashes(boxes, "room")
+    assert not overlapping, f"{frontend}: nodes overlap in {path.name}:\n" + "\n".join(overlapping)
     outside = [f"{b['type']} #{b['id']} {[round(v) for v in b['room']]}" for b in boxes
                if not any(inside(b["room"], g["box"]) for g in groups)]
     assert not outside, f"{frontend}: nodes outside every group in {path.name}: {outside}"

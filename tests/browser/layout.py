@@ -1,0 +1,67 @@
+"""Node boxes as the frontend draws them, read from the frontend itself, and the geometry to check them."""
+from __future__ import annotations
+
+APP = "(window.comfyAPI?.app?.app ?? window.app)"
+
+_MEASURE_BODY = """
+  const graph = app.graph;
+  const nodes = graph.nodes ?? graph._nodes;
+  // fit the whole graph into the canvas, so that every node is drawn (Nodes 2.0 renders what is in view)
+  let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+  for (const g of graph.groups ?? graph._groups ?? []) { const b = g._bounding ?? g.bounding;
+    x0 = Math.min(x0, b[0]); y0 = Math.min(y0, b[1]); x1 = Math.max(x1, b[0] + b[2]); y1 = Math.max(y1, b[1] + b[3]); }
+  for (const n of nodes) { x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 40);
+    x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }
+  const el = app.canvas.canvas, w = el.clientWidth, h = el.clientHeight;
+  const [left, top] = [80, 140];
+  const scale = Math.min((w - left - 20) / (x1 - x0), (h - top - 20) / (y1 - y0), 1.2);
+  app.canvas.ds.scale = scale;
+  app.canvas.ds.offset = [-x0 + left / scale, -y0 + top / scale];
+  app.canvas.setDirty(true, true);
+  await new Promise(r => setTimeout(r, 1200));
+  const rect = el.getBoundingClientRect();
+  const [ox, oy] = app.canvas.ds.offset;
+  const boxes = nodes.map(n => {
+    let b = null, how = "getBounding";
+    const e = document.querySelector(`[data-node-id="${n.id}"]`);
+    if (e && e.getBoundingClientRect().width > 0) {
+      const r = e.getBoundingClientRect();
+      b = [(r.left - rect.left) / scale - ox, (r.top - rect.top) / scale - oy, r.width / scale, r.height / scale];
+      how = "element";
+    } else if (n.getBounding) { b = Array.from(n.getBounding()); }
+    else { b = [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30]; how = "pos/size"; }
+    return {id: n.id, type: n.type, title: n.title, box: b, how, below: below[n.id] ?? 0};
+  });
+  const groups = (graph.groups ?? graph._groups ?? []).map(g => ({title: g.title,
+    box: Array.from(g._bounding ?? g.bounding)}));
+  const types = globalThis.LiteGraph?.registered_node_types ?? window.comfyAPI?.litegraph?.LiteGraph?.registered_node_types;
+  const unknown = nodes.filter(n => types && !types[n.type]).map(n => n.type);
+  return {boxes, groups, unknown};
+"""
+"""Fits the graph into the canvas (Nodes 2.0 renders what is in view), then reads each node's box [x, y, w, h]
+in canvas units, title bar included: the node element's box in Nodes 2.0 mode, else LiteGraph's
+``getBounding()``; ``below`` (by node id) is passed through. Also the groups' boxes and unknown node types."""
+
+LOAD_AND_MEASURE = ("async ([wf, below]) => { const app = " + APP + "; await app.loadGraphData(wf);"
+                    + _MEASURE_BODY + "}")
+MEASURE = "async ([below]) => { const app = " + APP + ";" + _MEASURE_BODY + "}"
+
+
+def overlap(a, b) -> float:
+    """The area two boxes [x, y, w, h] share."""
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(w, 0) * max(h, 0)
+
+
+def inside(inner, outer, slack=1.0) -> bool:
+    return (inner[0] >= outer[0] - slack and inner[1] >= outer[1] - slack
+            and inner[0] + inner[2] <= outer[0] + outer[2] + slack and inner[1] + inner[3] <= outer[1] + outer[3] + slack)
+
+
+
+
+def clashes(boxes: list[dict], key: str = "box") -> list[str]:
+    """Every pair of nodes whose boxes (``key``) overlap, with the area they share."""
+    return [f"{a['type']} #{a['id']} and {b['type']} #{b['id']}: {overlap(a[key], b[key]):.0f} px²"
+            for i, a in enumerate(boxes) for b in boxes[i + 1:] if overlap(a[key], b[key]) > 0]
