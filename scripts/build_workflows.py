@@ -208,11 +208,12 @@ SHOWN_BELOW = {"InfU_InfuseNetLoader": 120, "InfU_PoseImage": 290, "InfU_ApplyIn
 """What a node shows under itself after a run (the pack's panels from web/infiniteyou.js, image previews):
 room kept below these nodes so that nothing overlaps once they have run. The panels' heights follow
 web/infiniteyou.js (RENDER); tests/browser/test_frontend.py measures them after the self-test runs."""
-IDENTITY_PANEL = (40, 280, 40)
+IDENTITY_PANEL = (60, 300, 40)
 """Identity From Images' panel: a title, each photo (its picture with the face box, a caption, its facts), an
 outlier warning from three photos on."""
-SIMILARITY_PANEL = (80, 20)
-"""Identity Similarity's panel: a title and bands, one row per image scored."""
+SIMILARITY_PANEL = (170, 24)
+"""Identity Similarity's panel: a title and bands, one row per image scored (Nodes 2.0 draws it about 90 px
+taller than the canvas does)."""
 
 
 def photos_shown(node: dict, workflow_nodes: dict, links: dict) -> int:

@@ -30,7 +30,7 @@ _MEASURE_BODY = """
       how = "element";
     } else if (n.getBounding) { b = Array.from(n.getBounding()); }
     else { b = [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30]; how = "pos/size"; }
-    return {id: n.id, type: n.type, title: n.title, box: b, how, below: below[n.id] ?? 0};
+    return {id: n.id, type: n.type, title: n.title, box: b, how, below: below[n.id] ?? below[String(n.id)] ?? 0};
   });
   const groups = (graph.groups ?? graph._groups ?? []).map(g => ({title: g.title,
     box: Array.from(g._bounding ?? g.bounding)}));
