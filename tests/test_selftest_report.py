@@ -4,7 +4,7 @@ those stand-ins under the real file names, so the check goes by the model, not b
 from __future__ import annotations
 
 from tests.test_hostile_inputs import similarity_prompt
-from tests.test_workflows import api_prompt, photos, run_ok  # noqa: F401 (fixture)
+from tests.test_workflows import api_prompt, photos, run_ok, save_photo  # noqa: F401 (fixture)
 
 FACE_NODES = {"InfU_FaceEncoderLoader", "InfU_IdentityFromImages", "InfU_PoseImage", "InfU_FaceMask",
               "InfU_IdentitySimilarity"}
@@ -28,7 +28,7 @@ def uncached(prompt: dict) -> dict:
 
 
 def test_every_node_that_used_the_selftest_face_models_says_so(comfy_server, photos):  # noqa: F811
-    (photos / "face.png").write_bytes((photos / "infiniteyou_identity.png").read_bytes())
+    save_photo(photos / "face.png", (256, 256), [(72, 56, 184, 200)], 1)  # the similarity prompt's photo
     seen = {}
     for prompt in (api_prompt(comfy_server, "02_pose_control.json"), api_prompt(comfy_server, "07_recraft_face_inpaint.json"),
                    similarity_prompt("aes_stage2/infusenet_aes_bf16.safetensors")):
