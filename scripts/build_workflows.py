@@ -654,7 +654,7 @@ def wf_likeness_sweep():
         N(62, "PreviewAny", {}, {"source": (60, "report")}, group="Output", col=1, title="Ranking"),
     ]
     return nodes, notes_for("InfiniteYou: four candidates, the most alike kept", (
-        "One batch of 4 (Empty Latent batch_size 4, one seed each), scored by InfiniteYou Identity Similarity: the "
+        "One batch of 4 from one seed (Empty Latent batch_size 4), scored by InfiniteYou Identity Similarity: the "
         "ArcFace cosine between each image's face and the identity. The ranking gives each its rank and a band "
         "from published ArcFace face-verification thresholds (measured on photo pairs): **same person** (0.45 and "
         "above), **likely** the same (0.32 to 0.45), below that **unlikely**, or no face found. **keep** = how many of the best go to best_images (saved); "
