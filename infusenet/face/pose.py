@@ -76,20 +76,26 @@ def _mask_array(mask, photo_hw: tuple[int, int], width: int, height: int) -> np.
     return fit_to_canvas(m8, width, height, fill=0).astype(np.float32) / 255.0
 
 
+def fitted_photo(photo, width: int, height: int, what: str, canvas_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One photo (IMAGE ``[1, H, W, C]`` or ``[H, W, C]``) as uint8 RGB, and fitted to a ``width x height``
+    canvas as the reference fits its pose photo. ``what`` and ``canvas_name`` name them in errors."""
+    if width < 16 or height < 16:
+        raise FaceError(f"{canvas_name} size {width}x{height} is too small (at least 16x16).")
+    if isinstance(photo, (torch.Tensor, np.ndarray)) and photo.ndim == 4:
+        if photo.shape[0] != 1:
+            raise FaceError(f"The {what} must be one image; got a batch of {photo.shape[0]}.")
+        photo = photo[0]
+    rgb = to_rgb_uint8(photo, what)
+    return rgb, fit_to_canvas(rgb, width, height)
+
+
 def pose_keypoints(encoder: FaceEncoder, photo, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT,
                    mask=None, face_select: FaceSelect = "largest", det_size="auto") -> tuple[DetectedFace, np.ndarray]:
     """(the chosen face on the fitted canvas, the fitted uint8 RGB canvas ``[height, width, 3]``).
 
     With ``mask``, only faces whose box centre lies in the mask (> 0.5) count, and the 640 -> 320 -> 160
     fallback goes on until such a face is found."""
-    if width < 16 or height < 16:
-        raise FaceError(f"Pose image size {width}x{height} is too small (at least 16x16).")
-    if isinstance(photo, (torch.Tensor, np.ndarray)) and photo.ndim == 4:
-        if photo.shape[0] != 1:
-            raise FaceError(f"The pose reference must be one image; got a batch of {photo.shape[0]}.")
-        photo = photo[0]
-    rgb = to_rgb_uint8(photo, "pose reference image")
-    canvas = fit_to_canvas(rgb, width, height)
+    rgb, canvas = fitted_photo(photo, width, height, "pose reference image", "Pose image")
     keep = None
     if mask is not None:
         region = _mask_array(mask, rgb.shape[:2], width, height)

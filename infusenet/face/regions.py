@@ -1,6 +1,6 @@
 """Regions for two or more people without drawing masks: the faces of a layout photo split the canvas.
 
-The layout photo is fitted to the output canvas exactly as the pose image does (:func:`.pose.fit_to_canvas`)
+The layout photo is fitted to the output canvas exactly as the pose image does (:func:`.pose.fitted_photo`)
 and the faces are found on that canvas, so a region lines up with the keypoints the pose image draws for
 the same photo. Each canvas pixel belongs to the face whose box is nearest (distance 0 inside the box;
 where boxes overlap or distances tie, the face whose centre is nearest)."""
@@ -13,11 +13,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .align import rgb_to_bgr, to_rgb_uint8
+from .align import rgb_to_bgr
 from .analysis import DetectedFace, det_sizes
 from .encoder import FaceEncoder
 from .errors import FaceError
-from .pose import fit_to_canvas
+from .pose import fitted_photo
 from ..report import SAME_PERSON
 
 ORDERS = ("left to right", "right to left", "largest first", "top to bottom")
@@ -103,16 +103,9 @@ def face_regions(encoder: FaceEncoder, layout, width: int, height: int, people: 
     nearest to it."""
     if not 1 <= int(people) <= MAX_PEOPLE:
         raise FaceError(f"people must be 1 to {MAX_PEOPLE}; got {people}.")
-    if width < 16 or height < 16:
-        raise FaceError(f"Canvas size {width}x{height} is too small (at least 16x16).")
     if order not in ORDERS:
         raise FaceError(f"Unknown order {order!r}; expected one of {list(ORDERS)}.")
-    if isinstance(layout, (torch.Tensor, np.ndarray)) and layout.ndim == 4:
-        if layout.shape[0] != 1:
-            raise FaceError(f"The layout photo must be one image; got a batch of {layout.shape[0]}.")
-        layout = layout[0]
-    rgb = to_rgb_uint8(layout, "layout photo")
-    canvas = fit_to_canvas(rgb, width, height)
+    _, canvas = fitted_photo(layout, width, height, "layout photo", "Canvas")
     sizes = det_sizes(det_size)
     faces = detect_people(encoder, canvas, people, sizes)
     if len(faces) < people:
