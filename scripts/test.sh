@@ -15,6 +15,8 @@ REPORTS="$ROOT/.host/reports"
 rm -rf "$REPORTS" && mkdir -p "$REPORTS"
 SHARED_HOSTS=${INFU_SHARED_HOSTS:-$ROOT/../shared/hosts}
 started=$(date +%s)
+mkdir -p "$ROOT/.host"
+echo "disk: $(df -Pm "$ROOT/.host" | awk 'NR==2 {printf "%.1f GB free", $4/1024}') under .host at start (a fresh run needs about 25 GB)"
 quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 if [[ -n "${COMFYUI_DIR:-}" ]]; then
@@ -70,12 +72,15 @@ run_host() {
   local frontends=host
   [[ "$name" == "${ready[-1]}" ]] && frontends=${INFU_FRONTENDS:-host,1.58.1+vue}
   COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \
-  INFU_ARTIFACTS="$REPORTS/screenshots/$name" \
+  INFU_ARTIFACTS="$REPORTS/screenshots/$name" TORCHINDUCTOR_CACHE_DIR="$ROOT/.host/tmp/$name-inductor" \
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
     "${PYTHON[$name]}" -m pytest tests -q -ra --durations=10 --basetemp="$ROOT/.host/tmp/$name" \
     --junitxml="$REPORTS/$name.xml" -o junit_family=xunit1 "${@:2}"
   echo $? > "$REPORTS/$name.rc"
   echo $(( $(date +%s) - host_started )) > "$REPORTS/$name.seconds"
+  # The disk is a limit too: a host's scratch files (models copied for one test, a main-job base) go once
+  # it is done, unless INFU_KEEP_TMP=1 (tests that failed keep theirs until then).
+  [[ -n "${INFU_KEEP_TMP:-}" ]] || rm -rf "$ROOT/.host/tmp/$name" "$ROOT/.host/tmp/$name-inductor"
 }
 mkdir -p "$ROOT/.host/tmp"
 pids=()

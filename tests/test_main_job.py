@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -60,6 +61,7 @@ def main_job(tmp_path_factory):
     server.before = before
     yield server
     server.stop()  # SIGTERM to the process group, SIGKILL if it lingers
+    shutil.rmtree(base / "models", ignore_errors=True)  # the self-test models: 2.5 GB of scratch by now
 
 
 def example_photo_copies() -> set[str]:
