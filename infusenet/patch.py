@@ -188,9 +188,7 @@ class InfiniteYouPatch:
             if src is None:
                 if self.vae is None:
                     raise InfiniteYouError("Apply InfiniteYou needs a VAE to encode the empty (black) control image when no pose image is given.")
-                ratio = self.vae.spacial_compression_encode()
-                black = torch.zeros((1, h * ratio, w * ratio, 3))
-                src = self.vae.encode(black)
+                src = black_control(self.vae, h, w)
             src = src.float()
             if src.shape[-2:] != (h, w):
                 logging.info("InfiniteYou: control latent %s resized to the latent size %sx%s", list(src.shape), h, w)
@@ -323,6 +321,12 @@ def run_branch(net: torch.nn.Module, *args):
     ``transformer_options`` guards dropped, so compiled FLUX block code must not be re-entered by the
     InfuseNet's blocks (same classes, no ``transformer_options``); the base stays compiled."""
     return net(*args)
+
+
+def black_control(vae, h: int, w: int) -> Tensor:
+    """The VAE latent of the reference's control image when no pose is given: black, the size of an h x w latent."""
+    ratio = vae.spacial_compression_encode()
+    return vae.encode(torch.zeros((1, h * ratio, w * ratio, 3)))
 
 
 def merge_control(control: dict | None, double: list[Tensor], single: list[Tensor], n_double: int, n_single: int) -> dict:

@@ -8,7 +8,7 @@ from comfy_api.latest import io, ui
 
 from ..infusenet import doctor, paths, report
 from ..infusenet.likeness import CUSTOM, PRESET_NAMES, PRESETS, identity_tokens, preset_values
-from ..infusenet.patch import apply_infiniteyou
+from ..infusenet.patch import apply_infiniteyou, black_control
 from ..infusenet.weights import InfiniteYouError, load_infusenet
 from .checks import finite_between, one_of, plain_names, require, verdict
 from .errors import node_errors
@@ -197,11 +197,13 @@ def window_problem(preset, start, end) -> str | None:
 
 
 def apply_branch(model, infusenet, identity, vae, strength, start, end, window=WINDOWS[0], guidance=1.0,
-                 apply_to=APPLY_TO[0], control_image=None, mask=None):
+                 apply_to=APPLY_TO[0], control_image=None, mask=None, control=None):
     """One Apply InfiniteYou: a patched clone of ``model`` and whether the identity was re-projected with this
-    InfuseNet's projection (it came from another InfuseNet)."""
+    InfuseNet's projection (it came from another InfuseNet). ``control``: a ``pose_latent`` shared with other
+    branches (the control image is then encoded once for all of them)."""
     tokens, reprojected = identity_tokens(infusenet, identity)
-    control = None if control_image is None else pose_latent(vae, control_image)
+    if control is None and control_image is not None:
+        control = pose_latent(vae, control_image)
     patched = apply_infiniteyou(
         model, infusenet, tokens, control_latent=control, strength=strength, start=start, end=end,
         window="steps" if window == WINDOWS[0] else "sigma", guidance=guidance,
@@ -209,11 +211,18 @@ def apply_branch(model, infusenet, identity, vae, strength, start, end, window=W
     return patched, reprojected
 
 
-def pose_latent(vae, image: torch.Tensor):
-    """A callable for the patch: the VAE latent of ``image``, checked against the generated size."""
-    height, width = image.shape[1:3]
+def pose_latent(vae, image: torch.Tensor | None):
+    """A callable for the patch: (h, w) -> the VAE latent of ``image`` (checked against the generated size), or
+    of the reference's black image when there is none; encoded once per size, however many patches share it."""
+    encoded: dict[tuple[int, int], torch.Tensor] = {}
 
     def encode(h: int, w: int) -> torch.Tensor:
+        if (h, w) not in encoded:
+            encoded[(h, w)] = black_control(vae, h, w) if image is None else encode_pose(h, w)
+        return encoded[(h, w)]
+
+    def encode_pose(h: int, w: int) -> torch.Tensor:
+        height, width = image.shape[1:3]
         ratio = vae.spacial_compression_encode()
         if (h * ratio, w * ratio) != (height, width):
             raise InfiniteYouError(

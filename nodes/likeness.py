@@ -7,7 +7,7 @@ from ..infusenet import report
 from ..infusenet.likeness import CUSTOM, PRESET_NAMES, blend_warnings, blend_weights, preset_values
 from .checks import finite_between, one_of, require, verdict
 from .errors import node_errors
-from .infusenet import apply_branch, preset_input, window_problem
+from .infusenet import apply_branch, pose_latent, preset_input, window_problem
 from .types import CATEGORY, IdentityType, InfuseNetType
 
 NODE_BLEND = "Apply InfiniteYou (likeness blend)"
@@ -68,13 +68,14 @@ class ApplyLikenessBlend(io.ComfyNode):
         strength, start, end = preset_values(preset, strength, start, end)
         weights = blend_weights(strength, likeness)
         patched, branches = model, []
+        control = pose_latent(vae, control_image)  # one encode for both branches (black without a pose image)
         with node_errors(NODE_BLEND):
             for socket, bundle, weight in (("infusenet_sim", infusenet_sim, weights.sim),
                                            ("infusenet_aes", infusenet_aes, weights.aes)):
                 reprojected = False
                 if weight != 0.0:  # a zero weight skips its branch (no InfuseNet run at all)
                     patched, reprojected = apply_branch(patched, bundle, identity, vae, weight, start, end,
-                                                        control_image=control_image, mask=mask)
+                                                        mask=mask, control=control)
                 branches.append({"socket": socket, "variant": bundle.variant, "strength": weight,
                                  "ran": weight != 0.0, "reprojected": reprojected})
         if patched is model:

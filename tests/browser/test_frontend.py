@@ -233,3 +233,49 @@ def test_template_cards_show_thumbnails(page, frontend):
     page.wait_for_timeout(1500)
     shot(page, frontend, "template-cards")
     page.keyboard.press("Escape")
+
+
+PRESET_STATE = f"""(id) => {{
+  const node = {APP}.graph.getNodeById(id);
+  const value = (name) => node.widgets.find(w => w.name === name).value;
+  return {{preset: value("preset"), strength: value("strength"), start: value("start"), end: value("end")}};
+}}"""
+
+
+@pytest.mark.parametrize("workflow, node_type", [
+    ("00_self_test_untrained_noise.json", "InfU_ApplyInfiniteYou"),
+    ("13_likeness_blend_sim_aes.json", "InfU_ApplyLikenessBlend"),
+])
+def test_a_preset_shows_the_numbers_it_runs_and_an_edit_by_hand_makes_it_custom(page, frontend, workflow, node_type):
+    """Choosing a preset puts the server's numbers in strength/start/end; changing one of them by hand turns the
+    preset to custom (so the prompt runs what the node shows); a saved preset shows its own numbers on load."""
+    from infusenet.likeness import CUSTOM, PRESETS
+
+    close_dialogs(page)
+    load(page, PACK_ROOT / "workflows" / workflow)
+    node = node_ids(page, node_type)[0]
+    for name, values in PRESETS.items():
+        if values is None:
+            continue
+        set_widget(page, node, "strength", 0.55)  # something no preset has
+        set_widget(page, node, "preset", name)
+        assert page.evaluate(PRESET_STATE, node) == {"preset": name, **values}, (frontend, name)
+        prompt = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
+        sent = prompt[str(node)]["inputs"]
+        assert (sent["preset"], sent["strength"], sent["start"], sent["end"]) == (
+            name, values["strength"], values["start"], values["end"])
+    set_widget(page, node, "strength", 0.8)
+    state = page.evaluate(PRESET_STATE, node)
+    assert state["preset"] == CUSTOM and state["strength"] == pytest.approx(0.8), state
+
+    reference = next(n for n, v in PRESETS.items() if v and v["start"] == 0.0)
+    saved = page.evaluate(f"""([id, preset]) => {{
+      const app = {APP}; const node = app.graph.getNodeById(id);
+      const wf = app.graph.serialize(); const saved = wf.nodes.find(n => n.id === id);
+      const at = (name) => node.widgets.findIndex(w => w.name === name);
+      saved.widgets_values[at("preset")] = preset; saved.widgets_values[at("strength")] = 0.3;
+      saved.widgets_values[at("start")] = 0.6;
+      return wf; }}""", [node, reference])
+    page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", saved)
+    page.wait_for_timeout(300)
+    assert page.evaluate(PRESET_STATE, node) == {"preset": reference, **PRESETS[reference]}

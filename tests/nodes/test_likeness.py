@@ -74,10 +74,10 @@ def apply(pack_nodes, model, bundle, parts, ident, strength=1.0, start=0.0, end=
 
 
 def blend(pack_nodes, parts, likeness, strength=1.0, start=0.0, end=1.0, preset="custom", sim=None, aes=None,
-          ident=None):
+          ident=None, **kw):
     out = pack_nodes.ApplyLikenessBlend.execute(
         parts["base"].patcher, sim or parts["sim"], aes or parts["aes"], ident or parts["from_aes"], parts["vae"],
-        likeness, strength, start, end, preset, control_image=parts["pose"])
+        likeness, strength, start, end, preset, control_image=kw.get("control_image", parts["pose"]))
     return out[0], report_of(out)
 
 
@@ -248,3 +248,26 @@ def test_blend_warns_about_the_same_file_and_swapped_variants(pack_nodes, parts)
     _, swapped = blend(pack_nodes, parts, 0.5, sim=parts["aes"], aes=parts["sim"])
     assert len(swapped["warnings"]) == 1 and "swapped" in swapped["warnings"][0]
     assert blend(pack_nodes, parts, 0.5)[1]["warnings"] == []
+
+
+@pytest.mark.parametrize("with_pose", [True, False])
+def test_blend_encodes_the_control_image_once_for_both_branches(pack_nodes, parts, monkeypatch, with_pose):
+    """Both branches read one VAE latent (the pose image's, or the black image's without one), encoded once per
+    run and the numbers are those of two chained Applies, each encoding its own."""
+    d = inputs(7)
+    pose = parts["pose"] if with_pose else None
+    model = parts["base"].patcher
+    first = apply(pack_nodes, model, parts["sim"], parts, parts["from_aes"], 0.6, control_image=pose)[0]
+    chained = sampled(apply(pack_nodes, first, parts["aes"], parts, parts["from_aes"], 0.4, control_image=pose)[0], d, 3)
+    vae, encode, sizes = parts["vae"], parts["vae"].encode, []
+
+    def counted(pixels, *args, **kwargs):
+        sizes.append(tuple(pixels.shape))
+        return encode(pixels, *args, **kwargs)
+
+    monkeypatch.setattr(vae, "encode", counted)
+    blended = blend(pack_nodes, parts, 0.6, control_image=pose)[0]
+    assert torch.equal(sampled(blended, d, 3), chained)
+    assert sizes == [(1, H * 8, W * 8, 3)], sizes
+    assert torch.equal(sampled(blended, d, 3), chained)  # a second run of the same model: no encode at all
+    assert len(sizes) == 1
