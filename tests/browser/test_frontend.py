@@ -1,6 +1,7 @@
 """The pack in a real browser (each shipped workflow's layout and prompt: test_workflows_in_frontend.py): the
 self-test runs from the Run button and every node shows what it did (also from the cache), nothing shown is saved in the
-workflow, a validation error of ours is visible, and the model doctor says what to do for each file."""
+workflow, a validation error of ours is visible, the model doctor says what to do for each file, and a preset sets
+the numbers it runs."""
 from __future__ import annotations
 
 import json
@@ -269,9 +270,9 @@ def test_a_preset_shows_the_numbers_it_runs_and_an_edit_by_hand_makes_it_custom(
     assert state["preset"] == CUSTOM and state["strength"] == pytest.approx(0.8), state
 
     reference = next(n for n, v in PRESETS.items() if v and v["start"] == 0.0)
-    saved = page.evaluate(f"""([id, preset]) => {{
+    saved = page.evaluate(f"""async ([id, preset]) => {{
       const app = {APP}; const node = app.graph.getNodeById(id);
-      const wf = app.graph.serialize(); const saved = wf.nodes.find(n => n.id === id);
+      const wf = (await app.graphToPrompt()).workflow; const saved = wf.nodes.find(n => String(n.id) === String(id));
       const at = (name) => node.widgets.findIndex(w => w.name === name);
       saved.widgets_values[at("preset")] = preset; saved.widgets_values[at("strength")] = 0.3;
       saved.widgets_values[at("start")] = 0.6;
