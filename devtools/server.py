@@ -159,12 +159,13 @@ class ComfyServer:
     def object_info(self) -> dict:
         return self.get_json("/object_info", timeout=120)
 
-    def submit(self, prompt: dict) -> str:
-        """Queue an API-format prompt; returns its id or raises PromptRejected.
+    def submit(self, prompt: dict, client_id: str | None = None) -> str:
+        """Queue an API-format prompt; returns its id or raises PromptRejected. ``client_id``: the browser
+        page (its websocket) that gets the run's progress and what each node shows, as if it had queued it.
 
         ComfyUI queues a prompt when at least one output validates and drops the others; any node
         error counts as a rejection here, so a test never mistakes a partial run for success."""
-        status, body = self.request("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+        status, body = self.request("/prompt", {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex})
         data = json.loads(body)
         if status != 200 or data.get("node_errors"):
             raise PromptRejected(data)

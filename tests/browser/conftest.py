@@ -28,7 +28,7 @@ def artifacts_dir() -> Path:
 
 def build_browser_models(models: Path, cache: Path) -> None:
     """The small-model set, file by file, except: the fp8 InfuseNet is cut short (corrupt) and the
-    deliberately broken files are left out. T5 is missing (not generated); the sim_stage1 files are left out."""
+    deliberately broken files are left out. T5 is missing (not generated)."""
     models.mkdir(parents=True, exist_ok=True)
     for sub in cache.iterdir():
         if sub.name != "infiniteyou":
@@ -36,7 +36,7 @@ def build_browser_models(models: Path, cache: Path) -> None:
     infu = models / "infiniteyou"
     infu.mkdir()
     for item in (cache / "infiniteyou").iterdir():
-        if item.name not in ("aes_stage2", "broken", "sim_stage1"):
+        if item.name not in ("aes_stage2", "broken"):
             (infu / item.name).symlink_to(os.readlink(item) if item.is_symlink() else item,
                                           target_is_directory=item.is_dir())
     aes = infu / "aes_stage2"
