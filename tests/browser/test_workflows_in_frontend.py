@@ -12,9 +12,9 @@ frontend itself, and run from the frontend's own prompt.
 * Every node type is known to the frontend and no missing-node dialog opens.
 * A screenshot of each loaded workflow, fitted to the graph, goes to the artifacts folder.
 * After a run: the workflows whose nodes show what the self-test (tests/browser/test_frontend.py) has not
-  (Face Mask, Face Regions, PreviewAny, the likeness blend) run on the browser's own server, their progress
-  going to the page as if it had queued them; then no node overlaps another and none has grown past the room
-  kept below it.
+  (Face Mask, Face Regions, PreviewAny, the likeness blend) run, in every frontend, on the browser's own server
+  (the same model files) instead, their progress going to the page as if it had queued them; then no node
+  overlaps another and none has grown past the room kept below it.
 """
 from __future__ import annotations
 
@@ -63,8 +63,59 @@ def photos_on_run_servers(request):
     return servers
 
 
+SHOWN_AFTER_A_RUN = ["07_recraft_face_inpaint", "12_two_people_auto_regions", "13_likeness_blend_sim_aes"]
+"""Workflows with the nodes whose room after a run the self-test does not measure: Face Mask (07), Face Regions
+and PreviewAny (12), the likeness blend (13). They run on the browser's own server in every frontend."""
+SHOWS_WHAT_IT_DID = {"InfU_FaceMask", "InfU_FaceRegions", "InfU_ApplyLikenessBlend"}
+
+
+@pytest.fixture(scope="module")
+def test_photo_names(browser_server, tmp_path_factory):
+    """The synthetic test faces in the browser server's input/ as ``test-<example name>``: the example photos
+    there are real faces, which the test detector does not know."""
+    folder = write_photos(tmp_path_factory.mktemp("test-photos"))
+    names = {}
+    for photo in folder.iterdir():
+        (browser_server.base_dir / "input" / f"test-{photo.name}").write_bytes(photo.read_bytes())
+        names[photo.name] = f"test-{photo.name}"
+    return names
+
+
+def run_for_the_page(page, frontend, server, photo_names, workflow, runnable, loaded_boxes, name):
+    """Run ``runnable`` on the browser's server with the page as its client (it gets the progress and what each
+    node shows, as if it had queued the prompt); then no node overlaps another, and none has grown past the room
+    the layout keeps below it. Returns the run."""
+    saved = {str(n["id"]): n for n in workflow["nodes"]}
+    before = {str(b["id"]): b["box"][3] for b in loaded_boxes}
+    runnable = json.loads(json.dumps(runnable))
+    for node in runnable.values():
+        if node["class_type"] == "LoadImage":
+            node["inputs"]["image"] = photo_names[node["inputs"]["image"]]
+    client = page.evaluate("() => window.comfyAPI.api.api.clientId")
+    assert client, f"{frontend}: no client id on the page"
+    result = server.wait(server.submit(runnable, client_id=client), timeout=600)
+    assert result.status == "success", f"{result.error}\n{server.log()[-4000:]}"
+    for node_type in SHOWS_WHAT_IT_DID & {n["type"] for n in workflow["nodes"]}:  # the reports reached the page
+        page.wait_for_selector(f'.infu-panel[data-infu-type="{node_type}"] > *', state="attached", timeout=60_000)
+    page.wait_for_function("() => [...document.querySelectorAll('img')].every(i => i.complete)", timeout=30_000)
+    page.wait_for_timeout(1000)  # image previews drawn on the canvas (not <img> elements) settle
+    after = page.evaluate(MEASURE, [{}])["boxes"]
+    page.screenshot(path=str(artifacts_dir() / f"{frontend}-after-run-{name}.png"))
+    overlapping = clashes(after)
+    assert not overlapping, f"{frontend}: after {name} ran, nodes overlap:\n" + "\n".join(overlapping)
+    grown = {str(b["id"]): round(b["box"][3] - before[str(b["id"])]) for b in after}
+    print(f"\n{frontend} {name}: height gained after the run: "
+          + ", ".join(f"{saved[i]['type']} {g}" for i, g in grown.items() if g))
+    # a Load Image preview may still be arriving when the graph is first measured: its room is kept too
+    kept = {i: shown_below(n, workflow) + SHOWN_ON_LOAD.get(n["type"], 0) for i, n in saved.items()}
+    too_much = {f"{saved[i]['type']} #{i}": (g, kept[i]) for i, g in grown.items() if g > kept[i]}
+    assert not too_much, f"{frontend}: grew past the room kept below them (grown, kept): {too_much}"
+    return result
+
+
 @pytest.mark.parametrize("path", ALL_WORKFLOWS, ids=lambda p: p.stem)
-def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_servers, path):
+def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_servers,
+                                 test_photo_names, path):
     started = time.monotonic()
     workflow = json.loads(path.read_text())
     measured = page.evaluate(LOAD_AND_MEASURE, [workflow, {n["id"]: shown_below(n, workflow) for n in workflow["nodes"]}])
@@ -96,10 +147,14 @@ def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_
         f"the pack's converter and {frontend}'s graphToPrompt disagree on {path.name}"
 
     first = frontend_list()[0]
+    runnable = for_test_host(prompt)
+    assert any(v["class_type"] in ("InfU_ApplyInfiniteYou", "InfU_ApplyLikenessBlend") for v in runnable.values())
+    result = None
+    if path.stem in SHOWN_AFTER_A_RUN:
+        server = browser_server
+        result = run_for_the_page(page, frontend, server, test_photo_names, workflow, runnable, boxes, path.stem)
     if frontend == first:
-        runnable = for_test_host(prompt)
-        assert any(v["class_type"] in ("InfU_ApplyInfiniteYou", "InfU_ApplyLikenessBlend") for v in runnable.values())
-        pixels = saved_pixels(server, run_ok(server, runnable))
+        pixels = saved_pixels(server, result or run_ok(server, runnable))
         assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.std() > 0
         keep_for_host_comparison(path.stem, pixels)
     else:
@@ -113,53 +168,3 @@ def test_print_how_long_the_workflows_took(frontend):
     """Runs after the module's workflows on this frontend: the time they took, for CI's budget."""
     assert frontend in SECONDS, f"no workflow test ran on {frontend}"
     print(f"\nworkflows on {frontend}: {SECONDS[frontend]:.1f} s for {len(ALL_WORKFLOWS)} workflows")
-
-
-SHOWN_AFTER_A_RUN = ["07_recraft_face_inpaint", "12_two_people_auto_regions", "13_likeness_blend_sim_aes"]
-"""Workflows with the nodes whose room after a run the self-test does not measure: Face Mask (07), Face Regions
-and PreviewAny (12), the likeness blend (13)."""
-SHOWS_WHAT_IT_DID = {"InfU_FaceMask", "InfU_FaceRegions", "InfU_ApplyLikenessBlend"}
-
-
-@pytest.fixture(scope="module")
-def test_photo_names(browser_server, tmp_path_factory):
-    """The synthetic test faces in the browser server's input/ as ``test-<example name>``: the example photos
-    there are real faces, which the test detector does not know."""
-    folder = write_photos(tmp_path_factory.mktemp("test-photos"))
-    names = {}
-    for photo in folder.iterdir():
-        (browser_server.base_dir / "input" / f"test-{photo.name}").write_bytes(photo.read_bytes())
-        names[photo.name] = f"test-{photo.name}"
-    return names
-
-
-@pytest.mark.parametrize("name", SHOWN_AFTER_A_RUN)
-def test_after_a_run_what_the_nodes_show_fits_the_room_the_layout_keeps(page, frontend, browser_server,
-                                                                        test_photo_names, name):
-    workflow = json.loads((PACK_ROOT / "workflows" / f"{name}.json").read_text())
-    saved = {str(n["id"]): n for n in workflow["nodes"]}
-    before = {str(b["id"]): b["box"][3] for b in page.evaluate(LOAD_AND_MEASURE, [workflow, {}])["boxes"]}
-    prompt = for_test_host(page.evaluate(f"async () => (await {APP}.graphToPrompt()).output"))
-    for node in prompt.values():
-        if node["class_type"] == "LoadImage":
-            node["inputs"]["image"] = test_photo_names[node["inputs"]["image"]]
-    client = page.evaluate("() => window.comfyAPI.api.api.clientId")
-    assert client, f"{frontend}: no client id on the page"
-    result = browser_server.wait(browser_server.submit(prompt, client_id=client), timeout=600)
-    assert result.status == "success", f"{result.error}\n{browser_server.log()[-4000:]}"
-    shown = [t for t in SHOWS_WHAT_IT_DID if any(n["type"] == t for n in workflow["nodes"])]
-    for node_type in shown:  # the run's reports reached the page's nodes
-        page.wait_for_selector(f'.infu-panel[data-infu-type="{node_type}"] > *', state="attached", timeout=60_000)
-    page.wait_for_function("() => [...document.querySelectorAll('img')].every(i => i.complete)", timeout=30_000)
-    page.wait_for_timeout(1000)  # image previews drawn on the canvas (not <img> elements) settle
-    after = page.evaluate(MEASURE, [{}])["boxes"]
-    page.screenshot(path=str(artifacts_dir() / f"{frontend}-after-run-{name}.png"))
-    overlapping = clashes(after)
-    assert not overlapping, f"{frontend}: after {name} ran, nodes overlap:\n" + "\n".join(overlapping)
-    grown = {str(b["id"]): round(b["box"][3] - before[str(b["id"])]) for b in after}
-    print(f"\n{frontend} {name}: height gained after the run: "
-          + ", ".join(f"{saved[i]['type']} {g}" for i, g in grown.items() if g))
-    # a Load Image preview may still be arriving when the graph is first measured: its room is kept too
-    kept = {i: shown_below(n, workflow) + SHOWN_ON_LOAD.get(n["type"], 0) for i, n in saved.items()}
-    too_much = {f"{saved[i]['type']} #{i}": (g, kept[i]) for i, g in grown.items() if g > kept[i]}
-    assert not too_much, f"{frontend}: grew past the room kept below them (grown, kept): {too_much}"
