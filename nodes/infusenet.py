@@ -169,7 +169,7 @@ class ApplyInfiniteYou(io.ComfyNode):
             patched, reprojected = apply_branch(
                 model, infusenet, identity, vae, strength, start, end, window=window,
                 guidance=None if follow_model_guidance else infusenet_guidance, apply_to=apply_to,
-                control_image=control_image, mask=mask)
+                mask=mask, control=pose_latent(vae, control_image))
         mask_images = [] if mask is None else ui.PreviewMask(report.mask_thumbnail(mask), cls=cls).as_dict()["images"]
         shown = report.apply_report(identity, strength, start, end, window, mask_images, control_image is not None,
                                     preset=preset or CUSTOM, variant=infusenet.variant, reprojected=reprojected)
@@ -197,13 +197,11 @@ def window_problem(preset, start, end) -> str | None:
 
 
 def apply_branch(model, infusenet, identity, vae, strength, start, end, window=WINDOWS[0], guidance=1.0,
-                 apply_to=APPLY_TO[0], control_image=None, mask=None, control=None):
+                 apply_to=APPLY_TO[0], mask=None, control=None):
     """One Apply InfiniteYou: a patched clone of ``model`` and whether the identity was re-projected with this
-    InfuseNet's projection (it came from another InfuseNet). ``control``: a ``pose_latent`` shared with other
-    branches (the control image is then encoded once for all of them)."""
+    InfuseNet's projection (it came from another InfuseNet). ``control``: the node's ``pose_latent``, which
+    branches may share (the control image is then encoded once for all of them)."""
     tokens, reprojected = identity_tokens(infusenet, identity)
-    if control is None and control_image is not None:
-        control = pose_latent(vae, control_image)
     patched = apply_infiniteyou(
         model, infusenet, tokens, control_latent=control, strength=strength, start=start, end=end,
         window="steps" if window == WINDOWS[0] else "sigma", guidance=guidance,

@@ -80,18 +80,19 @@ if [[ "$(cat "$VENV/.infu-setup" 2>/dev/null)" != "$stamp" ]]; then
   pip_ -r tests/requirements.txt -r tests/requirements-browser.txt
   # Test-only reference implementations whose declared dependencies would pull a second torch.
   pip_ --no-deps -r tests/requirements-nodeps.txt
-  echo "$stamp" > "$VENV/.infu-setup"
-fi
-# The hosts' own environments hold the same large files (torch with its CUDA libraries is about 5.5 GB):
-# identical files are hard-linked so that each copy is stored once (pip replaces files, never edits them).
-if [[ "$VENV" == "$HOSTDIR/venv" ]] && command -v hardlink >/dev/null 2>&1; then
-  shopt -s nullglob
-  envs=("$ROOT"/.host/*/venv/lib/python3*/site-packages)
-  shopt -u nullglob
-  if (( ${#envs[@]} > 1 )); then
-    saved=$(hardlink --content --minimum-size 1M "${envs[@]}" 2>/dev/null | sed -nE 's/^Saved: +//p')
-    echo "setup: files shared with the other hosts' environments (hard links): ${saved:-nothing new}"
+  # After an install: the hosts' own environments hold the same large files (torch with its CUDA libraries
+  # is about 5.5 GB); identical files are hard-linked so that each copy is stored once (pip replaces files,
+  # never edits them).
+  if [[ "$VENV" == "$HOSTDIR/venv" ]] && command -v hardlink >/dev/null 2>&1; then
+    shopt -s nullglob
+    envs=("$ROOT"/.host/*/venv/lib/python3*/site-packages)
+    shopt -u nullglob
+    if (( ${#envs[@]} > 1 )); then
+      saved=$(hardlink --content --minimum-size 1M "${envs[@]}" 2>/dev/null | sed -nE 's/^Saved: +//p')
+      echo "setup: files shared with the other hosts' environments (hard links): ${saved:-nothing new}"
+    fi
   fi
+  echo "$stamp" > "$VENV/.infu-setup"
 fi
 # The browser tests drive Debian's Chromium (never a downloaded browser).
 if [[ -z "${INFU_CHROMIUM:-}" ]] && ! command -v chromium >/dev/null 2>&1; then
