@@ -111,6 +111,17 @@ class DistributedConfig:
 
 
 @dataclass
+class WatchConfig:
+    """What a run shows while it trains (rank 0): TensorBoard scalars under ``log_dir`` (None:
+    ``checkpoint.output_dir/logs``) and, every ``validate_every`` steps (0: never), validation images
+    for held-out identities with their identity similarity to the reference photo."""
+
+    tensorboard: bool = True
+    log_dir: str | None = None
+    validate_every: int = 0
+
+
+@dataclass
 class TrainConfig:
     stage: Stage = "pretrain"
     seed: int = 0
@@ -123,6 +134,7 @@ class TrainConfig:
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
 
     def as_dict(self) -> dict:
         return asdict(self)

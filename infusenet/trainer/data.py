@@ -292,3 +292,12 @@ def step_batch(dataset: CachedDataset, step: int, global_batch: int, rank: int, 
     positions = [step * global_batch + rank * per_rank + k for k in range(per_rank)]
     items = [dataset[sample_position(p, len(dataset), seed, shuffle)] for p in positions]
     return collate(items), positions
+
+
+def batch_stream(dataset, global_batch: int, rank: int, world: int, seed: int, shuffle: bool, start_step: int = 0):
+    """Endless iterator of (this rank's batch, its global positions) from ``start_step`` on: the one way the
+    trainer reads data, whatever the dataset's kind."""
+    step = start_step
+    while True:
+        yield step_batch(dataset, step, global_batch, rank, world, seed, shuffle)
+        step += 1
