@@ -236,6 +236,21 @@ def training_mode() -> Iterator[None]:
             mm.in_training = previous
 
 
+@contextlib.contextmanager
+def flux_attention(fn: Callable) -> Iterator[None]:
+    """FLUX blocks call ``fn`` instead of ComfyUI's chosen attention while inside (same signature as
+    ``optimized_attention``: q, k, v [B, H, L, D], heads, ``skip_reshape=True``; returns [B, L, H*D]).
+    Used by the memory planner to run blocks on the ``meta`` device with a stated attention kernel."""
+    import comfy.ldm.flux.math as flux_math
+
+    previous = flux_math.optimized_attention
+    flux_math.optimized_attention = fn
+    try:
+        yield
+    finally:
+        flux_math.optimized_attention = previous
+
+
 # ---------------------------------------------------------------- files
 def load_torch_file(path: str) -> dict:
     """Tensors from a safetensors or torch file, never unpickling objects (``safe_load``)."""

@@ -69,14 +69,14 @@ fi
 REQS="$HOSTDIR/comfy-requirements.txt"
 # ComfyUI's own requirements, less the torch family (pinned by our constraints, torchaudio below).
 grep -vE '^\s*(torch|torchvision|torchaudio)\s*([<>=~!].*)?$' "$COMFY/requirements.txt" > "$REQS"
-stamp=$(cat "$REQS" requirements.txt tests/requirements*.txt scripts/constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
+stamp=$(cat "$REQS" requirements.txt requirements-train.txt tests/requirements*.txt scripts/constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
 if [[ "$(cat "$VENV/.infu-setup" 2>/dev/null)" != "$stamp" ]]; then
   pip_() { "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$ROOT/scripts/constraints.txt" "$@"; }
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24" wheel
   pip_ torch torchvision
   pip_ --no-deps "$TORCHAUDIO"
   pip_ -r "$REQS" requests
-  pip_ -r requirements.txt
+  pip_ -r requirements.txt -r requirements-train.txt
   pip_ -r tests/requirements.txt -r tests/requirements-browser.txt
   # Test-only reference implementations whose declared dependencies would pull a second torch.
   pip_ --no-deps -r tests/requirements-nodeps.txt

@@ -10,6 +10,9 @@ from typing import Literal
 Stage = Literal["pretrain", "sft"]
 Precision = Literal["bf16", "fp32"]
 Strategy = Literal["auto", "none", "ddp", "fsdp"]
+Optimizer = Literal["adamw", "adamw_fused", "adamw_low_memory"]
+LRSchedule = Literal["constant", "cosine"]
+ActivationCopies = Literal["aliased", "all"]
 
 
 @dataclass
@@ -41,23 +44,54 @@ class InfuseNetShape:
     resampler_ff_mult: int = 4
 
 
+DataFormat = Literal["auto", "files", "shards"]
+
+
 @dataclass
 class DataConfig:
-    """``cache_dir`` is what :func:`infusenet.trainer.data.prepare_cache` wrote (``index.json``)."""
+    """``cache_dir``: what :func:`infusenet.trainer.data.prepare_cache` wrote (``index.json``, format
+    "files") or :func:`infusenet.trainer.shards.prepare_shards` wrote (``shards.json``, format "shards");
+    "auto" reads whichever the folder holds.
+
+    Loader: ``num_workers`` DataLoader processes (0: read in the training process), each ``prefetch``
+    batches ahead; ``shuffle_buffer`` samples in the shards' shuffle buffer; ``buckets`` the resolutions
+    (width, height) to train on, None for every bucket the cache holds (each batch holds one bucket);
+    ``caption_dropout`` the share of samples trained on the empty caption, drawn from (seed, position)."""
 
     cache_dir: str = "cache"
     batch_size: int = 1            # global batch (split evenly over ranks)
     shuffle: bool = True
+    format: DataFormat = "auto"
+    num_workers: int = 2
+    prefetch: int = 2
+    shuffle_buffer: int = 1000
+    buckets: list[tuple[int, int]] | None = None
+    caption_dropout: float = 0.0
 
 
 @dataclass
 class OptimConfig:
+    """AdamW on the float32 branch. ``optimizer``: ``adamw`` (multi-tensor "foreach" kernels),
+    ``adamw_fused`` (one fused kernel; where the device has none, the foreach one is used and a
+    warning says so) or ``adamw_low_memory`` (one parameter at a time: no multi-tensor temporaries
+    as large as all gradients, slower). All three compute the same update.
+
+    Learning rate: linear warm-up over ``warmup_steps`` from ``lr / warmup_steps`` to ``lr``, then
+    ``schedule`` ``constant`` or ``cosine`` (down to ``lr * min_lr_ratio`` at ``decay_steps``, default
+    ``schedule.max_steps``). ``grad_accum_steps``: micro-steps per optimiser step; ``data.batch_size``
+    stays the batch of one optimiser step, so the update does not depend on it (only memory does)."""
+
     lr: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2
     eps: float = 1e-8
     grad_clip: float | None = 1.0
-    warmup_steps: int = 0          # linear warm-up from 0 to ``lr``; constant after
+    warmup_steps: int = 0
+    schedule: LRSchedule = "constant"
+    min_lr_ratio: float = 0.0
+    decay_steps: int | None = None
+    grad_accum_steps: int = 1
+    optimizer: Optimizer = "adamw"
     ema_decay: float | None = None  # e.g. 0.9999; None: no EMA
 
 
@@ -85,15 +119,22 @@ class ScheduleConfig:
 
 @dataclass
 class PrecisionConfig:
-    """``bf16``: autocast where the device supports it (weights and optimiser stay float32)."""
+    """``bf16``: autocast where the device supports it (weights and optimiser stay float32).
+    ``gradient_checkpointing``: each transformer block keeps only its inputs and is recomputed in the
+    backward pass. ``saved_activation_copies``: ComfyUI's FLUX blocks add into their inputs in place,
+    so activations saved from those inputs are copied when saved; ``aliased`` copies only those (and
+    checks every other saved activation is unchanged when used), ``all`` copies every one."""
 
     mixed: Precision = "bf16"
     gradient_checkpointing: bool = True
+    saved_activation_copies: ActivationCopies = "aliased"
 
 
 @dataclass
 class CheckpointConfig:
-    """Checkpoints go to ``output_dir/step-XXXXXX/``; ``resume`` "latest", a folder, or None."""
+    """Checkpoints go to ``output_dir/step-XXXXXX/`` (``torch.distributed.checkpoint`` shards, one file
+    per rank, plus ``state.pt``); ``output_dir`` must be one folder every node sees. ``resume``:
+    "latest", a folder, or None. A checkpoint resumes on any number of processes."""
 
     output_dir: str = "runs/infusenet"
     every: int = 500
@@ -103,11 +144,15 @@ class CheckpointConfig:
 
 @dataclass
 class DistributedConfig:
-    """``auto``: DDP when launched by torchrun with WORLD_SIZE > 1, single process otherwise.
-    ``fsdp`` shards the trainable branch and its optimiser state (the frozen base is not trained)."""
+    """``auto``: FSDP2 when launched by torchrun with WORLD_SIZE > 1, one process otherwise. ``fsdp``
+    (``torch.distributed.fsdp.fully_shard``) shards each transformer block of the branch and the
+    projection, their gradients, optimiser state and EMA; ``shard_base`` shards the frozen base's
+    blocks too (each rank then holds 1/N of the base, gathered block by block). ``ddp`` keeps the
+    whole branch on every rank (gradients as views of the all-reduce buckets)."""
 
     strategy: Strategy = "auto"
     backend: str | None = None     # None: nccl on CUDA, gloo otherwise
+    shard_base: bool = False
 
 
 @dataclass

@@ -19,14 +19,22 @@ reference's control without a pose). Each target becomes one sample, id ``"<id>/
 :func:`prepare_cache` runs the encoders once and writes, per sample, ``samples/<n>.safetensors`` with
 ``latent`` [16, h, w] (raw VAE latent of the target resized and centre-cropped to the resolution),
 ``control`` [16, h, w] (raw VAE latent of the control image), ``embedding`` [512] (ArcFace of the
-identity photo), ``context`` [T, C] and ``pooled`` [P] (text encoder) and an ``index.json``.
+identity photo), ``context`` [T, C] and ``pooled`` [P] (text encoder, FLUX's T5 at 512 tokens: see
+:mod:`.text`), ``empty_text.safetensors`` (the empty caption, for caption dropout) and an ``index.json``.
 Samples that fail (missing or unreadable file, no detectable face) are reported by id and skipped.
+For large sets, :func:`infusenet.trainer.shards.prepare_shards` writes the same tensors into tar shards.
+
+Reading: :func:`open_dataset` opens either cache; :func:`batch_stream` is the one way the trainer reads
+batches, with the global-position scheme of :func:`step_batch` (step ``s`` holds positions
+``s * B .. s * B + B - 1``; rank ``r`` of ``w`` takes ``s * B + r * B / w + k``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +42,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .buckets import Bucket, fit_to_bucket, nearest_bucket
+from .text import T5_TOKENS, encode_caption
+
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
+EMPTY_TEXT_FILE = "empty_text.safetensors"
 CACHE_KEYS = ("latent", "control", "embedding", "context", "pooled")
 
 
@@ -50,10 +62,12 @@ class Sample:
 
     id: str
     kind: str                 # "spss" | "spms"
-    identity: str
-    target: str
+    identity: str | bytes | None      # path or encoded image; None with a precomputed embedding
+    target: str | bytes
     caption: str
-    pose: str | None = None   # path, "auto" or None (black control)
+    pose: str | bytes | None = None   # path or encoded image, "auto" or None (black control)
+    embedding: list[float] | None = None               # precomputed ArcFace [512] instead of the photo
+    face_box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 of the face in the target
 
 
 @dataclass
@@ -116,17 +130,24 @@ def write_manifest(path: str | os.PathLike, records: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------- images
-def load_rgb(path: str, sample_id: str) -> tuple[np.ndarray, str | None]:
+def load_rgb(path: str | bytes, sample_id: str, name: str = "") -> tuple[np.ndarray, str | None]:
     """uint8 RGB [H, W, 3] and a note when the file's mode had to be converted.
 
+    ``path``: a file, or the encoded bytes of one (``name`` says which member they came from).
     16-bit greyscale is scaled to 8 bits; CMYK, palette, greyscale and alpha images are converted
     to RGB (alpha dropped). Raises DataError naming the sample for missing or unreadable files."""
+    import io
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if not os.path.isfile(path):
+    if isinstance(path, (bytes, bytearray)):
+        source, path = io.BytesIO(path), name or "image bytes"
+    elif not os.path.isfile(path):
         raise DataError(f"sample '{sample_id}': image file '{path}' does not exist")
+    else:
+        source = path
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im = ImageOps.exif_transpose(im)
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -146,14 +167,7 @@ def load_rgb(path: str, sample_id: str) -> tuple[np.ndarray, str | None]:
 
 def cover_resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize (aspect kept, LANCZOS) to cover width x height, then centre-crop to it."""
-    from PIL import Image
-
-    h, w = rgb.shape[:2]
-    scale = max(width / w, height / h)
-    nw, nh = max(width, round(w * scale)), max(height, round(h * scale))
-    im = Image.fromarray(rgb).resize((nw, nh), Image.LANCZOS)
-    x, y = (nw - width) // 2, (nh - height) // 2
-    return np.asarray(im.crop((x, y, x + width, y + height)))
+    return fit_to_bucket(rgb, (width, height))[0]
 
 
 def _image_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -161,22 +175,115 @@ def _image_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(rgb).float().div(255.0).unsqueeze(0)
 
 
-# ---------------------------------------------------------------- cache
+# ---------------------------------------------------------------- encoding one sample
+@dataclass
+class EncodedSample:
+    """The cached tensors of one sample (float32, CPU) and the bucket its target was fitted to."""
+
+    tensors: dict[str, torch.Tensor]
+    bucket: Bucket
+    notes: list[str]
+
+
+class SampleEncoder:
+    """Runs the encoders on one sample at a time; what samples share is computed once (the identity
+    embedding of a photo, the black control of a resolution, the empty caption)."""
+
+    def __init__(self, encoders: Encoders, t5_tokens: int = T5_TOKENS):
+        self.encoders = encoders
+        self.t5_tokens = t5_tokens
+        self._embeddings: dict[str, torch.Tensor] = {}
+        self._black: dict[Bucket, torch.Tensor] = {}
+        self._empty: dict[str, torch.Tensor] | None = None
+
+    def empty_text(self) -> dict[str, torch.Tensor]:
+        """{"context": [T, C], "pooled": [P]} of the empty caption (what caption dropout trains on)."""
+        if self._empty is None:
+            context, pooled = encode_caption(self.encoders.clip, "", self.t5_tokens)
+            self._empty = {"context": context.contiguous(), "pooled": pooled.contiguous()}
+        return self._empty
+
+    def identity(self, sample: Sample, notes: list) -> torch.Tensor:
+        """ArcFace embedding [512]: the sample's precomputed one (made unit length, as the pack's face
+        encoder gives it) or the face encoder's on the identity photo."""
+        from ..face import FaceError
+        from ..face.identity import identity_from_images
+
+        if sample.embedding is not None:
+            e = torch.as_tensor(np.asarray(sample.embedding, dtype=np.float32)).flatten()
+            if e.numel() != 512 or not torch.isfinite(e).all() or float(e.norm()) == 0:
+                raise DataError(f"sample '{sample.id}': the precomputed embedding must be 512 finite numbers, not all "
+                                f"zero; got {e.numel()} values")
+            return e / e.norm()
+        if sample.identity is None:
+            raise DataError(f"sample '{sample.id}' has neither an identity photo nor a precomputed embedding")
+        key = sample.identity if isinstance(sample.identity, str) else hashlib.sha1(sample.identity).hexdigest()
+        if key not in self._embeddings:
+            photo, note = load_rgb(sample.identity, sample.id, "identity photo")
+            notes.append(note)
+            where = sample.identity if isinstance(sample.identity, str) else f"identity photo of '{sample.id}'"
+            try:
+                ident = identity_from_images(self.encoders.face, [torch.from_numpy(photo).float() / 255.0])
+            except FaceError as e:
+                raise DataError(f"sample '{sample.id}': no usable face in identity photo '{where}' ({e})") from e
+            self._embeddings[key] = ident.embedding.float().cpu().flatten()
+        return self._embeddings[key]
+
+    def control(self, sample: Sample, target: np.ndarray, target_size: tuple[int, int], bucket: Bucket,
+                notes: list) -> torch.Tensor:
+        from ..face import FaceError
+        from ..face.pose import pose_image
+
+        width, height = bucket
+        vae = self.encoders.vae
+        if sample.pose is None:
+            if bucket not in self._black:
+                self._black[bucket] = vae.encode(torch.zeros(1, height, width, 3))[0].float().cpu()
+            return self._black[bucket]
+        if isinstance(sample.pose, str) and sample.pose == "auto":
+            try:
+                pose = pose_image(self.encoders.face, _image_tensor(target)[0], width, height)
+            except FaceError as e:
+                where = sample.target if isinstance(sample.target, str) else "the target image"
+                raise DataError(f"sample '{sample.id}': no face in target '{where}' to draw the pose from ({e})") from e
+        else:
+            rgb, note = load_rgb(sample.pose, sample.id, "pose image")
+            notes.append(note)
+            box = sample.face_box
+            if box is not None:   # the pose image is drawn over the target: keep the same crop
+                sx, sy = rgb.shape[1] / target_size[0], rgb.shape[0] / target_size[1]
+                box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+            pose = _image_tensor(fit_to_bucket(rgb, bucket, box)[0])
+        return vae.encode(pose)[0].float().cpu()
+
+    def encode(self, sample: Sample, buckets: list[Bucket]) -> EncodedSample:
+        """All cached tensors of ``sample``, its target fitted to the nearest of ``buckets``.
+        Raises DataError naming the sample when a file is missing or unreadable or has no face."""
+        notes: list = []
+        embedding = self.identity(sample, notes)
+        target, note = load_rgb(sample.target, sample.id, "target image")
+        notes.append(note)
+        size = (target.shape[1], target.shape[0])
+        bucket = nearest_bucket(*size, buckets)
+        target, _ = fit_to_bucket(target, bucket, sample.face_box)
+        latent = self.encoders.vae.encode(_image_tensor(target))[0].float().cpu()
+        control = self.control(sample, target, size, bucket, notes)
+        context, pooled = encode_caption(self.encoders.clip, sample.caption, self.t5_tokens)
+        tensors = {"latent": latent, "control": control, "embedding": embedding, "context": context, "pooled": pooled}
+        return EncodedSample({k: v.contiguous() for k, v in tensors.items()}, bucket, [n for n in notes if n])
+
+
+# ---------------------------------------------------------------- the per-file cache
 def encode_text(clip, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """ComfyUI CLIP -> (context [T, C], pooled [P]) float32 on CPU."""
-    cond, pooled = clip.encode_from_tokens(clip.tokenize(caption), return_pooled=True)
-    return cond[0].float().cpu(), pooled[0].float().cpu()
+    """ComfyUI CLIP -> (context [T, C], pooled [P]) float32 on CPU (FLUX's T5 at 512 tokens)."""
+    return encode_caption(clip, caption)
 
 
 def prepare_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike, encoders: Encoders,
-                  resolution: tuple[int, int] = (1024, 1024)) -> PrepareReport:
+                  resolution: tuple[int, int] = (1024, 1024), t5_tokens: int = T5_TOKENS) -> PrepareReport:
     """Encode every sample of ``manifest`` once into ``cache_dir`` (see the module docstring).
 
     resolution: (width, height) of the training images, multiples of 16."""
-    from ..face import FaceError
-    from ..face.identity import identity_from_images
-    from ..face.pose import pose_image
-
     width, height = resolution
     if width % 16 or height % 16:
         raise DataError(f"training resolution must be a multiple of 16; got {width}x{height}")
@@ -184,54 +291,23 @@ def prepare_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike, enc
     (cache / "samples").mkdir(parents=True, exist_ok=True)
     samples, problems = read_manifest(manifest)
     report = PrepareReport(skipped=dict(problems))
-    embeddings: dict[str, torch.Tensor] = {}
-    black = None
+    encoder = SampleEncoder(encoders, t5_tokens)
     entries = []
     for sample in samples:
         try:
-            notes = []
-            if sample.identity not in embeddings:
-                photo, note = load_rgb(sample.identity, sample.id)
-                notes.append(note)
-                try:
-                    ident = identity_from_images(encoders.face, [torch.from_numpy(photo).float() / 255.0])
-                except FaceError as e:
-                    raise DataError(f"sample '{sample.id}': no usable face in identity photo '{sample.identity}' ({e})") from e
-                embeddings[sample.identity] = ident.embedding.float().cpu()
-            target, note = load_rgb(sample.target, sample.id)
-            notes.append(note)
-            target = cover_resize(target, width, height)
-            latent = encoders.vae.encode(_image_tensor(target))[0].float().cpu()
-            if sample.pose is None:
-                if black is None:
-                    black = encoders.vae.encode(torch.zeros(1, height, width, 3))[0].float().cpu()
-                control = black
-            else:
-                if sample.pose == "auto":
-                    try:
-                        pose = pose_image(encoders.face, _image_tensor(target)[0], width, height)
-                    except FaceError as e:
-                        raise DataError(f"sample '{sample.id}': no face in target '{sample.target}' to draw the pose from ({e})") from e
-                else:
-                    rgb, note = load_rgb(sample.pose, sample.id)
-                    notes.append(note)
-                    pose = _image_tensor(cover_resize(rgb, width, height))
-                control = encoders.vae.encode(pose)[0].float().cpu()
-            context, pooled = encode_text(encoders.clip, sample.caption)
+            encoded = encoder.encode(sample, [(width, height)])
         except DataError as e:
             log.warning("Skipping %s", e)
             report.skipped[sample.id] = str(e)
             continue
         name = f"{len(entries):07d}.safetensors"
-        save_file({"latent": latent.contiguous(), "control": control.contiguous(),
-                   "embedding": embeddings[sample.identity].contiguous(), "context": context.contiguous(),
-                   "pooled": pooled.contiguous()}, str(cache / "samples" / name))
+        save_file(encoded.tensors, str(cache / "samples" / name))
         entries.append({"id": sample.id, "kind": sample.kind, "file": f"samples/{name}", "caption": sample.caption})
         report.prepared.append(sample.id)
-        done = [n for n in notes if n]
-        if done:
-            report.notes[sample.id] = "; ".join(done)
+        if encoded.notes:
+            report.notes[sample.id] = "; ".join(encoded.notes)
             log.info("sample '%s': %s", sample.id, report.notes[sample.id])
+    save_file(encoder.empty_text(), str(cache / EMPTY_TEXT_FILE))
     with open(cache / INDEX_FILE, "w", encoding="utf-8") as f:
         json.dump({"version": 1, "resolution": [width, height], "manifest": str(manifest), "samples": entries,
                    "skipped": report.skipped, "notes": report.notes}, f, indent=1)
@@ -240,9 +316,13 @@ def prepare_cache(manifest: str | os.PathLike, cache_dir: str | os.PathLike, enc
 
 
 class CachedDataset:
-    """The prepared samples of a cache folder; ``dataset[i]`` -> dict of CPU float32 tensors."""
+    """The prepared samples of a cache folder; ``dataset[i]`` -> dict of CPU float32 tensors.
 
-    def __init__(self, cache_dir: str | os.PathLike):
+    Loader settings: ``caption_dropout`` (share of samples trained on the empty caption), ``num_workers``
+    and ``prefetch`` (DataLoader processes for :func:`batch_stream`; 0: read in the training process)."""
+
+    def __init__(self, cache_dir: str | os.PathLike, caption_dropout: float = 0.0, num_workers: int = 0,
+                 prefetch: int = 2):
         self.root = Path(cache_dir)
         index = self.root / INDEX_FILE
         if not index.is_file():
@@ -260,6 +340,8 @@ class CachedDataset:
                 log.warning("Skipping %s", self.skipped[e["id"]])
         if not self.entries:
             raise DataError(f"cache '{self.root}' has no usable samples")
+        self.caption_dropout, self.num_workers, self.prefetch = check_loader(caption_dropout, num_workers, prefetch)
+        self._epoch: tuple[tuple[int, int], list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -270,7 +352,61 @@ class CachedDataset:
     def ids(self) -> list[str]:
         return [e["id"] for e in self.entries]
 
+    def empty_text(self) -> dict[str, torch.Tensor]:
+        return read_empty_text(self.root)
 
+    def epoch_order(self, epoch: int, seed: int) -> list[int]:
+        """The permutation of epoch ``epoch`` (drawn once per epoch, kept for the next draws)."""
+        if self._epoch is None or self._epoch[0] != (epoch, seed):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            self._epoch = ((epoch, seed), torch.randperm(len(self), generator=g).tolist())
+        return self._epoch[1]
+
+    def global_batch(self, step: int, global_batch: int, seed: int, shuffle: bool) -> list[int]:
+        """Dataset indices of global positions ``step * B .. step * B + B - 1`` (epochs are permutations)."""
+        out = []
+        for p in range(step * global_batch, (step + 1) * global_batch):
+            epoch, k = divmod(p, len(self))
+            out.append(self.epoch_order(epoch, seed)[k] if shuffle else k)
+        return out
+
+
+def check_loader(caption_dropout: float, num_workers: int, prefetch: int) -> tuple[float, int, int]:
+    if not 0.0 <= caption_dropout < 1.0:
+        raise ValueError(f"caption_dropout is a share of samples in [0, 1); got {caption_dropout}")
+    if num_workers < 0 or prefetch < 1:
+        raise ValueError(f"num_workers must be >= 0 and prefetch >= 1; got {num_workers} and {prefetch}")
+    return float(caption_dropout), int(num_workers), int(prefetch)
+
+
+def read_empty_text(root: Path) -> dict[str, torch.Tensor]:
+    path = Path(root) / EMPTY_TEXT_FILE
+    if not path.is_file():
+        raise DataError(f"caption dropout needs the empty caption's encoding '{path}', which this cache lacks: "
+                        "prepare the cache again, or set data.caption_dropout to 0")
+    return load_file(str(path))
+
+
+def open_dataset(config) -> "CachedDataset":
+    """The dataset a :class:`~infusenet.trainer.config.DataConfig` names, with its loader settings.
+
+    ``format``: "files" (``index.json`` of :func:`prepare_cache`), "shards" (``shards.json`` of
+    :func:`infusenet.trainer.shards.prepare_shards`) or "auto" (whichever the folder holds)."""
+    from .shards import SHARDS_FILE, ShardedDataset
+
+    root = Path(config.cache_dir)
+    fmt = config.format
+    if fmt == "auto":
+        fmt = "shards" if (root / SHARDS_FILE).is_file() else "files"
+    loader = dict(caption_dropout=config.caption_dropout, num_workers=config.num_workers, prefetch=config.prefetch)
+    if fmt == "files":
+        return CachedDataset(root, **loader)
+    if fmt == "shards":
+        return ShardedDataset(root, buckets=config.buckets, shuffle_buffer=config.shuffle_buffer, **loader)
+    raise ValueError(f"data.format must be 'auto', 'files' or 'shards'; got {fmt!r}")
+
+
+# ---------------------------------------------------------------- batches
 def sample_position(position: int, n: int, seed: int, shuffle: bool) -> int:
     """Dataset index at global position ``position`` of the endless stream of epochs: each epoch is a
     permutation of range(n) drawn from (seed, epoch). The data position is therefore the step."""
@@ -281,23 +417,71 @@ def sample_position(position: int, n: int, seed: int, shuffle: bool) -> int:
     return int(torch.randperm(n, generator=g)[k])
 
 
+def caption_dropped(seed: int, position: int, rate: float) -> bool:
+    """Whether the sample at global ``position`` trains on the empty caption: a draw from (seed, position),
+    so it does not depend on the rank, the workers or a resume."""
+    return rate > 0 and random.Random(seed * 1_000_003 + position * 104_729 + 5).random() < rate
+
+
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack the samples of one batch: {key: [B, ...]} for the cache keys."""
+    for k in CACHE_KEYS:
+        shapes = {tuple(it[k].shape) for it in items}
+        if len(shapes) > 1:
+            raise DataError(f"the samples of one batch have '{k}' of different shapes {sorted(shapes)}; a cache "
+                            "holds one text length (T5 at 512 tokens) and one resolution per batch. Prepare the "
+                            "cache again with this version.")
     return {k: torch.stack([it[k] for it in items]) for k in CACHE_KEYS}
 
 
-def step_batch(dataset: CachedDataset, step: int, global_batch: int, rank: int, world: int, seed: int,
+def step_batch(dataset, step: int, global_batch: int, rank: int, world: int, seed: int,
                shuffle: bool) -> tuple[dict[str, torch.Tensor], list[int]]:
     """This rank's slice of the global batch of ``step`` and the global positions it holds."""
     per_rank = global_batch // world
+    indices = dataset.global_batch(step, global_batch, seed, shuffle)[rank * per_rank:(rank + 1) * per_rank]
     positions = [step * global_batch + rank * per_rank + k for k in range(per_rank)]
-    items = [dataset[sample_position(p, len(dataset), seed, shuffle)] for p in positions]
+    items = [dataset[i] for i in indices]
+    rate = getattr(dataset, "caption_dropout", 0.0)
+    if rate > 0:
+        empty = dataset.empty_text()
+        items = [{**it, **empty} if caption_dropped(seed, p, rate) else it for it, p in zip(items, positions)]
     return collate(items), positions
+
+
+class StepBatches(torch.utils.data.IterableDataset):
+    """Batches ``start_step, start_step + 1, ...`` for DataLoader workers: worker i of n makes the steps
+    ``start_step + i + k * n``; the DataLoader takes them from the workers in turn, so the stream is
+    the same as without workers."""
+
+    def __init__(self, dataset, global_batch: int, rank: int, world: int, seed: int, shuffle: bool, start_step: int):
+        super().__init__()
+        self.args = (dataset, global_batch, rank, world, seed, shuffle)
+        self.start_step = start_step
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        step = self.start_step + worker
+        while True:
+            yield step_batch(self.args[0], step, *self.args[1:])
+            step += workers
+
+
+def _as_is(batch):
+    return batch
 
 
 def batch_stream(dataset, global_batch: int, rank: int, world: int, seed: int, shuffle: bool, start_step: int = 0):
     """Endless iterator of (this rank's batch, its global positions) from ``start_step`` on: the one way the
-    trainer reads data, whatever the dataset's kind."""
-    step = start_step
-    while True:
-        yield step_batch(dataset, step, global_batch, rank, world, seed, shuffle)
-        step += 1
+    trainer reads data, whatever the dataset's kind. With ``dataset.num_workers`` > 0 the batches are made
+    by DataLoader worker processes, ``dataset.prefetch`` batches ahead per worker; the stream is the same."""
+    workers = int(getattr(dataset, "num_workers", 0) or 0)
+    if workers <= 0:
+        step = start_step
+        while True:
+            yield step_batch(dataset, step, global_batch, rank, world, seed, shuffle)
+            step += 1
+    loader = torch.utils.data.DataLoader(
+        StepBatches(dataset, global_batch, rank, world, seed, shuffle, start_step), batch_size=None,
+        num_workers=workers, prefetch_factor=int(getattr(dataset, "prefetch", 2)), collate_fn=_as_is)
+    yield from loader

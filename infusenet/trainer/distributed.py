@@ -1,4 +1,4 @@
-"""torch.distributed glue: DDP (or FSDP) when launched by ``torchrun``, one process otherwise.
+"""torch.distributed glue: FSDP2 (or DDP) when launched by ``torchrun``, one process otherwise.
 
 The global batch is split evenly over ranks; each rank draws noise and timesteps per global sample
 position (see ``loop.sample_noise``), so N processes compute the same update as one process with
@@ -64,21 +64,25 @@ def init_distributed(cfg: DistributedConfig, device: torch.device) -> DistContex
     if device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-    strategy = "fsdp" if cfg.strategy == "fsdp" else "ddp"
+    strategy = "ddp" if cfg.strategy == "ddp" else "fsdp"
     log.info("InfuseNet trainer: rank %d of %d (%s on %s).", rank, world, strategy, device)
     return DistContext(rank, world, local, strategy, device, owns)
 
 
-def wrap(module: nn.Module, ctx: DistContext) -> nn.Module:
-    """``module`` as DDP / FSDP (one FSDP unit per transformer block) or unchanged."""
+def wrap(module: nn.Module, ctx: DistContext, base: nn.Module | None = None) -> nn.Module:
+    """``module`` as DDP / FSDP2 or unchanged.
+
+    DDP: gradients are views into the all-reduce buckets (no second copy of them). FSDP2
+    (``fully_shard``): one shard group per trained transformer block, then the rest of the branch and
+    the projection; parameters become DTensors in place, on CUDA or (gloo) on the CPU alike. With
+    ``base`` (the frozen FLUX, outside ``module``) its blocks and the rest of it are sharded the same
+    way and gathered block by block when they run."""
     if ctx.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [ctx.device.index] if ctx.device is not None and ctx.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids)
+        return DistributedDataParallel(module, device_ids=ids, gradient_as_bucket_view=True)
     if ctx.strategy == "fsdp":
-        # FSDP2 (fully_shard): one shard group per transformer block, then the rest of the branch and the
-        # projection; parameters become DTensors in place, on CUDA or (gloo) on the CPU alike.
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
@@ -89,6 +93,11 @@ def wrap(module: nn.Module, ctx: DistContext) -> nn.Module:
             if isinstance(sub, (DoubleStreamBlock, SingleStreamBlock)) and any(p.requires_grad for p in sub.parameters()):
                 fully_shard(sub, mesh=mesh)
         fully_shard(module, mesh=mesh)
+        if base is not None:
+            for sub in base.modules():
+                if isinstance(sub, (DoubleStreamBlock, SingleStreamBlock)):
+                    fully_shard(sub, mesh=mesh)
+            fully_shard(base, mesh=mesh)
         return module
     return module
 

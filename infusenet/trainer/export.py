@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from .. import host
@@ -122,17 +122,11 @@ def export_infusenet(infusenet_sd: dict[str, Tensor], resampler_sd: dict[str, Te
 
 def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, precision: str = "bf16",
                       use_ema: bool = False, name: str = "custom") -> dict[str, str]:
-    """Export a trainer checkpoint folder (``step-XXXXXX``); ``use_ema`` takes ``ema.safetensors``."""
-    from safetensors import safe_open
+    """Export a trainer checkpoint folder (``step-XXXXXX``; its shards are consolidated in this process,
+    whatever number of processes wrote them); ``use_ema`` takes the EMA weights."""
+    from .checkpoint import read_trainable
 
-    from .loop import EMA_FILE, TRAINABLE_FILE
-
-    path = Path(checkpoint) / (EMA_FILE if use_ema else TRAINABLE_FILE)
-    if not path.is_file():
-        raise FileNotFoundError(f"'{path}' does not exist: not a trainer checkpoint folder{' with EMA' if use_ema else ''}")
-    sd = load_file(str(path))
-    with safe_open(str(path), "pt") as f:
-        axes = [int(a) for a in (f.metadata() or {}).get("axes_dim", "16,56,56").split(",")]
+    sd, axes = read_trainable(checkpoint, ema=use_ema)
     net = {k[len("infusenet."):]: v for k, v in sd.items() if k.startswith("infusenet.")}
     res = {k[len("resampler."):]: v for k, v in sd.items() if k.startswith("resampler.")}
     return export_infusenet(net, res, out_dir, axes, precision, name)

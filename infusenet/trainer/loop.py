@@ -1,5 +1,6 @@
 """The training loop: forward through the frozen ComfyUI FLUX with InfuseNet residuals, the
-rectified-flow loss, AdamW with warm-up, clipping and EMA, exact checkpoints and resume.
+rectified-flow loss, AdamW with warm-up and decay, gradient accumulation, clipping and EMA, sharded
+checkpoints and exact resume (on any number of processes).
 
 Forward (what Apply InfiniteYou does at inference, with gradients): for a noisy latent ``x_t`` at
 ``sigma`` the base model's ``model_sampling`` gives the model input and timestep; the InfuseNet runs
@@ -15,34 +16,37 @@ noise, x0) = sigma * noise + (1 - sigma) * x0`` and ``calculate_denoised(sigma, 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import random
-import re
+import resource
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from .. import host
 from ..model import InfuseNet
 from ..patch import flux_diffusion_model, merge_control
 from ..resampler import Resampler, ResamplerConfig
+from .blocks import release_blocks, train_blocks  # noqa: F401  (train_blocks: part of this module's API)
+from .checkpoint import (EMA_FILE, RESUMABLE_CHANGES, SHARDS_DIR, STATE_FILE, TRAINABLE_FILE,  # noqa: F401
+                         config_differences, is_checkpoint, list_checkpoints, prune, read_shards, read_state,
+                         read_trainable, write_shards)
 from .config import TimestepConfig, TrainConfig
-from .data import CachedDataset, step_batch
-from .distributed import (DistContext, barrier, init_distributed, mean_over_ranks, rank_device, shutdown, unwrap,
-                          wrap)
+from .data import CachedDataset, batch_stream
+from .distributed import DistContext, barrier, init_distributed, mean_over_ranks, rank_device, shutdown, wrap
+from .ema import EMA
+from .optim import lr_factor, make_optimizer
 
 log = logging.getLogger(__name__)
-
-TRAINABLE_FILE = "trainable.safetensors"
-EMA_FILE = "ema.safetensors"
-STATE_FILE = "state.pt"
-STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 # ---------------------------------------------------------------- the frozen base
@@ -167,81 +171,10 @@ def flow_loss(module: nn.Module, base: FrozenBase, batch: dict[str, Tensor], sig
     return F.mse_loss(v.float(), (noise - x0).float())
 
 
-# ---------------------------------------------------------------- blocks for training
-def _snapshot(t: Tensor):
-    # Saved activations are copied at save time: ComfyUI's FLUX blocks update tensors in place
-    # (``x += ...`` after a norm saved ``x``), which autograd would otherwise refuse or get wrong.
-    return t if isinstance(t, nn.Parameter) else t.clone()
-
-
-def train_blocks(blocks, gradient_checkpointing: bool) -> None:
-    """Make ComfyUI's inference-written transformer blocks trainable, state dict keys unchanged.
-
-    Each block gets a copy of its tensor inputs (the blocks add into them in place) and runs with
-    saved activations copied when saved. With ``gradient_checkpointing`` the block runs without
-    saving anything and is recomputed in the backward pass (re-entrant checkpoint, so the
-    recomputation also runs under the copying hooks)."""
-    for block in blocks:
-        if "forward" in block.__dict__:
-            continue
-        original = block.forward
-
-        def forward(*args, _original=original, **kwargs):
-            if not torch.is_grad_enabled():
-                return _original(*args, **kwargs)
-            names = [k for k, v in kwargs.items() if isinstance(v, Tensor)]
-            fixed = {k: v for k, v in kwargs.items() if k not in names}
-            n_args = len(args)
-
-            def run(*tensors):
-                tensors = [t.clone() if isinstance(t, Tensor) else t for t in tensors]
-                with torch.autograd.graph.saved_tensors_hooks(_snapshot, lambda t: t):
-                    return _original(*tensors[:n_args], **fixed, **dict(zip(names, tensors[n_args:])))
-
-            inputs = [*args, *(kwargs[k] for k in names)]
-            if gradient_checkpointing:
-                return torch.utils.checkpoint.checkpoint(run, *inputs, use_reentrant=True)
-            return run(*inputs)
-
-        block.forward = forward
-
-
-def release_blocks(blocks) -> None:
-    for block in blocks:
-        block.__dict__.pop("forward", None)
-
-
-class EMA:
-    """Exponential moving average of the trainable parameters (float32 copies)."""
-
-    def __init__(self, module: nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {n: p.detach().float().clone() for n, p in module.named_parameters() if p.requires_grad}
-
-    @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
-        for n, p in module.named_parameters():
-            if n in self.shadow:
-                self.shadow[n].lerp_(p.detach().float(), 1.0 - self.decay)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {n: t.contiguous() for n, t in self.shadow.items()}
-
-    def load_state_dict(self, sd: dict[str, Tensor]) -> None:
-        for n in self.shadow:
-            self.shadow[n].copy_(sd[n])
-
-
-def warmup_lambda(warmup_steps: int):
-    def factor(step: int) -> float:
-        return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
-    return factor
-
-
 # ---------------------------------------------------------------- trainer
 @dataclass
 class TrainResult:
-    losses: list[float] = field(default_factory=list)     # per step run in this call, mean over ranks
+    losses: list[float] = field(default_factory=list)     # per optimiser step run in this call, mean over ranks
     start_step: int = 0
     last_checkpoint: str | None = None
     module: TrainableInfuseNet | None = None
@@ -263,8 +196,8 @@ def initial_modules(config: TrainConfig, base: FrozenBase) -> tuple[InfuseNet, R
         raise ValueError("Stage 2 (sft) starts from a stage-1 model: set config.models.init_from to a stage-1 "
                          "checkpoint folder (step-XXXXXX) or an exported InfuseNet.")
     path = Path(source)
-    if (path / TRAINABLE_FILE).is_file():
-        return modules_from_trainable(load_file(str(path / TRAINABLE_FILE)), str(path / TRAINABLE_FILE))
+    if is_checkpoint(path):
+        return modules_from_trainable(read_trainable(path)[0], str(path))
     from ..weights import config_from_state_dict, load_infusenet
 
     bundle = load_infusenet(str(path), config.models.projection)
@@ -279,7 +212,7 @@ def initial_modules(config: TrainConfig, base: FrozenBase) -> tuple[InfuseNet, R
 
 
 def modules_from_trainable(sd: dict[str, Tensor], source: str = "") -> tuple[InfuseNet, Resampler]:
-    """(InfuseNet, Resampler) from a ``trainable.safetensors`` state dict (``infusenet.*``, ``resampler.*``)."""
+    """(InfuseNet, Resampler) from the trained parameters (``infusenet.*``, ``resampler.*``), float32."""
     from ..weights import config_from_state_dict
     from .init import new_infusenet
 
@@ -293,13 +226,30 @@ def modules_from_trainable(sd: dict[str, Tensor], source: str = "") -> tuple[Inf
     return net.train(), resampler.train()
 
 
+def memory_gb(device: torch.device) -> float:
+    """CUDA: peak allocated on ``device``; otherwise this process's resident memory (GiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
 class Trainer:
-    """One training run; ``run()`` trains to ``schedule.max_steps`` from where the checkpoint left off."""
+    """One training run; ``run()`` trains to ``schedule.max_steps`` from where the checkpoint left off.
+
+    ``watcher`` (optional; see :mod:`infusenet.trainer.watch`): after every optimiser step rank 0 calls
+    ``watcher.on_step(step, scalars)`` with ``loss``, ``lr`` (of that step), ``grad_norm`` (before
+    clipping), ``samples_per_s`` and ``memory_gb``; then every rank calls
+    ``watcher.maybe_validate(step, trainer)``; :meth:`close` calls ``watcher.close()``."""
 
     def __init__(self, config: TrainConfig, base_patcher: "host.ModelPatcher", dataset: CachedDataset,
-                 modules: tuple[InfuseNet, Resampler] | None = None):
+                 modules: tuple[InfuseNet, Resampler] | None = None, watcher=None):
         self.config = config
         self.dataset = dataset
+        self.watcher = watcher
         # Each rank's device is chosen before anything is loaded (under torchrun: cuda:LOCAL_RANK).
         device = rank_device(base_patcher.load_device)
         if device.type == "cuda":
@@ -307,20 +257,26 @@ class Trainer:
         self.base = FrozenBase(host.patcher_on_device(base_patcher, device))
         device = self.base.load()
         self.ctx: DistContext = init_distributed(config.distributed, device)
-        if config.data.batch_size % self.ctx.world_size:
-            raise ValueError(f"global batch {config.data.batch_size} is not divisible by {self.ctx.world_size} processes")
-        if self.ctx.strategy == "fsdp" and config.optim.ema_decay is not None:
-            raise NotImplementedError("EMA with FSDP is not supported (the EMA would hold each rank's shard only).")
+        o = config.optim
+        if not isinstance(o.grad_accum_steps, int) or o.grad_accum_steps < 1:
+            raise ValueError(f"optim.grad_accum_steps must be a whole number >= 1, got {o.grad_accum_steps!r}")
+        if config.data.batch_size % (self.ctx.world_size * o.grad_accum_steps):
+            raise ValueError(f"global batch {config.data.batch_size} is not divisible by {self.ctx.world_size} "
+                             f"processes x {o.grad_accum_steps} accumulation steps")
+        shard_base = config.distributed.shard_base and self.ctx.strategy == "fsdp"
+        if config.distributed.shard_base and self.ctx.strategy == "ddp":
+            raise ValueError("distributed.shard_base shards the base with FSDP: set distributed.strategy to 'fsdp' "
+                             "(or 'auto'), not 'ddp'")
         net, resampler = modules if modules is not None else initial_modules(config, self.base)
         self.module = TrainableInfuseNet(net, resampler, self.base, config.timesteps.branch_guidance).to(device)
         self.module.train()
         self.blocks = [*net.double_blocks, *net.single_blocks, *self.base.dm.double_blocks, *self.base.dm.single_blocks]
-        train_blocks(self.blocks, config.precision.gradient_checkpointing)
-        self.wrapped = wrap(self.module, self.ctx)
-        o = config.optim
+        p = config.precision
+        self.copy_stats = train_blocks(self.blocks, p.gradient_checkpointing, p.saved_activation_copies)
+        self.wrapped = wrap(self.module, self.ctx, self.base.dm if shard_base else None)
         self.params = [p for p in self.wrapped.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(o.warmup_steps))
+        self.optimizer = make_optimizer(self.params, o, device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(o, config.schedule.max_steps))
         self.ema = EMA(self.module, o.ema_decay) if o.ema_decay is not None else None
         self.use_bf16 = config.precision.mixed == "bf16" and _bf16_supported(device)
         self.step = 0
@@ -328,29 +284,71 @@ class Trainer:
         resume = self._resume_folder()
         if resume is not None:
             self.load(resume)
+        self._stream = self._new_stream()
 
     # -------------------------------------------------------- one step
-    def train_step(self) -> float:
+    def _new_stream(self):
+        """Micro-batches of this rank from the current step on: micro-step m of optimiser step s holds the
+        global positions s * B + m * B / k ... (B: global batch, k: accumulation steps)."""
         cfg = self.config
-        batch, positions = step_batch(self.dataset, self.step, cfg.data.batch_size, self.ctx.rank, self.ctx.world_size,
-                                      cfg.seed, cfg.data.shuffle)
-        latent_shape = tuple(batch["latent"].shape[1:])
-        p = self.base.dm.patch_size
-        n_tokens = math.ceil(latent_shape[-2] / p) * math.ceil(latent_shape[-1] / p)
-        sigmas, noise = sample_noise(positions, latent_shape, n_tokens, cfg.timesteps, cfg.seed)
+        k = cfg.optim.grad_accum_steps
+        return batch_stream(self.dataset, cfg.data.batch_size // k, self.ctx.rank, self.ctx.world_size, cfg.seed,
+                            cfg.data.shuffle, self.step * k)
+
+    def _gradient_sync(self, sync: bool):
+        """Skip the gradient all-reduce / reduce-scatter on all micro-steps but the last."""
+        if self.ctx.strategy == "ddp" and not sync:
+            return self.wrapped.no_sync()
+        if self.ctx.strategy == "fsdp":
+            self.wrapped.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+
+    def _grad_norm(self) -> float:
+        """Total gradient norm before clipping; clips to ``optim.grad_clip`` when set."""
+        clip = self.config.optim.grad_clip
+        if clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, clip)  # DTensor-aware under FSDP
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        return float(norm)
+
+    def train_step(self) -> float:
+        """One optimiser step (``optim.grad_accum_steps`` micro-steps); returns its loss, mean over ranks."""
+        cfg = self.config
+        k = cfg.optim.grad_accum_steps
+        start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
         with host.training_mode():  # FLUX blocks with autograd-capable kernels, for this step only
-            with torch.autocast(self.base.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-                loss = flow_loss(self.wrapped, self.base, batch, sigmas, noise, cfg.timesteps.guidance)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        if cfg.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)  # DTensor-aware under FSDP
+            for micro in range(k):
+                batch, positions = next(self._stream)
+                latent_shape = tuple(batch["latent"].shape[1:])
+                p = self.base.dm.patch_size
+                n_tokens = math.ceil(latent_shape[-2] / p) * math.ceil(latent_shape[-1] / p)
+                sigmas, noise = sample_noise(positions, latent_shape, n_tokens, cfg.timesteps, cfg.seed)
+                with self._gradient_sync(micro == k - 1):
+                    with torch.autocast(self.base.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+                        loss = flow_loss(self.wrapped, self.base, batch, sigmas, noise, cfg.timesteps.guidance)
+                    (loss / k).backward()  # equal micro-batches: the mean of their means is the batch mean
+                total += float(loss.detach())
+        grad_norm = self._grad_norm()
+        lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update(self.module)
+            self.ema.update()
         self.step += 1
-        return mean_over_ranks(float(loss.detach()), self.ctx)
+        loss = mean_over_ranks(total / k, self.ctx)
+        if self.watcher is not None:
+            if self.ctx.is_main:
+                self.watcher.on_step(self.step, {
+                    "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                    "samples_per_s": cfg.data.batch_size / max(time.perf_counter() - start, 1e-9),
+                    "memory_gb": memory_gb(self.base.device)})
+            self.watcher.maybe_validate(self.step, self)
+        return loss
 
     def run(self) -> TrainResult:
         from tqdm.auto import tqdm
@@ -360,16 +358,35 @@ class Trainer:
         bar = tqdm(total=cfg.schedule.max_steps, initial=self.step, desc=f"InfuseNet {cfg.stage}",
                    disable=not (cfg.schedule.progress and self.ctx.is_main))
         while self.step < cfg.schedule.max_steps:
+            lr = self.scheduler.get_last_lr()[0]
             loss = self.train_step()
             result.losses.append(loss)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             if self.ctx.is_main and cfg.schedule.log_every and self.step % cfg.schedule.log_every == 0:
-                log.info("step %d loss %.6f lr %.3g", self.step, loss, self.scheduler.get_last_lr()[0])
+                log.info("step %d loss %.6f lr %.3g", self.step, loss, lr)
             if cfg.checkpoint.every and (self.step % cfg.checkpoint.every == 0 or self.step == cfg.schedule.max_steps):
                 result.last_checkpoint = str(self.save())
         bar.close()
         return result
+
+    # -------------------------------------------------------- whole modules
+    def full_modules(self, ema: bool = False) -> tuple[InfuseNet, Resampler] | None:
+        """Unsharded float32 copies of the trained InfuseNet and Resampler (or of their EMA) on the CPU.
+        A collective under FSDP: every rank calls it, rank 0 gets the modules, the others None."""
+        if ema and self.ema is None:
+            raise ValueError("this run keeps no EMA: set optim.ema_decay")
+        if ema:
+            sd = self.ema.full_state_dict()
+        elif self.ctx.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            sd = get_model_state_dict(self.wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        else:
+            sd = {k: v.detach().float().cpu().clone() for k, v in self.module.state_dict().items()}
+        if not self.ctx.is_main:
+            return None
+        return modules_from_trainable(sd, "trained InfuseNet")
 
     # -------------------------------------------------------- checkpoints
     def _resume_folder(self) -> Path | None:
@@ -381,108 +398,63 @@ class Trainer:
         folders = list_checkpoints(self.out_dir)
         return folders[-1] if folders else None
 
-    def _state_dicts(self) -> tuple[dict, dict]:
-        if self.ctx.strategy == "fsdp":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-            return get_state_dict(self.wrapped, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return self.module.state_dict(), self.optimizer.state_dict()
-
     def save(self) -> Path:
-        """Write ``output_dir/step-XXXXXX/`` (rank 0) and drop checkpoints beyond ``keep_last``."""
+        """Write ``output_dir/step-XXXXXX/``: every rank its shards, rank 0 ``state.pt``; drop checkpoints
+        beyond ``keep_last``. A collective under torch.distributed."""
         folder = self.out_dir / f"step-{self.step:06d}"
-        model_sd, optim_sd = self._state_dicts()
+        tmp = folder.with_name(folder.name + ".tmp")
         if self.ctx.is_main:
-            tmp = folder.with_name(folder.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            axes = ",".join(str(a) for a in self.base.dm.params.axes_dim)
-            # Key names as published FLUX files have them, so a checkpoint resumes on any ComfyUI.
-            save_file(host.to_published_keys({k: v.detach().float().cpu().contiguous() for k, v in model_sd.items()}),
-                      str(tmp / TRAINABLE_FILE),
-                      metadata={"axes_dim": axes, "stage": self.config.stage, "step": str(self.step)})
-            if self.ema is not None:
-                save_file(host.to_published_keys(self.ema.state_dict()), str(tmp / EMA_FILE), metadata={"axes_dim": axes})
+        barrier(self.ctx)
+        write_shards(tmp / SHARDS_DIR, self.wrapped, self.optimizer, self.ema)
+        barrier(self.ctx)
+        if self.ctx.is_main:
             torch.save({
-                "step": self.step, "optimizer": optim_sd, "scheduler": self.scheduler.state_dict(),
+                "step": self.step, "scheduler": self.scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                "world_size": self.ctx.world_size, "config": self.config.as_dict(),
+                "world_size": self.ctx.world_size, "config": self.config.as_dict(), "stage": self.config.stage,
+                "axes_dim": [int(a) for a in self.base.dm.params.axes_dim],
             }, tmp / STATE_FILE)
             shutil.rmtree(folder, ignore_errors=True)
             tmp.rename(folder)
-            keep = self.config.checkpoint.keep_last
-            if keep:
-                for old in list_checkpoints(self.out_dir)[:-keep]:
-                    shutil.rmtree(old, ignore_errors=True)
+            prune(self.out_dir, self.config.checkpoint.keep_last)
             log.info("Saved checkpoint %s", folder)
         barrier(self.ctx)
         return folder
 
     def load(self, folder: Path) -> None:
-        """Restore parameters, optimiser, scheduler, EMA, RNG and the step (= data position)."""
+        """Restore parameters, optimiser, scheduler, EMA, RNG and the step (= data position); each rank
+        reads its own part, whatever world size wrote the checkpoint."""
         folder = Path(folder)
-        if not (folder / STATE_FILE).is_file():
-            raise FileNotFoundError(f"'{folder}' is not a trainer checkpoint: {STATE_FILE} is missing")
-        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+        state = read_state(folder)
         differences = config_differences(state.get("config", {}), self.config.as_dict())
         if differences:
             raise ValueError(
                 f"Checkpoint '{folder}' was made with another configuration: {'; '.join(differences)}. Resume it "
                 "with the configuration it was made with, or start a new run (another checkpoint.output_dir, or "
                 "checkpoint.resume=None).")
-        model_sd = host.to_host_keys(load_file(str(folder / TRAINABLE_FILE)))
-        if self.ctx.strategy == "fsdp":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-            set_state_dict(self.wrapped, self.optimizer, model_state_dict=model_sd, optim_state_dict=state["optimizer"],
-                           options=StateDictOptions(full_state_dict=True))
-        else:
-            self.module.load_state_dict(model_sd)
-            self.optimizer.load_state_dict(state["optimizer"])
+        if not (folder / SHARDS_DIR).is_dir():
+            raise FileNotFoundError(f"'{folder}' has no '{SHARDS_DIR}/' folder: it was written by an older trainer "
+                                    "and cannot be resumed (export it, or start stage 2 from it with models.init_from)")
+        read_shards(folder / SHARDS_DIR, self.wrapped, self.optimizer, self.ema)
         self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None and (folder / EMA_FILE).is_file():
-            self.ema.load_state_dict(host.to_host_keys(load_file(str(folder / EMA_FILE))))
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         self.step = int(state["step"])
-        log.info("Resumed from %s at step %d", folder, self.step)
+        self._stream = self._new_stream()
+        log.info("Resumed from %s at step %d (written by %d processes, now %d)", folder, self.step,
+                 int(state.get("world_size", 1)), self.ctx.world_size)
 
     def close(self) -> None:
         release_blocks(self.blocks)
+        if self.watcher is not None:
+            self.watcher.close()
         shutdown(self.ctx)
 
 
-RESUMABLE_CHANGES = ("schedule.", "checkpoint.", "distributed.", "precision.gradient_checkpointing")
-"""Settings that may change between a checkpoint and its resumption (how long, how often, on how many
-processes, with or without recomputation): the rest shapes what is trained and how."""
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """``"field saved -> current"`` for each training setting that differs (see :data:`RESUMABLE_CHANGES`)."""
-    a, b = _flatten(saved), _flatten(current)
-    return [f"{key} {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}" for key in sorted(set(a) | set(b))
-            if not key.startswith(RESUMABLE_CHANGES) and a.get(key) != b.get(key)]
-
-
-def list_checkpoints(out_dir: Path) -> list[Path]:
-    if not Path(out_dir).is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in Path(out_dir).iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
 def train(config: TrainConfig, base: "host.ModelPatcher | None" = None,
-          dataset: CachedDataset | None = None) -> TrainResult:
+          dataset: CachedDataset | None = None, watcher=None) -> TrainResult:
     """Train stage 1 or 2 as ``config`` says. ``base``: an already loaded FLUX ModelPatcher (else
     ``config.models.base_model`` is loaded with ComfyUI); ``dataset``: else ``config.data.cache_dir``."""
     if base is None:
@@ -490,7 +462,7 @@ def train(config: TrainConfig, base: "host.ModelPatcher | None" = None,
             raise ValueError("config.models.base_model is not set (a FLUX.1 diffusion model file).")
         base = load_base(config.models.base_model)
     dataset = dataset if dataset is not None else CachedDataset(config.data.cache_dir)
-    trainer = Trainer(config, base, dataset)
+    trainer = Trainer(config, base, dataset, watcher=watcher)
     try:
         return trainer.run()
     finally:

@@ -1,6 +1,7 @@
 """Cache preparation: encoders run once per sample; bad samples are reported by id and skipped."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from infusenet.trainer.data import CachedDataset, read_manifest
@@ -48,3 +49,37 @@ def test_missing_cache_file_is_reported_not_fatal(prepared, tmp_path):
     (copy / index["samples"][1]["file"]).unlink()
     ds = CachedDataset(copy)
     assert len(ds) == 7 and list(ds.skipped) == ["bob"]
+
+
+def test_file_cache_stream_dropout_and_format(prepared, clip, tmp_path):
+    from infusenet.trainer.config import DataConfig
+    from infusenet.trainer.data import (DataError, batch_stream, caption_dropped, collate, encode_text, open_dataset,
+                                        sample_position, step_batch)
+
+    cache, _ = prepared
+    ds = open_dataset(DataConfig(cache_dir=str(cache), caption_dropout=0.5, num_workers=0))
+    assert isinstance(ds, CachedDataset) and ds.caption_dropout == 0.5
+    # the order is the epoch permutation of (seed, epoch), drawn once per epoch
+    assert ds.global_batch(3, 4, 11, True) == [sample_position(p, 8, 11, True) for p in range(12, 16)]
+    empty_context, empty_pooled = encode_text(clip, "")
+    assert torch.equal(ds.empty_text()["context"], empty_context)
+    dropped = 0
+    for step in range(6):
+        batch, positions = step_batch(ds, step, 4, 0, 1, 11, True)
+        for k, p in enumerate(positions):
+            is_empty = torch.equal(batch["context"][k], empty_context) and torch.equal(batch["pooled"][k], empty_pooled)
+            assert is_empty == caption_dropped(11, p, 0.5)
+            dropped += is_empty
+    assert 4 <= dropped <= 20
+    # workers give the same stream
+    ds.num_workers = 2
+    stream = batch_stream(ds, 4, 0, 1, 11, True, 2)
+    (first, positions), _ = next(stream), stream.close()
+    ref, ref_positions = step_batch(ds, 2, 4, 0, 1, 11, True)
+    assert positions == ref_positions and all(torch.equal(first[k], ref[k]) for k in ref)
+    with pytest.raises(DataError, match="'context' of different shapes"):
+        collate([ds[0], {**ds[1], "context": torch.zeros(256, 768)}])
+    with pytest.raises(ValueError, match="caption_dropout"):
+        open_dataset(DataConfig(cache_dir=str(cache), caption_dropout=1.5))
+    with pytest.raises(DataError, match="prepare_shards"):
+        open_dataset(DataConfig(cache_dir=str(tmp_path), format="shards"))
