@@ -1,14 +1,19 @@
-"""Training throughput (samples/s) and peak memory of the tiny trainer config, with and without
-gradient checkpointing. CPU: peak resident memory of the process (ru_maxrss grows monotonically, so
-each mode runs in its own process); CUDA: torch.cuda.max_memory_allocated.
+"""Training speed and memory of the CPU test model, one process against DDP and FSDP2 (2 gloo processes
+each), side by side, with what the memory planner predicts; then the data loader rows of
+``bench/loader_throughput.py`` when it is there.
 
-    .venv/bin/python bench/bench_train.py [steps]
+Per run: samples/s over the timed steps (same global batch in every mode), the ratio to one process,
+the peak resident memory of each rank during those steps (VmHWM, reset before them), and the rank's
+tensor bytes by the planner's terms (weights, gradients, optimiser state, the activation peak of one
+step counted as live tensor storages) against :func:`infusenet.trainer.memory.plan_memory`.
+
+    .venv/bin/python bench/bench_train.py [timed_steps]      (default 6; about 2 minutes on 2 cores)
 """
 from __future__ import annotations
 
 import json
 import os
-import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,68 +21,142 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+HIDDEN, DOUBLE, SINGLE = 128, 4, 8          # the base; the branch copies 2 double + 4 single blocks
+RES, GLOBAL_BATCH, TEXT = (128, 128), 4, 77
+MODES = (("one process", "none", 1), ("DDP", "ddp", 2), ("FSDP2", "fsdp", 2))
 
 
-def run_mode(checkpointing: bool, steps: int) -> dict:
+def _peak_rss_reset() -> None:
+    with open("/proc/self/clear_refs", "w") as f:   # resets VmHWM to the current RSS
+        f.write("5")
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(strategy: str, cache: str, steps: int) -> None:
+    """One rank (torchrun-style environment): warm up, time ``steps`` steps, measure one more."""
     sys.path.insert(0, str(ROOT))
     from devtools.comfy_env import enable_in_process_comfy
 
     enable_in_process_comfy()
     import torch
-    from safetensors.torch import save_file
 
-    from infusenet.trainer.data import CachedDataset
-    from infusenet.trainer.loop import Trainer
+    torch.set_num_threads(1)
     from devtools import flux_pair as fp
     from devtools.tiny_training import tiny_config
+    from infusenet.trainer import memory
+    from infusenet.trainer.data import CachedDataset
+    from infusenet.trainer.loop import Trainer
 
-    tmp = Path(tempfile.mkdtemp())
-    (tmp / "samples").mkdir()
-    g = torch.Generator().manual_seed(0)
-    entries = []
-    for i in range(8):  # synthetic cache of the shapes prepare_cache writes at 128x128
-        save_file({"latent": torch.randn(16, 16, 16, generator=g), "control": torch.randn(16, 16, 16, generator=g),
-                   "embedding": torch.nn.functional.normalize(torch.randn(512, generator=g), dim=0),
-                   "context": 0.1 * torch.randn(77, 768, generator=g), "pooled": 0.1 * torch.randn(768, generator=g)},
-                  str(tmp / "samples" / f"{i}.safetensors"))
-        entries.append({"id": str(i), "kind": "spss", "file": f"samples/{i}.safetensors"})
-    (tmp / "index.json").write_text(json.dumps({"version": 1, "resolution": [128, 128], "samples": entries}))
-    base = fp.make_base(4, 8, seed=0, text_dim=768)
-    cfg = tiny_config(tmp, tmp / "run", steps=steps + 2, batch=4, precision__gradient_checkpointing=checkpointing)
+    base = fp.make_base(DOUBLE, SINGLE, seed=0, hidden=HIDDEN, text_dim=768)
+    cfg = tiny_config(cache, Path(cache) / f"run-{strategy}", steps=steps + 4, batch=GLOBAL_BATCH,
+                      precision__gradient_checkpointing=False, distributed__strategy=strategy)
     cfg.shape.depth, cfg.shape.depth_single_blocks = 2, 4
-    trainer = Trainer(cfg, base.patcher, CachedDataset(tmp))
-    cuda = trainer.base.device.type == "cuda"
-    for _ in range(2):  # warm-up
+    trainer = Trainer(cfg, base.patcher, CachedDataset(cache))
+    world = trainer.ctx.world_size
+    for _ in range(2):
         trainer.train_step()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-        torch.cuda.synchronize()
+    _peak_rss_reset()
     t = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
-    if cuda:
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    elapsed = time.perf_counter() - t
+    rss = _peak_rss_mib()
+    measured = memory.measure_step(trainer)
+    plan = memory.plan_memory(cfg, world, memory.dims_of(base.patcher, text_tokens=TEXT), device_type="cpu",
+                              resolution=RES)
+    row = plan.row({"none": "single", "ddp": "ddp", "fsdp": "fsdp"}[strategy]).terms
     trainer.close()
-    return {"gradient_checkpointing": checkpointing, "samples_per_s": steps * 4 / dt,
-            "peak_mib": peak, "peak_kind": "cuda allocated" if cuda else "process RSS", "device": str(trainer.base.device)}
+    tensors = (measured.base_weights + measured.trainable_weights + measured.gradients + measured.optimizer
+               + measured.activations)
+    planned = row.base_weights + row.trainable_weights + row.gradients + row.optimizer + row.activations
+    print("RESULT " + json.dumps({
+        "rank": int(os.environ.get("RANK", 0)), "samples_per_s": GLOBAL_BATCH * steps / elapsed, "rss_mib": rss,
+        "tensors_mib": tensors / 2 ** 20, "planned_mib": planned / 2 ** 20,
+        "activations_mib": measured.activations / 2 ** 20, "planned_activations_mib": row.activations / 2 ** 20}))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_mode(strategy: str, world: int, cache: str, steps: int) -> list[dict]:
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        if world > 1:
+            env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                       MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, __file__, "--worker", strategy, cache, str(steps)], cwd=ROOT,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for p in procs:
+        out, err = p.communicate()
+        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+        if p.returncode or not lines:
+            raise SystemExit(f"{strategy} rank failed:\n{err[-3000:]}")
+        results.append(json.loads(lines[-1][len("RESULT "):]))
+    return sorted(results, key=lambda r: r["rank"])
+
+
+def loader_rows() -> list[str]:
+    """Rows of ``bench/loader_throughput.py``'s ``measure()`` when that script is there."""
+    path = ROOT / "bench" / "loader_throughput.py"
+    if not path.is_file():
+        return []
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("loader_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.measure()
+    rows = []
+    for name, value in result.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.3g}"
+        rows.append(f"  {name}: {value}")
+    return rows
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--mode":
-        print(json.dumps(run_mode(sys.argv[2] == "ckpt", int(sys.argv[3]))))
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         return
-    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    for mode in ("plain", "ckpt"):
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, str(steps)], capture_output=True, text=True,
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
-        if out.returncode or not lines:
-            raise SystemExit(out.stderr[-3000:])
-        r = json.loads(lines[-1])
-        print(f"gradient checkpointing {'on ' if r['gradient_checkpointing'] else 'off'}: "
-              f"{r['samples_per_s']:.2f} samples/s, peak {r['peak_mib']:.0f} MiB ({r['peak_kind']}, {r['device']})")
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 6
+    sys.path.insert(0, str(ROOT))
+    from devtools.tiny_training import write_synthetic_cache
+
+    cache = str(write_synthetic_cache(Path(tempfile.mkdtemp(prefix="bench_train_")) / "cache", 8, RES,
+                                      text_tokens=TEXT))
+    print(f"CPU test model: FLUX hidden {HIDDEN}, {DOUBLE}+{SINGLE} blocks, branch 2+4; {RES[0]}x{RES[1]}, "
+          f"global batch {GLOBAL_BATCH}, {steps} timed steps, 1 thread per process, gloo")
+    header = (f"{'mode':<12}{'samples/s':>10}{'x one':>7}{'peak RSS MiB/rank':>19}{'tensors MiB':>13}"
+              f"{'planned MiB':>13}{'planned/measured':>18}{'  activations meas/plan MiB':>28}")
+    print(header)
+    single = None
+    for label, strategy, world in MODES:
+        results = run_mode(strategy, world, cache, steps)
+        r0 = results[0]
+        single = single or r0["samples_per_s"]
+        rss = "/".join(f"{r['rss_mib']:.0f}" for r in results)
+        print(f"{label:<12}{r0['samples_per_s']:>10.2f}{r0['samples_per_s'] / single:>7.2f}{rss:>19}"
+              f"{r0['tensors_mib']:>13.1f}{r0['planned_mib']:>13.1f}{r0['planned_mib'] / r0['tensors_mib']:>18.2f}"
+              f"{r0['activations_mib']:>14.1f} / {r0['planned_activations_mib']:.1f}")
+    rows = loader_rows()
+    if rows:
+        print("data loader (bench/loader_throughput.py):")
+        print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -46,8 +46,12 @@ def main(cache: str, out: str, settings: str) -> None:
         world = trainer.ctx.world_size
         weight = trainer.module.infusenet.double_blocks[0].img_attn.qkv.weight
         base_weight = trainer.base.dm.double_blocks[0].img_attn.qkv.weight
-        sharded = {"branch": isinstance(weight, DTensor) and weight.to_local().shape[0] == weight.shape[0] // world,
-                   "base": isinstance(base_weight, DTensor) and base_weight.to_local().shape[0] == base_weight.shape[0] // world}
+        projection_weight = trainer.module.resampler.layers[0][0].to_q.weight
+
+        def halved(w):
+            return isinstance(w, DTensor) and w.to_local().shape[0] == w.shape[0] // world
+
+        sharded = {"branch": halved(weight), "projection": halved(projection_weight), "base": halved(base_weight)}
         result = trainer.run()
         params = trainer.full_modules()  # collectives under FSDP: every rank takes part
         ema = trainer.full_modules(ema=True) if trainer.ema is not None else None

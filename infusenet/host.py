@@ -415,6 +415,7 @@ CONTRACT: tuple[Contact, ...] = (
     Contact("comfy.ldm.flux.layers.DoubleStreamBlock.forward", ("img", "txt", "vec", "pe")),
     Contact("comfy.ldm.flux.layers.SingleStreamBlock.forward", ("x", "vec", "pe")),
     Contact("comfy.ldm.flux.layers.QKNorm", ("dim", "operations")),
+    Contact("comfy.ldm.flux.math.optimized_attention"),
     Contact("comfy.ldm.flux.layers.timestep_embedding", ("t", "dim")),
     Contact("comfy.model_patcher.ModelPatcher", ("model", "load_device", "offload_device", "size")),
     Contact("comfy.model_patcher.ModelPatcher.clone"),

@@ -149,10 +149,11 @@ def prune(out_dir: str | Path, keep_last: int | None) -> None:
 
 
 RESUMABLE_CHANGES = ("schedule.", "checkpoint.", "distributed.", "precision.gradient_checkpointing",
-                     "precision.saved_activation_copies", "optim.optimizer", "optim.grad_accum_steps", "watch.")
+                     "precision.saved_activation_copies", "optim.optimizer", "optim.grad_accum_steps", "watch.",
+                     "data.num_workers", "data.prefetch")
 """Settings that may change between a checkpoint and its resumption (how long, how often, on how many
 processes, with or without recomputation, which AdamW kernel, how many micro-steps per step, what is
-shown while it trains): the
+shown while it trains, how many loader processes read ahead): the
 rest shapes what is trained and how."""
 
 

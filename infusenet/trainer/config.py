@@ -62,7 +62,7 @@ class DataConfig:
     batch_size: int = 1            # global batch (split evenly over ranks)
     shuffle: bool = True
     format: DataFormat = "auto"
-    num_workers: int = 2
+    num_workers: int = 0
     prefetch: int = 2
     shuffle_buffer: int = 1000
     buckets: list[tuple[int, int]] | None = None

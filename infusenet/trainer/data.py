@@ -68,6 +68,7 @@ class Sample:
     pose: str | bytes | None = None   # path or encoded image, "auto" or None (black control)
     embedding: list[float] | None = None               # precomputed ArcFace [512] instead of the photo
     face_box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 of the face in the target
+    person: str | None = None                           # identity cluster, when the data names one
 
 
 @dataclass
@@ -423,29 +424,34 @@ def caption_dropped(seed: int, position: int, rate: float) -> bool:
     return rate > 0 and random.Random(seed * 1_000_003 + position * 104_729 + 5).random() < rate
 
 
-def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack the samples of one batch: {key: [B, ...]} for the cache keys."""
+def collate(items: list[dict[str, torch.Tensor]], as_float: bool = True) -> dict[str, torch.Tensor]:
+    """Stack the samples of one batch: {key: float32 [B, ...]} for the cache keys (stored bf16 is
+    stacked first and converted once)."""
     for k in CACHE_KEYS:
         shapes = {tuple(it[k].shape) for it in items}
         if len(shapes) > 1:
             raise DataError(f"the samples of one batch have '{k}' of different shapes {sorted(shapes)}; a cache "
                             "holds one text length (T5 at 512 tokens) and one resolution per batch. Prepare the "
                             "cache again with this version.")
-    return {k: torch.stack([it[k] for it in items]) for k in CACHE_KEYS}
+    return {k: (torch.stack([it[k] for it in items]).float() if as_float else torch.stack([it[k] for it in items]))
+            for k in CACHE_KEYS}
 
 
 def step_batch(dataset, step: int, global_batch: int, rank: int, world: int, seed: int,
-               shuffle: bool) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """This rank's slice of the global batch of ``step`` and the global positions it holds."""
+               shuffle: bool, as_float: bool = True) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """This rank's slice of the global batch of ``step`` and the global positions it holds
+    (``as_float=False``: tensors as the cache stores them)."""
     per_rank = global_batch // world
     indices = dataset.global_batch(step, global_batch, seed, shuffle)[rank * per_rank:(rank + 1) * per_rank]
     positions = [step * global_batch + rank * per_rank + k for k in range(per_rank)]
-    items = [dataset[i] for i in indices]
+    load = getattr(dataset, "stored", dataset.__getitem__)
+    items = [load(i) for i in indices]
     rate = getattr(dataset, "caption_dropout", 0.0)
     if rate > 0:
         empty = dataset.empty_text()
-        items = [{**it, **empty} if caption_dropped(seed, p, rate) else it for it, p in zip(items, positions)]
-    return collate(items), positions
+        items = [{**it, **{k: v.to(it[k].dtype) for k, v in empty.items()}} if caption_dropped(seed, p, rate) else it
+                 for it, p in zip(items, positions)]
+    return collate(items, as_float), positions
 
 
 class StepBatches(torch.utils.data.IterableDataset):
@@ -463,7 +469,7 @@ class StepBatches(torch.utils.data.IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         step = self.start_step + worker
         while True:
-            yield step_batch(self.args[0], step, *self.args[1:])
+            yield step_batch(self.args[0], step, *self.args[1:], as_float=False)
             step += workers
 
 
@@ -474,7 +480,8 @@ def _as_is(batch):
 def batch_stream(dataset, global_batch: int, rank: int, world: int, seed: int, shuffle: bool, start_step: int = 0):
     """Endless iterator of (this rank's batch, its global positions) from ``start_step`` on: the one way the
     trainer reads data, whatever the dataset's kind. With ``dataset.num_workers`` > 0 the batches are made
-    by DataLoader worker processes, ``dataset.prefetch`` batches ahead per worker; the stream is the same."""
+    by DataLoader worker processes, ``dataset.prefetch`` batches ahead per worker; the stream is the same.
+    Batches are float32 [B, ...] tensors."""
     workers = int(getattr(dataset, "num_workers", 0) or 0)
     if workers <= 0:
         step = start_step
@@ -484,4 +491,5 @@ def batch_stream(dataset, global_batch: int, rank: int, world: int, seed: int, s
     loader = torch.utils.data.DataLoader(
         StepBatches(dataset, global_batch, rank, world, seed, shuffle, start_step), batch_size=None,
         num_workers=workers, prefetch_factor=int(getattr(dataset, "prefetch", 2)), collate_fn=_as_is)
-    yield from loader
+    for batch, positions in loader:   # workers hand over stored bf16 (half the bytes); float32 here
+        yield {k: v.float() for k, v in batch.items()}, positions

@@ -73,8 +73,8 @@ def wrap(module: nn.Module, ctx: DistContext, base: nn.Module | None = None) -> 
     """``module`` as DDP / FSDP2 or unchanged.
 
     DDP: gradients are views into the all-reduce buckets (no second copy of them). FSDP2
-    (``fully_shard``): one shard group per trained transformer block, then the rest of the branch and
-    the projection; parameters become DTensors in place, on CUDA or (gloo) on the CPU alike. With
+    (``fully_shard``): one shard group per trained transformer block, per attention and feed-forward
+    layer of the projection, then the rest of the projection and the rest of the branch; parameters become DTensors in place, on CUDA or (gloo) on the CPU alike. With
     ``base`` (the frozen FLUX, outside ``module``) its blocks and the rest of it are sharded the same
     way and gathered block by block when they run."""
     if ctx.strategy == "ddp":
@@ -87,10 +87,16 @@ def wrap(module: nn.Module, ctx: DistContext, base: nn.Module | None = None) -> 
         from torch.distributed.fsdp import fully_shard
 
         from ..host import DoubleStreamBlock, SingleStreamBlock
+        from ..resampler import Resampler
 
         mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
-        for sub in module.modules():
+        for sub in list(module.modules()):
             if isinstance(sub, (DoubleStreamBlock, SingleStreamBlock)) and any(p.requires_grad for p in sub.parameters()):
+                fully_shard(sub, mesh=mesh)
+            elif isinstance(sub, Resampler):
+                for attention, feed_forward in sub.layers:
+                    fully_shard(attention, mesh=mesh)
+                    fully_shard(feed_forward, mesh=mesh)
                 fully_shard(sub, mesh=mesh)
         fully_shard(module, mesh=mesh)
         if base is not None:

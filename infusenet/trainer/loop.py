@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import random
-import resource
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from .checkpoint import (EMA_FILE, RESUMABLE_CHANGES, SHARDS_DIR, STATE_FILE, TR
                          config_differences, is_checkpoint, list_checkpoints, prune, read_shards, read_state,
                          read_trainable, write_shards)
 from .config import TimestepConfig, TrainConfig
-from .data import CachedDataset, batch_stream
+from .data import CachedDataset, batch_stream, open_dataset
 from .distributed import DistContext, barrier, init_distributed, mean_over_ranks, rank_device, shutdown, wrap
 from .ema import EMA
 from .optim import lr_factor, make_optimizer
@@ -233,8 +232,14 @@ def memory_gb(device: torch.device) -> float:
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    except (OSError, AttributeError, ValueError):
+        pass
+    try:
+        import resource  # not on Windows
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # peak, KiB on Linux
+    except ImportError:
+        return float("nan")
 
 
 class Trainer:
@@ -281,10 +286,12 @@ class Trainer:
         self.use_bf16 = config.precision.mixed == "bf16" and _bf16_supported(device)
         self.step = 0
         self.out_dir = Path(config.checkpoint.output_dir)
+        self._stream = None
         resume = self._resume_folder()
         if resume is not None:
             self.load(resume)
-        self._stream = self._new_stream()
+        if self._stream is None:
+            self._stream = self._new_stream()
 
     # -------------------------------------------------------- one step
     def _new_stream(self):
@@ -442,11 +449,18 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         self.step = int(state["step"])
+        self._close_stream()
         self._stream = self._new_stream()
         log.info("Resumed from %s at step %d (written by %d processes, now %d)", folder, self.step,
                  int(state.get("world_size", 1)), self.ctx.world_size)
 
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()  # stops the loader's worker processes, if any
+            self._stream = None
+
     def close(self) -> None:
+        self._close_stream()
         release_blocks(self.blocks)
         if self.watcher is not None:
             self.watcher.close()
@@ -461,7 +475,7 @@ def train(config: TrainConfig, base: "host.ModelPatcher | None" = None,
         if not config.models.base_model:
             raise ValueError("config.models.base_model is not set (a FLUX.1 diffusion model file).")
         base = load_base(config.models.base_model)
-    dataset = dataset if dataset is not None else CachedDataset(config.data.cache_dir)
+    dataset = dataset if dataset is not None else open_dataset(config.data)
     trainer = Trainer(config, base, dataset, watcher=watcher)
     try:
         return trainer.run()

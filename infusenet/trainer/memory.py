@@ -205,9 +205,15 @@ class LiveBytes(TorchDispatchMode):
     def reset_peak(self) -> None:
         self.peak = self.current
 
-    def _free(self, key: int, nbytes: int) -> None:
-        self.current -= nbytes
-        self._seen.pop(key, None)
+    def exclude(self, t: Tensor) -> None:
+        """Stop counting ``t``'s storage (if it was made inside the mode), from now until it is freed."""
+        key = t.untyped_storage()._cdata
+        if self._seen.get(key):
+            self.current -= self._seen[key]
+            self._seen[key] = 0
+
+    def _free(self, key: int) -> None:
+        self.current -= self._seen.pop(key, 0)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -224,7 +230,7 @@ class LiveBytes(TorchDispatchMode):
             self._seen[key] = nbytes
             self.current += nbytes
             self.peak = max(self.peak, self.current)
-            weakref.finalize(storage, self._free, key, nbytes)
+            weakref.finalize(storage, self._free, key)
         return out
 
 
@@ -306,6 +312,7 @@ class ActivationModel:
     blocks: dict[str, BlockCost]          # branch_double, branch_single, base_double, base_single
     counts: dict[str, int]                # how many blocks of each kind
     residuals: int                        # bytes of the branch residuals held through the forward pass
+    stem: int                             # batch, latents, embedder inputs, final layer (see _stem_bytes)
     autocast_copies: int                  # bf16 copies of the float32 branch weights under autocast
     image_tokens: int
     attention: str
@@ -324,8 +331,8 @@ class ActivationModel:
         if self.gradient_checkpointing:
             # autocast's weight copies are dropped when the forward pass ends (nothing saved them); the
             # backward pass recomputes one block at a time
-            return self.kept + self.residuals + max(self.autocast_copies, self.transient)
-        return self.kept + self.residuals + self.autocast_copies + self.transient
+            return self.kept + self.residuals + self.stem + max(self.autocast_copies, self.transient)
+        return self.kept + self.residuals + self.stem + self.autocast_copies + self.transient
 
 
 def _leaf(shape, dtype) -> Tensor:
@@ -428,6 +435,22 @@ def _simulate_blocks(model: host.Flux, proj: nn.Module | None, txt_tokens: int, 
     return out
 
 
+def _stem_bytes(base: host.Flux, shape: InfuseNetShape, workload: Workload, img_tokens: int, compute: torch.dtype,
+                base_dtype: torch.dtype) -> int:
+    """What the step keeps outside the transformer blocks: the batch and the latents made from it (float32:
+    latent, control, their processed forms, noise, x_t, model input, velocity, target), the text context
+    (float32 in the batch, and in the base's dtype), the inputs of the branch's trained embedders (packed
+    latent, control and identity tokens) and the base's final layer (normed and modulated image tokens)."""
+    b, h, p = workload.batch, base.hidden_size, base.params
+    cb, bb = _itemsize(compute), _itemsize(base_dtype)
+    packed = p.in_channels * p.patch_size ** 2
+    latents = 10 * b * img_tokens * packed * 4
+    context = b * workload.text_tokens * p.context_in_dim * (4 + (bb if base_dtype != torch.float32 else 0))
+    branch_stem = b * img_tokens * 2 * packed * cb + b * shape.num_tokens * shape.token_dim * cb
+    final_layer = b * (workload.text_tokens + 2 * img_tokens) * h * bb
+    return latents + context + branch_stem + final_layer
+
+
 def _residual_bytes(model: nn.Module, shape: InfuseNetShape, img_tokens: int, batch: int, dtype: torch.dtype) -> int:
     h = model.hidden_size
     return (shape.depth + shape.depth_single_blocks) * batch * img_tokens * h * _itemsize(dtype)
@@ -443,7 +466,7 @@ def _activation_model(dims_key, shape_key, workload: Workload, compute_dtype: to
     dims = BaseDims(dims_key[0], dict(dims_key[1]), dims_key[2], dims_key[3])
     shape = InfuseNetShape(**dict(shape_key))
     img_tokens = workload.image_tokens(dims)
-    base = meta_base(dims)
+    base = meta_base(dims).requires_grad_(False)     # frozen, as the trainer holds it
     net, _ = meta_branch(base, shape, dtype=compute_dtype)
     base_dtype = compute_dtype if autocast else dims.weight_dtype
     with host.training_mode(), host.flux_attention(ATTENTION[attention]), _meta_storage_addresses():
@@ -465,6 +488,7 @@ def _activation_model(dims_key, shape_key, workload: Workload, compute_dtype: to
     trained = _numel(net) + sum(p.numel() for p in _resampler_params(shape))
     copies_bytes = trained * 2 if autocast else 0
     return ActivationModel(blocks, counts, _residual_bytes(base, shape, img_tokens, workload.batch, compute_dtype),
+                           _stem_bytes(base, shape, workload, img_tokens, compute_dtype, base_dtype),
                            copies_bytes, img_tokens, attention, gradient_checkpointing)
 
 
@@ -679,8 +703,9 @@ def format_plan(plan: MemoryPlan) -> str:
 @dataclass(frozen=True)
 class MeasuredStep:
     """Bytes one rank used in a real training step, by the planner's terms. ``activations``: the peak
-    of memory made during the forward and backward passes (weight gradients are accumulated into
-    existing buffers for the measurement, so they do not count here); ``step_peak``: the same through the
+    of memory made during the forward and backward passes, weight gradients left out (they are the
+    ``gradients`` term: those the backward pass makes anew stop being counted once accumulated; on CUDA
+    they are subtracted); ``step_peak``: the same through the
     optimiser step too. ``how``: ``cuda allocator`` or ``live tensor storages``."""
 
     base_weights: int
@@ -693,50 +718,64 @@ class MeasuredStep:
     how: str
 
 
-def _local_bytes(t: Tensor) -> int:
+def _local(t: Tensor) -> Tensor:
     from torch.distributed.tensor import DTensor
 
-    t = t.to_local() if isinstance(t, DTensor) else t
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def _local_bytes(t: Tensor) -> int:
+    t = _local(t)
     return t.numel() * t.element_size()
 
 
 def measure_step(trainer) -> MeasuredStep:
-    """Run one :meth:`Trainer.train_step` on ``trainer`` and measure it (after a first step when the
-    optimiser has no state yet, so that its state exists and is not counted as activations)."""
-    if not trainer.optimizer.state:
-        trainer.train_step()
+    """Run one :meth:`Trainer.train_step` on ``trainer`` and measure it. ``activations`` is read when the
+    optimiser step begins, so a first step (which creates the optimiser state) measures it too; its
+    ``step_peak`` then includes the new state."""
     device = trainer.base.device
     params = trainer.params
     opt = trainer.optimizer
     zero_grad = opt.zero_grad
     opt.zero_grad = functools.partial(type(opt).zero_grad, opt, set_to_none=False)
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {"new_grads": 0}
+    mode = LiveBytes() if device.type != "cuda" else None
+    old_grads = {id(p): _local(p.grad).data_ptr() if p.grad is not None else None for p in params}
+
+    def on_grad(p):
+        grad = _local(p.grad) if p.grad is not None else None
+        if grad is not None and grad.data_ptr() != old_grads[id(p)]:
+            seen["new_grads"] += _local_bytes(grad)
+            old_grads[id(p)] = grad.data_ptr()
+            if mode is not None:
+                mode.exclude(grad)
+
+    handles = [p.register_post_accumulate_grad_hook(on_grad) for p in params]
     try:
-        if device.type == "cuda":
+        if mode is None:
             torch.cuda.synchronize(device)
             before = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
 
             def at_optimizer_step(*_):
-                seen["activations"] = torch.cuda.max_memory_allocated(device) - before
+                seen["activations"] = torch.cuda.max_memory_allocated(device) - before - seen["new_grads"]
 
-            handle = opt.register_step_pre_hook(at_optimizer_step)
+            handles.append(opt.register_step_pre_hook(at_optimizer_step))
             trainer.train_step()
             torch.cuda.synchronize(device)
             step_peak, how = torch.cuda.max_memory_allocated(device) - before, "cuda allocator"
         else:
-            mode = LiveBytes()
-
             def at_optimizer_step(*_):
                 seen["activations"] = mode.peak
 
-            handle = opt.register_step_pre_hook(at_optimizer_step)
+            handles.append(opt.register_step_pre_hook(at_optimizer_step))
             with mode:
                 trainer.train_step()
             step_peak, how = mode.peak, "live tensor storages"
-        handle.remove()
     finally:
         opt.zero_grad = zero_grad
+        for h in handles:
+            h.remove()
     optimizer = sum(_local_bytes(v) for state in opt.state.values() for v in state.values()
                     if isinstance(v, Tensor) and v.dim() > 0)
     ema = sum(_local_bytes(t) for t in trainer.ema.shadow.values()) if trainer.ema is not None else 0

@@ -8,7 +8,8 @@ Input shards (``webdataset`` tars; members of one sample share a key, ``<key>.<e
   [512] or ``json`` ``embedding`` [512] / ``embeddings`` [[512], ...] with ``bboxes`` [[x1, y1, x2, y2], ...]
   (one per face; ``face`` picks one, else the largest box), the layout MultiID-2M's labels use;
 * ``pose.png``/... - the control image; ``json`` ``"pose": "auto"`` draws it from the target's face;
-* ``json`` ``id`` (else the key) and ``name`` (an identity cluster), kept in the index.
+* ``json`` ``id`` (else the key) and ``name`` (an identity cluster, "none" for none), kept in the
+  shard records (``person``).
 
 A precomputed embedding must come from the face encoder the trained InfuseNet will see at inference
 (the pack's ArcFace); embeddings of another recognition model (MultiID-2M ships antelopev2's) train
@@ -32,9 +33,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import mmap
 import os
 import random
 import re
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +45,6 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .buckets import Bucket, aspect_buckets
@@ -121,7 +123,8 @@ def sample_from_record(rec: dict) -> Sample:
     pose = _first(rec, "pose.")
     if pose is None and meta.get("pose") == "auto":
         pose = "auto"
-    return Sample(sid, "spss", identity, target, caption, pose, embedding, box)
+    person = None if meta.get("name") in (None, "none") else str(meta["name"])
+    return Sample(sid, "spss", identity, target, caption, pose, embedding, box, person)
 
 
 def read_input_shard(url: str) -> tuple[list[Sample], dict[str, str]]:
@@ -220,6 +223,8 @@ def write_shard(cache: Path, k: int, encoded: Iterable[tuple[Sample, EncodedSamp
                     entry = {"key": key, "id": sample.id, "bucket": list(item.bucket)}
                     if isinstance(sample.target, str):
                         entry["target"] = sample.target
+                    if sample.person is not None:
+                        entry["person"] = sample.person
                     entries.append(entry)
             finally:
                 sink.close()
@@ -313,6 +318,31 @@ def prepare_shards(source, cache_dir: str | os.PathLike, encoders: Encoders, are
 
 
 # ---------------------------------------------------------------- reading
+SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+
+
+def read_safetensors(buffer, start: int, size: int) -> dict[str, torch.Tensor]:
+    """Tensors of the safetensors file stored at ``buffer[start:start + size]`` (a memory map), as
+    read-only views of the buffer: an 8-byte header length, a JSON header, then the raw data."""
+    view = memoryview(buffer)[start:start + size]
+    n = int.from_bytes(view[:8], "little")
+    header = json.loads(bytes(view[8:8 + n]))
+    base = 8 + n
+    out = {}
+    with warnings.catch_warnings():      # the views are read-only; every reader copies (to fp32) first
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = SAFETENSORS_DTYPES.get(info["dtype"])
+            if dtype is None:
+                raise DataError(f"unsupported tensor type {info['dtype']} in a shard (expected {list(SAFETENSORS_DTYPES)})")
+            a, b = info["data_offsets"]
+            t = torch.frombuffer(view[base + a:base + b], dtype=dtype) if b > a else torch.empty(0, dtype=dtype)
+            out[name] = t.reshape(info["shape"])
+    return out
+
+
 def buffer_shuffle(items: Iterable[int], size: int, rng: random.Random) -> Iterator[int]:
     """Shuffle a stream with a buffer of ``size`` items: each new item takes the place of a random one,
     which leaves; the rest leaves shuffled at the end."""
@@ -381,7 +411,7 @@ class ShardedDataset:
         self.bucket_of = np.asarray([index[b] for b in bucket], dtype=np.int64)
         counts = np.bincount(self.bucket_of, minlength=len(self.buckets))
         self.resolution = self.buckets[int(counts.argmax())]
-        self._files: dict[int, object] = {}
+        self._files: dict[int, mmap.mmap] = {}
         self._pid = os.getpid()
         self._epoch: tuple[tuple, list[list[int]]] | None = None
 
@@ -400,25 +430,31 @@ class ShardedDataset:
         counts = np.bincount(self.bucket_of, minlength=len(self.buckets))
         return {b: int(c) for b, c in zip(self.buckets, counts)}
 
-    def _file(self, shard: int):
-        if os.getpid() != self._pid:      # a forked DataLoader worker opens its own files
+    def _map(self, shard: int) -> mmap.mmap:
+        if os.getpid() != self._pid:      # a forked DataLoader worker maps the files itself
             self._files, self._pid = {}, os.getpid()
-        f = self._files.get(shard)
-        if f is None:
-            f = self._files[shard] = open(self.root / self.shards[shard], "rb")
-        return f
+        m = self._files.get(shard)
+        if m is None:
+            with open(self.root / self.shards[shard], "rb") as f:
+                m = self._files[shard] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return m
 
     def read(self, i: int) -> dict[str, torch.Tensor]:
-        """The stored (bf16) tensors of sample ``i``: one seek and one read in its shard."""
-        f = self._file(int(self.shard_of[i]))
-        f.seek(int(self.offset[i]))
-        data = f.read(int(self.size[i]))
-        if len(data) != int(self.size[i]):
-            raise DataError(f"shard '{self.root / self.shards[int(self.shard_of[i])]}' is shorter than its record says")
-        return load_safetensors(data)
+        """The stored (bf16) tensors of sample ``i``, read in place from its shard's memory map."""
+        shard = int(self.shard_of[i])
+        m = self._map(shard)
+        start, size = int(self.offset[i]), int(self.size[i])
+        if start + size > len(m):
+            raise DataError(f"shard '{self.root / self.shards[shard]}' is shorter than its record says")
+        return read_safetensors(m, start, size)
+
+    def stored(self, i: int) -> dict[str, torch.Tensor]:
+        """The cache keys of sample ``i`` as stored (bf16 views); :func:`~.data.collate` stacks, then converts."""
+        raw = self.read(i)
+        return {k: raw[k] for k in CACHE_KEYS}
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v.float() for k, v in self.read(i).items() if k in CACHE_KEYS}
+        return {k: v.float() for k, v in self.stored(i).items()}
 
     def empty_text(self) -> dict[str, torch.Tensor]:
         return {k: v.float() for k, v in read_empty_text(self.root).items()}

@@ -74,7 +74,8 @@ def test_file_cache_stream_dropout_and_format(prepared, clip, tmp_path):
     # workers give the same stream
     ds.num_workers = 2
     stream = batch_stream(ds, 4, 0, 1, 11, True, 2)
-    (first, positions), _ = next(stream), stream.close()
+    first, positions = next(stream)
+    stream.close()
     ref, ref_positions = step_batch(ds, 2, 4, 0, 1, 11, True)
     assert positions == ref_positions and all(torch.equal(first[k], ref[k]) for k in ref)
     with pytest.raises(DataError, match="'context' of different shapes"):

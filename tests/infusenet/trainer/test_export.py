@@ -54,3 +54,25 @@ def test_export_loads_and_matches_training(trained, base, prepared, tmp_path, pr
     if precision == "fp32":
         ref = module.resampler(item["embedding"].reshape(1, 1, 512))
         assert torch.equal(tokens, ref)
+
+
+def test_a_folder_of_the_single_file_layout_exports_the_same_files(trained, tmp_path):
+    """Checkpoint folders written before sharded checkpoints (``trainable.safetensors`` with the base's
+    rotary axes in its metadata) still export, byte for byte as the sharded checkpoint of the same weights."""
+    from safetensors.torch import save_file
+
+    from infusenet import host
+    from infusenet.trainer.checkpoint import TRAINABLE_FILE
+
+    old = tmp_path / "step-000003"
+    old.mkdir()
+    sd = {k: v.detach().float().contiguous() for k, v in trained.module.state_dict().items()}
+    axes = ",".join(str(a) for a in trained.module.base.dm.params.axes_dim)
+    save_file(host.to_published_keys(sd), str(old / TRAINABLE_FILE), metadata={"axes_dim": axes})
+    new = export_checkpoint(trained.last_checkpoint, tmp_path / "from_shards", precision="fp32")
+    legacy = export_checkpoint(old, tmp_path / "from_single_file", precision="fp32")
+    for key in ("single", "projection_safetensors"):
+        with open(new[key], "rb") as a, open(legacy[key], "rb") as b:
+            assert a.read() == b.read(), key
+    with pytest.raises(FileNotFoundError, match="not a trainer checkpoint folder with EMA"):
+        export_checkpoint(old, tmp_path / "ema", use_ema=True)

@@ -28,6 +28,21 @@ def _trainer(base, cache, out, steps, **extra):
                    CachedDataset(cache))
 
 
+def _exports_what_was_trained(checkpoint, trained: dict, out) -> None:
+    """The export of a checkpoint written by 2 ranks holds the gathered weights (and EMA), bit for bit."""
+    import torch
+
+    from infusenet import weights
+    from infusenet.trainer.export import export_checkpoint
+
+    for use_ema, expected in [(False, trained["params"]), (True, trained["ema"])]:
+        paths = export_checkpoint(checkpoint, out / str(use_ema), precision="fp32", use_ema=use_ema)
+        bundle = weights.load_infusenet(paths["single"], dtype=torch.float32)
+        got = {**{f"infusenet.{k}": v for k, v in bundle.model.state_dict().items()},
+               **{f"resampler.{k}": v for k, v in bundle.resampler.state_dict().items()}}
+        assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in got)
+
+
 def test_two_nodes_and_resuming_on_other_world_sizes_match_one_process(base, prepared, tmp_path):
     from infusenet.trainer.checkpoint import SHARDS_DIR, list_checkpoints, read_state
 
@@ -48,6 +63,7 @@ def test_two_nodes_and_resuming_on_other_world_sizes_match_one_process(base, pre
     step2 = list_checkpoints(out)[-1]
     assert step2.name == "step-000002" and read_state(step2)["world_size"] == 2
     assert sorted(p.name for p in (step2 / SHARDS_DIR).glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    _exports_what_was_trained(step2, first, tmp_path / "export")
 
     middle = _trainer(base, cache, out, 4, checkpoint__resume="latest")
     try:

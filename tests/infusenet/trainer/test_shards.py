@@ -73,11 +73,20 @@ def input_tars(tmp_path_factory):
     return d, {"multi/b": emb_large, "f": emb_npy}
 
 
-def test_input_shards_become_a_bucketed_cache_written_by_two_ranks(input_tars, face_encoder, clip, vae, tmp_path):
-    source, embeddings = input_tars
+@pytest.fixture(scope="module")
+def shard_cache(input_tars, face_encoder, clip, vae, tmp_path_factory):
+    """The input tars prepared by two ranks (one after the other) into one cache."""
+    source, _ = input_tars
+    cache = tmp_path_factory.mktemp("shard_cache")
     enc = Encoders(face_encoder, clip, vae)
-    r0 = prepare_shards(source, tmp_path, enc, area=64 * 64, multiple=16, rank=0, world=2)
-    r1 = prepare_shards(source, tmp_path, enc, area=64 * 64, multiple=16, rank=1, world=2)
+    reports = [prepare_shards(source, cache, enc, area=64 * 64, multiple=16, rank=r, world=2) for r in (0, 1)]
+    return cache, reports
+
+
+def test_input_shards_become_a_bucketed_cache_written_by_two_ranks(input_tars, shard_cache, face_encoder, clip, vae):
+    source, embeddings = input_tars
+    tmp_path, (r0, r1) = shard_cache
+    enc = Encoders(face_encoder, clip, vae)
     assert (r0.written, r1.written) == (["shard-000000"], ["shard-000001"])
     assert r0.prepared == ["a", "multi/b", "c"] and r1.prepared == ["d", "f"]
     assert list(r1.skipped) == ["e"] and "no target image" in r1.skipped["e"]
@@ -98,7 +107,7 @@ def test_input_shards_become_a_bucketed_cache_written_by_two_ranks(input_tars, f
     # the shard records are the index: per sample its bucket and byte range, per shard the counts
     record = json.loads((tmp_path / "shard-000000.json").read_text())
     assert record["count"] == 3 and record["buckets"] == {"64x64": 1, "96x48": 1, "48x96": 1}
-    assert all(e["size"] > 0 for e in record["samples"])
+    assert all(e["size"] > 0 for e in record["samples"]) and record["samples"][1]["person"] == "17"
     # the same folder with other buckets is refused
     with pytest.raises(DataError, match="other settings"):
         prepare_shards(source, tmp_path, enc, area=128 * 128, multiple=16)
@@ -148,6 +157,23 @@ def test_interrupted_preparation_resumes_without_redoing_finished_shards(dataset
     a, b = shard_tensors(tmp_path / "whole"), shard_tensors(cache)
     assert list(a) == list(b) == ["p0", "p1", "p2", "p3", "p4"]
     assert all(torch.equal(a[s][k], b[s][k]) for s in a for k in a[s])
+
+
+def test_trainer_steps_through_buckets_of_a_sharded_cache(shard_cache, base, tmp_path):
+    from devtools.tiny_training import tiny_config
+    from infusenet.trainer.loop import Trainer
+
+    cache, _ = shard_cache
+    ds = ShardedDataset(cache, shuffle_buffer=4)
+    assert ds.batches_per_epoch(2) == 2                   # one batch of 64x64, one of 96x48 (48x96 holds 1)
+    shapes = {tuple(step_batch(ds, s, 2, 0, 1, 0, True)[0]["latent"].shape) for s in (0, 1)}
+    assert shapes == {(2, 16, 8, 8), (2, 16, 6, 12)}
+    trainer = Trainer(tiny_config(cache, tmp_path, steps=2, batch=2), base.patcher, ds)
+    try:
+        losses = trainer.run().losses
+    finally:
+        trainer.close()
+    assert len(losses) == 2 and all(0.0 < v < 10.0 for v in losses)
 
 
 # ---------------------------------------------------------------- the streaming loader
