@@ -7,7 +7,7 @@ the peak resident memory of each rank during those steps (VmHWM, reset before th
 tensor bytes by the planner's terms (weights, gradients, optimiser state, the activation peak of one
 step counted as live tensor storages) against :func:`infusenet.trainer.memory.plan_memory`.
 
-    .venv/bin/python bench/bench_train.py [timed_steps]      (default 6; about 2 minutes on 2 cores)
+    .venv/bin/python bench/bench_train.py [timed_steps]      (default 4; about 3 minutes on 2 cores)
 """
 from __future__ import annotations
 
@@ -109,31 +109,26 @@ def run_mode(strategy: str, world: int, cache: str, steps: int) -> list[dict]:
 
 
 def loader_rows() -> list[str]:
-    """Rows of ``bench/loader_throughput.py``'s ``measure()`` when that script is there."""
+    """The rows of ``bench/loader_throughput.py`` (``report_lines(measure())``) when that script is there."""
     path = ROOT / "bench" / "loader_throughput.py"
     if not path.is_file():
         return []
     import importlib.util
 
+    from devtools.comfy_env import enable_in_process_comfy
+
+    enable_in_process_comfy()
     spec = importlib.util.spec_from_file_location("loader_throughput", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = module.measure()
-    rows = []
-    for name, value in result.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
-        elif isinstance(value, float):
-            value = f"{value:.3g}"
-        rows.append(f"  {name}: {value}")
-    return rows
+    return module.report_lines(module.measure())
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         return
-    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 6
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 4
     sys.path.insert(0, str(ROOT))
     from devtools.tiny_training import write_synthetic_cache
 
@@ -146,17 +141,18 @@ def main() -> None:
     print(header)
     single = None
     for label, strategy, world in MODES:
+        t = time.perf_counter()
         results = run_mode(strategy, world, cache, steps)
         r0 = results[0]
         single = single or r0["samples_per_s"]
         rss = "/".join(f"{r['rss_mib']:.0f}" for r in results)
         print(f"{label:<12}{r0['samples_per_s']:>10.2f}{r0['samples_per_s'] / single:>7.2f}{rss:>19}"
               f"{r0['tensors_mib']:>13.1f}{r0['planned_mib']:>13.1f}{r0['planned_mib'] / r0['tensors_mib']:>18.2f}"
-              f"{r0['activations_mib']:>14.1f} / {r0['planned_activations_mib']:.1f}")
+              f"{r0['activations_mib']:>14.1f} / {r0['planned_activations_mib']:.1f}   ({time.perf_counter() - t:.0f} s)")
+    t = time.perf_counter()
     rows = loader_rows()
     if rows:
-        print("data loader (bench/loader_throughput.py):")
-        print("\n".join(rows))
+        print("\n".join(rows) + f"   ({time.perf_counter() - t:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ LOCAL_RANK, MASTER_ADDR and MASTER_PORT itself)::
 settings: ``steps``, ``batch``, ``config`` ({"section__field": value} for :func:`tiny_config`),
 ``result`` (file name under the output dir). Rank 0 writes there ``losses``, ``start_step``, ``world_size``,
 ``params`` (whole trained parameters) and ``ema`` (or None), gathered with ``Trainer.full_modules``;
-``sharded`` records whether the branch (and the base) weights were FSDP shards on this run.
+``sharded`` records whether the branch, projection and base weights were FSDP shards on this run,
+``gradient_as_bucket_view`` the DDP setting (None without DDP).
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def main(cache: str, out: str, settings: str) -> None:
         if trainer.ctx.is_main:
             torch.save({"losses": result.losses, "start_step": result.start_step, "world_size": world,
                         "strategy": trainer.ctx.strategy, "sharded": sharded, "params": _state(params),
+                        "gradient_as_bucket_view": getattr(trainer.wrapped, "gradient_as_bucket_view", None),
                         "ema": _state(ema) if ema is not None else None},
                        os.path.join(out, s.get("result", "result.pt")))
     finally:

@@ -190,6 +190,17 @@ def load_models(patchers: list, force_full_load: bool = False) -> None:
     comfy.model_management.load_models_gpu(patchers, force_full_load=force_full_load)
 
 
+def unload_patcher(patcher) -> None:
+    """Have ComfyUI's model management unload this ModelPatcher (not its clones) and forget it, so that a
+    short-lived model (a validation copy) neither stays on the device nor is reported as leaked."""
+    mm = comfy.model_management
+    for i in reversed(range(len(mm.current_loaded_models))):
+        loaded = mm.current_loaded_models[i]
+        if loaded.model is patcher:
+            loaded.model_unload()
+            mm.current_loaded_models.pop(i)
+
+
 def module_size(module: torch.nn.Module) -> int:
     return comfy.model_management.module_size(module)
 

@@ -156,14 +156,41 @@ class DistributedConfig:
 
 
 @dataclass
+class ValidationIdentity:
+    """A held-out person for validation: ``photo`` is the reference photo (its ArcFace identity conditions
+    the generation and is what the images are scored against); ``pose``: an optional control image file
+    (None: the black control that inference uses without a pose); ``name``: the label in logs and files."""
+
+    name: str
+    photo: str
+    pose: str | None = None
+
+
+@dataclass
 class WatchConfig:
     """What a run shows while it trains (rank 0): TensorBoard scalars under ``log_dir`` (None:
     ``checkpoint.output_dir/logs``) and, every ``validate_every`` steps (0: never), validation images
-    for held-out identities with their identity similarity to the reference photo."""
+    for held-out identities with their identity similarity to the reference photo.
+
+    Validation generates, for each of ``identities`` and each of ``prompts``, one ``width`` x ``height``
+    image with ``steps`` sampler steps (ComfyUI's ``sampler`` / ``scheduler``, CFG ``cfg``, FLUX
+    ``guidance``) from the fixed ``seed``, through the patch inference uses; ``ema``: score the EMA weights
+    (the run must keep one)."""
 
     tensorboard: bool = True
     log_dir: str | None = None
     validate_every: int = 0
+    identities: list[ValidationIdentity] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=lambda: ["a portrait photo of a person"])
+    width: int = 1024
+    height: int = 1024
+    steps: int = 28
+    seed: int = 0
+    cfg: float = 1.0
+    guidance: float = 3.5
+    sampler: str = "euler"
+    scheduler: str = "simple"
+    ema: bool = False
 
 
 @dataclass

@@ -303,11 +303,11 @@ class Trainer:
                             cfg.data.shuffle, self.step * k)
 
     def _gradient_sync(self, sync: bool):
-        """Skip the gradient all-reduce / reduce-scatter on all micro-steps but the last."""
+        """DDP: all-reduce on the last micro-step only (its gradients are whole on every rank anyway).
+        FSDP: reduce-scatter on every micro-step, so that each rank keeps only its shard of the
+        gradients (skipping it would accumulate whole unsharded gradients on every rank)."""
         if self.ctx.strategy == "ddp" and not sync:
             return self.wrapped.no_sync()
-        if self.ctx.strategy == "fsdp":
-            self.wrapped.set_requires_gradient_sync(sync)
         return contextlib.nullcontext()
 
     def _grad_norm(self) -> float:

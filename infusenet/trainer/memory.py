@@ -26,7 +26,10 @@ after chains of one and of two blocks gives what each block keeps (its differenc
 backward pass gives the transient peak on top. The attention kernel is stated, not run: ``flash``
 (CUDA: scaled-dot-product flash/memory-efficient kernels keep q, k, v, the output and the
 log-sum-exp) or ``math`` (the CPU path: the softmax probabilities ``[B, H, L, L]`` are kept).
-Per rank: sum over blocks of what each keeps + the largest transient + the branch residuals.
+Per rank: sum over blocks of what each keeps + the largest transient + the branch residuals + the
+batch, embedders and final layer. Under bf16 autocast the blocks are run in bf16; autocast computes
+LayerNorm in float32, which this does not model (the CUDA figures are predictions; the CPU ones are
+checked against measured steps by the tests).
 
 :func:`measure_step` measures the same terms on a real :class:`~infusenet.trainer.loop.Trainer` step
 (CUDA: the allocator's peak; elsewhere: a count of every tensor storage alive during the step).
@@ -34,10 +37,11 @@ Per rank: sum over blocks of what each keeps + the largest transient + the branc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -100,16 +104,18 @@ def flux2_klein_9b(weight_dtype: torch.dtype = torch.bfloat16) -> BaseDims:
     return _flux2("FLUX.2 [klein] 9B", 4096, 8, 24, 4096, weight_dtype)
 
 
+def _params_dict(params) -> dict:
+    return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+
+
 def dims_of(base, text_tokens: int = 512) -> BaseDims:
     """:class:`BaseDims` of a loaded base: a ComfyUI ``Flux``, a BaseModel or a ModelPatcher holding one."""
     dm = base if isinstance(base, host.Flux) else host.flux_diffusion_model(base)
     if dm is None:
         raise ValueError(f"expected a ComfyUI FLUX model (Flux, or a ModelPatcher holding one), got {type(base).__name__}")
-    import dataclasses
-
-    params = {f.name: getattr(dm.params, f.name) for f in dataclasses.fields(dm.params)}
-    dtype = next(dm.parameters()).dtype
-    return BaseDims(type(getattr(getattr(base, "model", base), "model_config", dm)).__name__, params, dtype, text_tokens)
+    p = dm.params
+    name = f"FLUX {p.depth}+{p.depth_single_blocks} blocks at {p.hidden_size}"
+    return BaseDims(name, _params_dict(p), next(dm.parameters()).dtype, text_tokens)
 
 
 # ---------------------------------------------------------------- parameter counts (meta device)
@@ -162,9 +168,7 @@ def meta_branch(base: host.Flux, shape: InfuseNetShape, dtype: torch.dtype = tor
     if not p.global_modulation and len(p.axes_dim) == 3:
         net = InfuseNet(branch_config(base, shape), dtype=dtype, device="meta", operations=host.plain_operations)
         return net, resampler
-    import dataclasses
-
-    params = {f.name: getattr(p, f.name) for f in dataclasses.fields(p)}
+    params = _params_dict(p)
     params.update(depth=shape.depth, depth_single_blocks=shape.depth_single_blocks, context_in_dim=shape.token_dim)
     net = host.Flux(final_layer=False, dtype=dtype, device="meta", operations=host.plain_operations, **params)
     h = base.hidden_size
@@ -372,29 +376,27 @@ def _modulation(model: host.Flux, vec: Tensor, double: bool):
         return model.single_stream_modulation(vec)[0]
 
 
-def _simulate_blocks(model: host.Flux, proj: nn.Module | None, txt_tokens: int, img_tokens: int, batch: int,
-                     dtype: torch.dtype, gradient_checkpointing: bool, copies: str) -> dict[str, BlockCost]:
-    """Costs of ``model``'s first double and single block as the trainer runs them (meta device)."""
+def _simulate_blocks(model: host.Flux, projections: dict[str, nn.Module | None], txt_tokens: int, img_tokens: int,
+                     batch: int, dtype: torch.dtype, gradient_checkpointing: bool, copies: str) -> dict[str, BlockCost]:
+    """Costs of ``model``'s first double and single block as the trainer runs them (meta device).
+    ``projections``: per kind (``double``, ``single``) the branch's residual projection after each block,
+    or None for the base (which adds a residual into the block output instead)."""
     from .blocks import release_blocks, train_blocks
 
     h = model.hidden_size
     head_dim = h // model.num_heads
-    n_axes = len(model.params.axes_dim)
     out: dict[str, BlockCost] = {}
-    with torch.no_grad():
-        ids = torch.zeros(batch, txt_tokens + img_tokens, n_axes, device="meta")
     vec = torch.empty(batch, h, dtype=dtype, device="meta")
     pe = torch.empty(batch, 1, txt_tokens + img_tokens, head_dim // 2, 2, 2, dtype=torch.float32, device="meta")
-    del ids
     for kind, blocks in (("double", model.double_blocks), ("single", model.single_blocks)):
-        if len(blocks) == 0:
+        if len(blocks) == 0 or kind not in projections:
             continue
-        block = blocks[0]
+        block, proj = blocks[0], projections[kind]
         block_vec = _modulation(model, vec, kind == "double")
         train_blocks([block], gradient_checkpointing, copies)
         hooks = _drop_grads(block) + (_drop_grads(proj) if proj is not None else [])
         try:
-            def run_chain(n, block=block, kind=kind, block_vec=block_vec):
+            def run_chain(n, block=block, kind=kind, block_vec=block_vec, proj=proj):
                 mode = LiveBytes()
                 img0 = _leaf((batch, img_tokens, h), dtype)
                 txt0 = _leaf((batch, txt_tokens, h), dtype)
@@ -470,19 +472,19 @@ def _activation_model(dims_key, shape_key, workload: Workload, compute_dtype: to
     net, _ = meta_branch(base, shape, dtype=compute_dtype)
     base_dtype = compute_dtype if autocast else dims.weight_dtype
     with host.training_mode(), host.flux_attention(ATTENTION[attention]), _meta_storage_addresses():
-        base_costs = _simulate_blocks(base, None, workload.text_tokens, img_tokens, workload.batch, base_dtype,
-                                      gradient_checkpointing, copies)
-        # the branch's residual projection of a single block takes the image tokens of its output
-        branch_double = _simulate_blocks(net, net.controlnet_blocks[0] if shape.depth else None, shape.num_tokens,
-                                         img_tokens, workload.batch, compute_dtype, gradient_checkpointing, copies) \
-            if shape.depth else {}
-        branch_single = _simulate_blocks(net, net.controlnet_single_blocks[0] if shape.depth_single_blocks else None,
-                                         shape.num_tokens, img_tokens, workload.batch, compute_dtype,
-                                         gradient_checkpointing, copies) if shape.depth_single_blocks else {}
+        base_costs = _simulate_blocks(base, {"double": None, "single": None}, workload.text_tokens, img_tokens,
+                                      workload.batch, base_dtype, gradient_checkpointing, copies)
+        projections = {}
+        if shape.depth:
+            projections["double"] = net.controlnet_blocks[0]
+        if shape.depth_single_blocks:
+            projections["single"] = net.controlnet_single_blocks[0]
+        branch_costs = _simulate_blocks(net, projections, shape.num_tokens, img_tokens, workload.batch, compute_dtype,
+                                        gradient_checkpointing, copies)
     blocks = {"base_double": base_costs.get("double", BlockCost(0, 0)),
               "base_single": base_costs.get("single", BlockCost(0, 0)),
-              "branch_double": branch_double.get("double", BlockCost(0, 0)),
-              "branch_single": branch_single.get("single", BlockCost(0, 0))}
+              "branch_double": branch_costs.get("double", BlockCost(0, 0)),
+              "branch_single": branch_costs.get("single", BlockCost(0, 0))}
     counts = {"base_double": len(base.double_blocks), "base_single": len(base.single_blocks),
               "branch_double": shape.depth, "branch_single": shape.depth_single_blocks}
     trained = _numel(net) + sum(p.numel() for p in _resampler_params(shape))
@@ -659,13 +661,17 @@ def plan_memory(config: TrainConfig, world_size: int, base=None, gpu_gb: float |
 
 
 def plan_for_run(config: TrainConfig, world_size: int, base, device: torch.device | str,
-                 gpu_gb: float | None = None) -> MemoryPlan:
-    """The plan of a run about to start: ``base`` the loaded FLUX, ``device`` this rank's device (its
-    total memory is the GPU size when ``gpu_gb`` is not given)."""
+                 gpu_gb: float | None = None, resolution: tuple[int, int] | None = None,
+                 text_tokens: int | None = None) -> MemoryPlan:
+    """The plan of a run about to start: ``base`` the loaded FLUX (ModelPatcher), ``device`` this rank's
+    device (on CUDA its total memory is the GPU size unless ``gpu_gb`` is given); ``resolution`` and
+    ``text_tokens`` as the data has them (default 1024x1024 and 512)."""
     device = torch.device(device)
     if gpu_gb is None and device.type == "cuda":
         gpu_gb = torch.cuda.get_device_properties(device).total_memory / GIB
-    return plan_memory(config, world_size, base, gpu_gb, device_type="cuda" if device.type == "cuda" else "cpu")
+    dims = dims_of(base, text_tokens or 512)
+    return plan_memory(config, world_size, dims, gpu_gb, device_type="cuda" if device.type == "cuda" else "cpu",
+                       resolution=resolution)
 
 
 def format_plan(plan: MemoryPlan) -> str:

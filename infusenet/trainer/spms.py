@@ -35,6 +35,7 @@ class GenerationRequest:
     seed: int
     width: int
     height: int
+    control: torch.Tensor | None = None  # raw VAE latent [1, 16, h, w] of a pose image; None: black control
 
 
 @dataclass
@@ -78,7 +79,7 @@ class ComfyGenerator:
         from .. import host
         from ..patch import apply_infiniteyou
 
-        model = apply_infiniteyou(self.base, self.bundle, req.tokens, None, vae=self.vae)
+        model = apply_infiniteyou(self.base, self.bundle, req.tokens, req.control, vae=self.vae)
         latent = torch.zeros((1, 16, req.height // 8, req.width // 8))
         noise = host.prepare_noise(latent, req.seed)
         samples = host.sample(model, noise, self.steps, self.cfg, self.sampler, self.scheduler,

@@ -1,6 +1,7 @@
 """Two gloo processes (started like torchrun starts them) reach the parameters and the EMA of one
 process with the same global batch: DDP, and FSDP2 (fully_shard) with the frozen base sharded too and
-gradient checkpointing on; both accumulate 2 micro-steps per step (gradient sync on the last only);
+gradient checkpointing on; both accumulate 2 micro-steps per step (DDP syncs on the last only, FSDP
+reduce-scatters each);
 under FSDP every rank keeps the EMA of its own shard.
 
 Tolerance: max |difference| <= 1e-5 absolute after 3 AdamW steps at lr 1e-3 (largest change
@@ -46,6 +47,7 @@ def test_two_processes_match_one_process(one_process, prepared, tmp_path, strate
     two = run_ranks(2, cache, tmp_path, {"steps": STEPS, "batch": GLOBAL_BATCH, "config": {
         "distributed__backend": "gloo", "distributed__strategy": strategy, "optim__ema_decay": EMA_DECAY, **extra}})
     assert two["strategy"] == strategy
+    assert two["gradient_as_bucket_view"] is (True if strategy == "ddp" else None)  # DDP: no second copy of the grads
     if strategy == "fsdp":  # each rank holds half of every block's weights: branch, projection and base
         assert two["sharded"] == {"branch": True, "projection": True, "base": True}
     ref = one_process
