@@ -558,3 +558,35 @@ def model_family(model) -> str:
 CONTRACT += (
     Contact("comfy.supported_models_base.BASE.unet_config"),
 )
+
+
+# ---- added for FLUX.2 [klein]
+FLUX2_PARAM_FIELDS = ("global_modulation", "mlp_silu_act", "ops_bias", "txt_ids_dims")
+"""``FluxParams`` fields a FLUX.2 [klein] model (and an InfuseNet for it) is built with."""
+
+
+def flux2_klein_lacks() -> str | None:
+    """None when the running ComfyUI can build and load FLUX.2 [klein]; otherwise what it lacks (a phrase).
+
+    FLUX.2 [klein] needs FLUX.2's model options in ``FluxParams`` (global modulation, SiLU-gated MLP, no
+    biases, text position ids on chosen axes: ``txt_ids_dims``) and the klein text encoders (Qwen3)."""
+    names = {f.name for f in dataclasses.fields(FluxParams)}
+    lacking = [f"FluxParams.{f}" for f in FLUX2_PARAM_FIELDS if f not in names]
+    try:
+        text_encoders = importlib.import_module("comfy.text_encoders.flux")
+    except Exception as e:  # the module itself fails to import
+        lacking.append(f"comfy.text_encoders.flux ({type(e).__name__}: {e})")
+    else:
+        if not hasattr(text_encoders, "klein_te"):
+            lacking.append("the klein text encoders (comfy.text_encoders.flux.klein_te)")
+    return ", ".join(lacking) or None
+
+
+def is_flux2(diffusion_model) -> bool:
+    """Whether a ComfyUI ``Flux`` diffusion model is FLUX.2-shaped (global modulation, one shared set per stream)."""
+    return bool(getattr(getattr(diffusion_model, "params", None), "global_modulation", False))
+
+
+CONTRACT += (
+    Contact("comfy.ldm.flux.layers.Modulation.forward", ("vec",)),
+)

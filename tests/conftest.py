@@ -9,6 +9,20 @@ from devtools.comfy_env import enable_in_process_comfy
 enable_in_process_comfy()
 
 
+def pytest_configure(config):
+    from tests.host_features import HOST_INDEPENDENT
+
+    config.addinivalue_line("markers", f"{HOST_INDEPENDENT}(why): the same on every ComfyUI; when scripts/test.sh "
+                                       "runs several hosts, only the newest runs it (tests/host_features.py)")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    from tests.host_features import select_for_this_host
+
+    select_for_this_host(config, items)
+
+
 @pytest.fixture
 def seeded():
     """A fixed torch seed for tests that build random models."""

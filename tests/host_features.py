@@ -1,10 +1,27 @@
-"""The one way a test may be left out: a feature the ComfyUI under test does not have. The reason names
-the ComfyUI version and what it lacks, and scripts/test.sh prints it in the per-host summary."""
+"""The ways a test may be left out on a host.
+
+* ``needs_host``: a feature the ComfyUI under test does not have. The reason names the ComfyUI version and what
+  it lacks, and scripts/test.sh prints it in the per-host summary.
+* ``newest_host_only``: a test whose subject is the same on every ComfyUI. When scripts/test.sh runs several
+  hosts it runs on the last one (the newest) only; on the others it is deselected, not skipped, and the summary
+  lists per test module how many tests each host left to the newest one. Run alone (plain pytest,
+  ``COMFYUI_DIR=...``, or ``INFU_HOSTS`` naming one host) it always runs.
+"""
 from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from devtools.comfy_env import comfyui_version
+
+HOST_INDEPENDENT = "host_independent"
+"""The marker ``newest_host_only`` sets; its one argument says why the host does not matter."""
+NEWEST_HOST_ENV = "INFU_NEWEST_HOST"
+"""Set by scripts/test.sh to the name of the last host of the run, the one that runs host-independent tests."""
 
 
 def needs_host(has_feature: bool, lacking: str):
@@ -13,11 +30,35 @@ def needs_host(has_feature: bool, lacking: str):
 
 
 def newest_host_only(why: str):
-    """Mark a test whose subject is the same on every ComfyUI (``why`` says what it exercises): it runs on
-    the newest test host only, to save CI time, and the summary says so."""
-    from devtools.comfy_env import HOST_NAMES
+    """Mark a test, or a whole module (``pytestmark = newest_host_only(...)``), that touches no ComfyUI code:
+    files of this repository, this pack's pure-Python parts, libraries every host's environment pins to the
+    same version. ``why`` says what it exercises. A test that imports comfy, starts a server, or calls a part
+    of the pack that calls ComfyUI must not carry it."""
+    return getattr(pytest.mark, HOST_INDEPENDENT)(why)
 
-    newest = max(HOST_NAMES, key=lambda v: tuple(int(x) for x in v.split(".")))
-    version = comfyui_version()
-    return pytest.mark.skipif(version != newest, reason=f"runs on the newest host only (ComfyUI {newest}; this is "
-                                                        f"{version}): {why}")
+
+def leaves_host_independent_tests() -> str | None:
+    """The newest host's name when this pytest run is one host of several and not the newest, else None."""
+    newest, this = os.environ.get(NEWEST_HOST_ENV), os.environ.get("INFU_HOST_NAME")
+    return newest if newest and this and this != newest else None
+
+
+def per_module(items) -> dict[str, int]:
+    return dict(sorted(Counter(item.nodeid.split("::", 1)[0] for item in items).items()))
+
+
+def select_for_this_host(config, items: list) -> None:
+    """``pytest_collection_modifyitems``: deselect the host-independent tests on every host but the newest, and
+    write ``$INFU_REPORTS/<host>.newest-only.json`` (what was left to the newest host, or run here for all)."""
+    marked = [item for item in items if item.get_closest_marker(HOST_INDEPENDENT) is not None]
+    newest = leaves_host_independent_tests()
+    if newest and marked:
+        left = set(map(id, marked))
+        items[:] = [item for item in items if id(item) not in left]
+        config.hook.pytest_deselected(items=marked)
+    reports, host = os.environ.get("INFU_REPORTS"), os.environ.get("INFU_HOST_NAME")
+    if reports and host:
+        Path(reports).mkdir(parents=True, exist_ok=True)
+        (Path(reports) / f"{host}.newest-only.json").write_text(json.dumps(
+            {"newest": os.environ.get(NEWEST_HOST_ENV, host), "left_to_newest": bool(newest),
+             "modules": per_module(marked)}, indent=1))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 
 from devtools.comfy_env import PACK_ROOT
+from tests.host_features import newest_host_only
+
+pytestmark = newest_host_only("reads the test files of this repository")
 
 SKIPS = re.compile(r"importorskip|pytest\.skip\(|mark\.skip|mark\.skipif|mark\.xfail|pytest\.xfail\(")
 

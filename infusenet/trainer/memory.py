@@ -290,7 +290,7 @@ ATTENTION = {"flash": _flash_attention, "math": _math_attention}
 # ---------------------------------------------------------------- activation model
 @dataclass(frozen=True)
 class Workload:
-    """What one rank computes per micro-step: the image size, text length and batch."""
+    """What one rank computes per micro-step: the image size (height, width), text length and batch."""
 
     resolution: tuple[int, int] = (1024, 1024)
     text_tokens: int = 512
@@ -628,16 +628,16 @@ def plan_memory(config: TrainConfig, world_size: int, base=None, gpu_gb: float |
     BaseModel or ModelPatcher); default FLUX.1-dev in bf16. ``gpu_gb``: the card's memory (GiB, as
     cards are sold) to say what fits, after ``headroom``. ``device_type``: ``cuda`` (bf16 autocast when
     ``precision.mixed`` is bf16, flash attention) or ``cpu`` (float32, math attention).
-    ``resolution`` (H, W) default 1024x1024 (or what ``config.data`` states); ``batch_per_rank``
+    ``resolution`` (H, W) default the largest of ``data.buckets``, else 1024x1024; ``batch_per_rank``
     default the global batch over ranks and accumulation steps."""
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     dims = base if isinstance(base, BaseDims) else flux1_dev() if base is None else dims_of(base)
     data = config.data
     if resolution is None:
-        resolution = tuple(getattr(data, "resolution", None) or (1024, 1024))
-        if isinstance(resolution[0], (tuple, list)):
-            resolution = max(resolution, key=lambda r: r[0] * r[1])
+        buckets = getattr(data, "buckets", None)      # (width, height) pairs: the largest sets the peak
+        w, h = max(buckets, key=lambda b: b[0] * b[1]) if buckets else (1024, 1024)
+        resolution = (h, w)
     accum = max(1, getattr(config.optim, "grad_accum_steps", 1))
     batch = batch_per_rank if batch_per_rank is not None else max(1, data.batch_size // (world_size * accum))
     workload = Workload(tuple(resolution), text_tokens or dims.text_tokens, batch)
@@ -681,7 +681,7 @@ def format_plan(plan: MemoryPlan) -> str:
     a = plan.activations
     head = (f"Memory per rank (GiB): {plan.base} + InfuseNet {p.branch / 1e9:.2f} B + Resampler "
             f"{p.resampler / 1e6:.1f} M params; {plan.world_size} process{'es' if plan.world_size > 1 else ''}, "
-            f"{w.resolution[0]}x{w.resolution[1]} ({a.image_tokens} image + {w.text_tokens} text tokens), "
+            f"{w.resolution[1]}x{w.resolution[0]} ({a.image_tokens} image + {w.text_tokens} text tokens), "
             f"batch {w.batch} per rank, gradient checkpointing {'on' if a.gradient_checkpointing else 'off'}, "
             f"{a.attention} attention, {plan.optimizer}")
     cols = ("strategy", "base", "trainable", "grads", "optimiser", "EMA", "activations", "step temp", "total")

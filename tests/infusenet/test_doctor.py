@@ -9,6 +9,9 @@ import torch
 from safetensors.torch import save_file
 
 from infusenet import doctor
+from tests.host_features import newest_host_only
+
+pytestmark = newest_host_only("the doctor's name, header, pickle and fix-line checks: files and torch, no ComfyUI call")
 
 
 @pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "C:/w", "a\\..\\b", "a%2f..", "a//b", "./a",

@@ -6,6 +6,10 @@ import sys
 
 from infusenet.onnx_runtime import OnnxState, current_state, provider_report, repair_plan
 from devtools.comfy_env import PACK_ROOT
+from tests.host_features import newest_host_only
+
+pytestmark = newest_host_only("install.py and the onnxruntime repair: pip and stand-in wheels, no ComfyUI; "
+                              "every host's environment pins the same onnxruntime")
 
 CPU = ("CPUExecutionProvider",)
 CUDA = ("CUDAExecutionProvider", "CPUExecutionProvider")

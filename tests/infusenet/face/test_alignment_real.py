@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from infusenet.face.align import align_face, alignment_matrix, template_keypoints, transform_points
+from tests.host_features import newest_host_only
 
+pytestmark = newest_host_only("face alignment (numpy, OpenCV) checked with facenet-pytorch's MTCNN: no ComfyUI code")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,21 @@ The pose image is the same for every person (same face box), so the only thing t
 draw is the identity embedding. Validation photos are other pictures of the same people (640x480, another
 face size) than the ones trained on.
 
-Measured (seed 0, 2-core CPU): see ``MEASURED`` below; the test asserts the margins with headroom.
+Measured (seed 0, 200 steps of batch 6, validation with 8 Euler steps and 2 seeds per person, ComfyUI 0.30
+host, shared 2-core CPU, 53 s for this test; means of the ArcFace cosine, no face = 0):
+
+=====================================================  ========
+VAE round trip of the training faces, right person      0.747
+VAE round trip, other people                           -0.150
+untrained branch, right person (= other people: it      -0.004
+ignores the identity, so every person's image is the
+same)
+trained, right person                                   0.160
+trained, other people (wrong-person control)           -0.036
+=====================================================  ========
+
+So training adds 0.164 over the untrained branch and 0.196 over the wrong-person control; the test asserts
+0.08 for both (half the measured margin), and that every validation image has a face.
 """
 from __future__ import annotations
 
@@ -43,9 +57,10 @@ SIZE = (64, 64)
 FACE = (16, 8, 48, 48)                 # on the 8x8 latent grid, the people's aspect (0.8) as calibrated
 HELD_OUT = ((640, 480), (200, 100, 360, 300))
 OUTPUT_SCALE = 4.0
-STEPS = 300
+STEPS = 200
 LR = 5e-3
 SAMPLER_STEPS = 8
+MARGIN = 0.08
 MEASURED = {}
 
 
@@ -158,7 +173,7 @@ def test_training_raises_the_identity_similarity(people, people_encoder, block_v
     w.validate_every = STEPS
     w.identities = [ValidationIdentity(f"p{p}", str(people / "held_out" / f"p{p}.png"), pose=str(tmp_path / "pose.png"))
                     for p in range(PEOPLE)]
-    w.prompts, (w.width, w.height), w.steps, w.guidance = ["a portrait photo"], SIZE, SAMPLER_STEPS, 1.0
+    w.prompts, (w.width, w.height), w.steps, w.guidance = ["a portrait photo"] * 2, SIZE, SAMPLER_STEPS, 1.0
     watcher = RunWatcher(cfg, clip=clip, vae=block_vae, face_encoder=people_encoder)
     trainer = Trainer(cfg, flux.patcher, dataset, watcher=watcher)
     try:
@@ -172,6 +187,8 @@ def test_training_raises_the_identity_similarity(people, people_encoder, block_v
                     per_person=trained.identity, loss=(float(np.mean(losses[:10])), float(np.mean(losses[-10:]))),
                     seconds=time.perf_counter() - start)
     print("identity learning:", MEASURED)
+    assert untrained.mean == pytest.approx(untrained.other_mean, abs=1e-6)  # zero residuals: identity-blind
+    assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:10])
     assert trained.faces_found == 1.0
-    assert trained.mean > untrained.mean + 0.1, MEASURED
-    assert trained.mean > trained.other_mean + 0.1, MEASURED
+    assert trained.mean > untrained.mean + MARGIN, MEASURED
+    assert trained.mean > trained.other_mean + MARGIN, MEASURED

@@ -103,6 +103,8 @@ def test_strategies_shard_what_they_say():
     assert one.row("single").terms.total == (single.base_weights + single.trainable_weights + single.gradients
                                              + single.optimizer + single.ema
                                              + max(single.activations, single.step_temporary))
+    cfg.data.buckets = [(512, 512), (832, 1216)]      # (width, height): the largest bucket sets the plan
+    assert m.plan_memory(cfg, 8).workload.resolution == (1216, 832)
     cfg.optim.optimizer, cfg.optim.ema_decay = "adamw_fused", 0.999
     fused = m.plan_memory(cfg, 8, batch_per_rank=1).row("fsdp").terms
     assert fused.step_temporary == 0 and fused.ema == 4 * -(-p.trained // 8)
