@@ -2,8 +2,9 @@
 # The whole test suite, from a fresh clone, on every ComfyUI host it can get:
 #   ComfyUI 0.3.75 (from the package index) and ComfyUI 0.30.0 (from ../shared/hosts/, which exists on
 #   the project's machines and in CI only). Each host is set up (scripts/setup.sh, idempotent), then the
-#   whole suite runs against every host at once, each in its own Python environment with its share of
-#   the CPU cores. The summary at the end gives per-host counts, every skipped test with its reason,
+#   whole suite runs against every host, each in its own Python environment. Tests that touch no ComfyUI
+#   code (tests/host_features.py: newest_host_only) run on the last host only (the newest). The summary at
+#   the end gives per-host counts, every skipped test with its reason, what each host left to the newest,
 #   each host that could not be tested, and how the hosts' workflow outputs compare.
 # COMFYUI_DIR=/path/to/ComfyUI runs the suite against your ComfyUI only.
 # INFU_HOSTS="0.30.0" runs only the hosts named; INFU_PARALLEL=1 runs the hosts side by side (memory!).
@@ -70,7 +71,9 @@ run_host() {
   # on the newest host, where it is meant to run.
   local frontends=host
   [[ "$name" == "${ready[-1]}" ]] && frontends=${INFU_FRONTENDS:-host,1.58.1+vue}
-  COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \
+  # Host-independent tests: on the last host only (tests/host_features.py).
+  COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_NEWEST_HOST="${ready[-1]}" \
+  INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \
   INFU_ARTIFACTS="$REPORTS/screenshots/$name" TORCHINDUCTOR_CACHE_DIR="$ROOT/.host/tmp/$name-inductor" \
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
     "${PYTHON[$name]}" -m pytest tests -q -ra --durations=10 --basetemp="$ROOT/.host/tmp/$name" \

@@ -1,7 +1,8 @@
-"""Summary of a scripts/test.sh run: per-host counts, skip reasons, hosts not tested.
+"""Summary of a scripts/test.sh run: per-host counts, skip reasons, tests left to the newest host, hosts not tested.
 
-Reads ``<reports>/<host>.xml`` (pytest JUnit XML), ``<host>.rc``, ``<host>.seconds`` and
-``<host>.unavailable``; exits non-zero when any host failed, ran no test, or could not be set up.
+Reads ``<reports>/<host>.xml`` (pytest JUnit XML), ``<host>.rc``, ``<host>.seconds``, ``<host>.unavailable`` and
+``<host>.newest-only.json`` (tests/host_features.py); exits non-zero when any host failed, ran no test, or could
+not be set up.
 The last line is the total: ``N passed, N failed``.
 """
 from __future__ import annotations
@@ -54,6 +55,22 @@ def compare_outputs(outputs: Path) -> None:
                   f"identical pixels {100 * (diff == 0).mean():.1f}%")
 
 
+def host_independent_lines(report: Path) -> list[str]:
+    """What a host left to the newest host (or ran there for every host), per test module."""
+    if not report.exists():
+        return []
+    data = json.loads(report.read_text())
+    modules = data.get("modules", {})
+    if not modules:
+        return []
+    count = sum(modules.values())
+    if data.get("left_to_newest"):
+        head = f"left to the newest host (ComfyUI {data['newest']}), the same on every host: {count} tests"
+    else:
+        head = f"run here once for every host (the same on every host): {count} tests"
+    return [head] + [f"    {module}: {n}" for module, n in modules.items()]
+
+
 def print_measurements(folder: Path) -> None:
     """Numbers the tests measured (tests/measurements.py), one line per measurement, hosts side by side."""
     if not folder.is_dir():
@@ -93,6 +110,8 @@ def main(reports: Path) -> int:
               f"{c['skipped']} skipped in {seconds} s (pytest exit {rc})")
         for s in skips:
             print(f"    skipped: {s}")
+        for line in host_independent_lines(reports / f"{name}.newest-only.json"):
+            print(f"    {line}")
         total["passed"] += c["passed"]
         total["failed"] += c["failed"] + c["errors"]
         if rc != 0 or c["passed"] == 0:

@@ -8,6 +8,7 @@ import pytest
 
 from devtools.comfy_env import PACK_ROOT
 from infusenet.examples import PHOTOS_DIR, copy_missing_photos, example_photos
+from tests.host_features import newest_host_only
 
 USERS_OWN = b"the user's own photo, not ours"
 
@@ -49,11 +50,13 @@ def test_a_users_file_of_the_same_name_is_left_alone(server_with_a_users_photo):
             assert (folder / photo.name).read_bytes() == photo.read_bytes(), photo.name
 
 
+@newest_host_only("reads the shipped workflow files and photos")
 def test_every_photo_a_workflow_names_is_shipped_except_the_self_tests():
     named = workflow_photos() - {"infu_selftest_face.png"}  # written by scripts/selftest.py with its models
     assert named and named <= {p.name for p in example_photos()}, sorted(named - {p.name for p in example_photos()})
 
 
+@newest_host_only("copies files into a folder it is given; ComfyUI's input folder is never asked for")
 def test_copying_twice_writes_nothing_the_second_time(tmp_path):
     first = copy_missing_photos(tmp_path)
     assert sorted(p.name for p in first) == sorted(p.name for p in PHOTOS_DIR.glob("*.jpg"))

@@ -25,6 +25,7 @@ from PIL import Image
 from devtools.comfy_env import PACK_ROOT
 from devtools.face_models import draw_faces
 from devtools.workflow_api import to_api
+from tests.host_features import newest_host_only
 
 ALL_WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 
@@ -39,6 +40,7 @@ def uses_other_bases(path: Path) -> bool:
 BASES_WORKFLOWS = [p for p in ALL_WORKFLOWS if uses_other_bases(p)]
 SIZE_MAP = {864: 64, 1152: 96, 576: 48}
 TEST_STEPS = 2
+STATIC = newest_host_only("reads the shipped workflow files and scripts/build_workflows.py; no server")
 
 
 def save_photo(path: Path, size, boxes, seed) -> None:
@@ -114,6 +116,7 @@ def run_ok(server, prompt: dict):
     return result
 
 
+@STATIC
 def test_the_shipped_workflows_are_all_here():
     names = [p.name for p in ALL_WORKFLOWS]
     assert len(names) == 15 and names[0].startswith("00_self_test") and names[-1].startswith("14_")
@@ -166,6 +169,7 @@ def keep_for_host_comparison(name: str, pixels: np.ndarray) -> None:
         Image.fromarray(pixels).save(folder / f"{name}.png")
 
 
+@STATIC
 @pytest.mark.parametrize("path", ALL_WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_model_nodes_offer_downloads(path):
     """Every model loader names its files with an official URL and a folder, for the frontend."""
@@ -185,6 +189,7 @@ def test_workflow_model_nodes_offer_downloads(path):
             assert m["name"].split("/")[-1] in readme, f"{m['name']} is not in the README's model table"
 
 
+@STATIC
 def test_workflow_links_are_consistent():
     """Links, node inputs and outputs agree, so the frontend has nothing to repair."""
     for path in ALL_WORKFLOWS:
@@ -296,12 +301,14 @@ def test_repeating_a_workflow_does_not_grow_memory(comfy_server, photos):
     assert grown < 80
 
 
+@STATIC
 def test_node_ids_are_unique():
     for path in ALL_WORKFLOWS:
         ids = [n["id"] for n in json.loads(path.read_text())["nodes"]]
         assert len(ids) == len(set(ids)), path.name
 
 
+@STATIC
 def test_workflow_ids_are_distinct_and_the_same_on_every_rebuild():
     from scripts.build_workflows import workflow_id
 
@@ -310,6 +317,7 @@ def test_workflow_ids_are_distinct_and_the_same_on_every_rebuild():
     assert ids == [workflow_id(p.name) for p in ALL_WORKFLOWS]
 
 
+@STATIC
 @pytest.mark.parametrize("path", ALL_WORKFLOWS[1:], ids=lambda p: p.stem)
 def test_each_workflow_says_what_to_change_first(path):
     """A note names the photo to replace, the pasted-face tip, start and both variants; a Load Image is marked."""
@@ -323,6 +331,7 @@ def test_each_workflow_says_what_to_change_first(path):
     assert {g["title"] for g in workflow["groups"]} >= {"Models", "Identity", "Prompt", "Sampling", "Output"}
 
 
+@STATIC
 @pytest.mark.parametrize("path", ALL_WORKFLOWS, ids=lambda p: p.stem)
 def test_saved_layout_keeps_nodes_apart_and_in_their_groups(path):
     """The saved sizes are at least the frontends' measured ones, and the boxes (title bar, what shows on load

@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 
-def train(config, base=None, dataset=None):
+def train(config, base=None, dataset=None, watcher=None):
     """See :func:`infusenet.trainer.loop.train`."""
     from .loop import train as _train
 
-    return _train(config, base, dataset)
+    return _train(config, base, dataset, watcher)
 
 
 __all__ = ["train"]

@@ -112,9 +112,13 @@ class TimestepConfig:
 
 @dataclass
 class ScheduleConfig:
+    """``memory_plan``: log the per-rank memory plan (:mod:`infusenet.trainer.memory`) before the branch is
+    built, on rank 0: every strategy's GB and which fit this GPU."""
+
     max_steps: int = 1000
     log_every: int = 10
     progress: bool = True
+    memory_plan: bool = True
 
 
 @dataclass

@@ -272,6 +272,7 @@ class Trainer:
         if config.distributed.shard_base and self.ctx.strategy == "ddp":
             raise ValueError("distributed.shard_base shards the base with FSDP: set distributed.strategy to 'fsdp' "
                              "(or 'auto'), not 'ddp'")
+        self.memory_plan = self._announce_memory_plan(base_patcher, device) if config.schedule.memory_plan else None
         net, resampler = modules if modules is not None else initial_modules(config, self.base)
         self.module = TrainableInfuseNet(net, resampler, self.base, config.timesteps.branch_guidance).to(device)
         self.module.train()
@@ -292,6 +293,19 @@ class Trainer:
             self.load(resume)
         if self._stream is None:
             self._stream = self._new_stream()
+
+    def _announce_memory_plan(self, base_patcher, device: torch.device):
+        """The memory plan of this run (resolution: the data's largest), logged on rank 0 before anything
+        trainable is allocated, so a run that cannot fit says so and which strategy would."""
+        from .memory import format_plan, plan_for_run
+
+        sizes = getattr(self.dataset, "buckets", None) or [getattr(self.dataset, "resolution", None)]
+        sizes = [tuple(s) for s in sizes if s]
+        resolution = max(sizes, key=lambda s: s[0] * s[1]) if sizes else None
+        plan = plan_for_run(self.config, self.ctx.world_size, base_patcher, device, resolution=resolution)
+        if self.ctx.is_main:
+            log.info("InfuseNet trainer memory plan:\n%s", format_plan(plan))
+        return plan
 
     # -------------------------------------------------------- one step
     def _new_stream(self):

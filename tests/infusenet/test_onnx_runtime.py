@@ -8,8 +8,8 @@ from infusenet.onnx_runtime import OnnxState, current_state, provider_report, re
 from devtools.comfy_env import PACK_ROOT
 from tests.host_features import newest_host_only
 
-pytestmark = newest_host_only("install.py and the onnxruntime repair: pip and stand-in wheels, no ComfyUI; "
-                              "every host's environment pins the same onnxruntime")
+pytestmark = newest_host_only("install.py and the onnxruntime repair: pip and stand-in wheels, no ComfyUI; every "
+                              "host's environment gets onnxruntime from the pack's requirements.txt")
 
 CPU = ("CPUExecutionProvider",)
 CUDA = ("CUDAExecutionProvider", "CPUExecutionProvider")

@@ -165,3 +165,30 @@ def test_bad_input_is_named():
         m.dims_of(torch.nn.Linear(2, 2))
     with pytest.raises(KeyError, match="no 'ddp' row"):
         m.plan_memory(TrainConfig(), 1).row("ddp")
+
+
+def test_every_run_logs_its_plan_before_training(memory_cache, caplog):
+    """The trainer logs the plan of the run it starts (this base, the data's resolution), and keeps it."""
+    import logging
+
+    from devtools import flux_pair as fp
+    from infusenet.trainer import memory as m
+    from infusenet.trainer.loop import Trainer
+
+    root, dataset = memory_cache
+    base = fp.make_base(2, 2, seed=0, hidden=64, text_dim=768)
+    cfg = tiny_config(root, root / "run-plan", steps=1, batch=2)
+    with caplog.at_level(logging.INFO, logger="infusenet.trainer.loop"):
+        trainer = Trainer(cfg, base.patcher, dataset)
+    try:
+        plan = trainer.memory_plan
+        assert plan.world_size == 1 and plan.workload.resolution == RES and [r.label for r in plan.rows] == ["one process"]
+        logged = [r.getMessage() for r in caplog.records if "memory plan" in r.getMessage()]
+        assert len(logged) == 1 and m.format_plan(plan) in logged[0]
+        assert "FLUX 2+2 blocks at 64" in logged[0] and "128x128" in logged[0]
+        cfg.schedule.memory_plan = False
+        quiet = Trainer(cfg, base.patcher, dataset)
+        assert quiet.memory_plan is None
+        quiet.close()
+    finally:
+        trainer.close()
