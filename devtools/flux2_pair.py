@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 import comfy.supported_models
 
-HIDDEN, AXES = 64, (8, 8, 8, 8)          # 2 heads of 32 (= 4 rotary axes of 8); klein 4B: 3072, axes of 32
+HIDDEN, AXES = 256, (32, 32, 32, 32)     # 2 heads of 128 (4 rotary axes of 32, as klein); klein 4B: 3072 wide
 HEAD_DIM = sum(AXES)
 LATENT_CHANNELS = 128                    # FLUX.2 latent at patch size 1 (as in klein)
 TEXT_DIM = 48                            # klein 4B: 7680 (three Qwen3-4B layers)

@@ -2,10 +2,15 @@
 
 The server gets its own ``--base-directory`` (models/, custom_nodes/, input/, output/...) and a free
 loopback port; this pack is linked into its ``custom_nodes/``.
+
+A prompt that times out is interrupted and the queue cleared before the wait gives up, so that nothing a test
+left behind delays the next one (:meth:`ComfyServer.cancel_all`; tests/conftest.py does the same for every
+running server after a failed test).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -16,12 +21,25 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.comfy_env import PACK_ROOT, comfyui_dir
 
+log = logging.getLogger(__name__)
+
 PACK_LINK_NAME = "infiniteyou-studio"
+CANCEL_TIMEOUT_S = 300.0
+"""How long an interrupt may take to land: ComfyUI checks for it between nodes and at each sampler step, and
+one step of a large model on a loaded 2-core machine can take tens of seconds."""
+
+_STARTED: weakref.WeakValueDictionary[int, "ComfyServer"] = weakref.WeakValueDictionary()
+
+
+def running_servers() -> list["ComfyServer"]:
+    """Every server started by :meth:`ComfyServer.start` in this process that is still running."""
+    return [server for server in list(_STARTED.values()) if server.alive()]
 
 
 def free_port() -> int:
@@ -119,6 +137,7 @@ class ComfyServer:
                 raise RuntimeError(f"ComfyUI exited with {self.process.returncode} during start:\n{self.log()}")
             try:
                 self.get_json("/system_stats", timeout=2)
+                _STARTED[id(self)] = self
                 return self
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 time.sleep(0.5)
@@ -126,6 +145,7 @@ class ComfyServer:
         raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log()}")
 
     def stop(self) -> None:
+        _STARTED.pop(id(self), None)
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -172,16 +192,51 @@ class ComfyServer:
         return data["prompt_id"]
 
     def wait(self, prompt_id: str, timeout: float = 600.0) -> PromptResult:
+        """The finished prompt's history. A prompt that does not finish within ``timeout`` is interrupted and
+        the queue cleared (:meth:`cancel_all`) before TimeoutError is raised; so is any other way the wait
+        fails while the server runs."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            history = self.get_json(f"/history/{prompt_id}")
-            entry = history.get(prompt_id)
-            if entry and entry.get("status", {}).get("status_str") in ("success", "error"):
-                return PromptResult(prompt_id, entry)
-            if not self.alive():
-                raise RuntimeError(f"ComfyUI died while running {prompt_id}:\n{self.log()[-6000:]}")
-            time.sleep(0.2)
-        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout:.0f} s")
+        try:
+            while time.monotonic() < deadline:
+                history = self.get_json(f"/history/{prompt_id}")
+                entry = history.get(prompt_id)
+                if entry and entry.get("status", {}).get("status_str") in ("success", "error"):
+                    return PromptResult(prompt_id, entry)
+                if not self.alive():
+                    raise RuntimeError(f"ComfyUI died while running {prompt_id}:\n{self.log()[-6000:]}")
+                time.sleep(0.2)
+        except BaseException:
+            if self.alive():
+                try:
+                    self.cancel_all()
+                except Exception as stuck:  # the first error is the one to report; this one goes to the log
+                    log.warning("after %s failed: %s", prompt_id, stuck)
+            raise
+        cleared = self.cancel_all()
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout:.0f} s; {cleared}")
+
+    def queue(self) -> tuple[list[str], list[str]]:
+        """The ids of the prompts running and of those waiting (``GET /queue``)."""
+        data = self.get_json("/queue")
+        return [item[1] for item in data["queue_running"]], [item[1] for item in data["queue_pending"]]
+
+    def cancel_all(self, timeout: float = CANCEL_TIMEOUT_S) -> str:
+        """Drop every waiting prompt and interrupt the running one; return once the queue is empty, saying
+        what was stopped. The queue is cleared before each interrupt, so that the interrupt cannot let a
+        waiting prompt start. An interrupt sent while nothing runs is harmless: ComfyUI resets the flag when
+        a prompt starts."""
+        running, pending = self.queue()
+        said = f"interrupted {running or 'nothing'}, dropped {len(pending)} waiting"
+        deadline = time.monotonic() + timeout
+        while running or pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ComfyUI still runs {running} and holds {len(pending)} waiting prompts "
+                                   f"{timeout:.0f} s after an interrupt ({said}):\n{self.log()[-4000:]}")
+            self.request("/queue", {"clear": True})
+            self.request("/interrupt", {})
+            time.sleep(0.5)
+            running, pending = self.queue()
+        return said
 
     def run(self, prompt: dict, timeout: float = 600.0) -> PromptResult:
         return self.wait(self.submit(prompt), timeout)

@@ -21,9 +21,10 @@ klein 4B), so ``txt_in`` can start as a copy of the base's. The residuals go to 
 its ``control`` dict, with the reference mapping (``i // ceil(n_base / n_branch)``) of
 :func:`infusenet.patch.merge_control`.
 
-Default depth for klein 4B (5 double + 20 single blocks): 2 double + 5 single, so each double residual
-serves 3 (then 2) base double blocks and each single residual 4 base single blocks; the branch is 7/25 of
-the base's blocks, about the share InfiniteYou's FLUX.1 InfuseNet has of FLUX.1.
+Default depth for klein 4B (5 double + 20 single blocks): 2 double + 5 single, so the first double residual
+serves base double blocks 0-2, the second 3-4, and each single residual 4 base single blocks. That is about a
+quarter of the base's blocks, the share InfuseNet v1.0 has of FLUX.1 (4 + 10 of 19 + 38), and 1.35 B
+parameters at klein 4B's width (2.40 B for klein 9B), against 2.95 B for v1.0.
 """
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ class InfuseNet2Config:
         if not host.is_flux2(base):
             raise ValueError(
                 f"expected a FLUX.2 base (global modulation, four rotary axes), found a {type(base).__name__} with "
-                f"{len(p.axes_dim)} rotary axes and per-block modulation (FLUX.1-shaped): use infusenet.model.InfuseNet")
+                f"{len(p.axes_dim)} rotary axes and per-block modulation (FLUX.1-shaped): "
+                "use infusenet.model.InfuseNet")
         if p.patch_size != 1:
             raise ValueError(f"expected a FLUX.2 base with patch size 1, found patch size {p.patch_size}")
         n_double, n_single = len(base.double_blocks), len(base.single_blocks)
@@ -91,6 +93,36 @@ class InfuseNet2Config:
             context_in_dim=p.context_in_dim, mlp_ratio=float(p.mlp_ratio), guidance_embed=bool(p.guidance_embed),
             axes_dim=tuple(p.axes_dim), theta=int(p.theta), txt_ids_dims=tuple(p.txt_ids_dims),
         )
+
+    @classmethod
+    def from_state_dict(cls, sd: dict[str, Tensor], source: str = "") -> "InfuseNet2Config":
+        """Read the shape from FLUX.2 InfuseNet weights in ComfyUI's layout. The rotary settings are FLUX.2's (four
+        equal axes, theta 2000, text index on axis 3): they are not in the weights, and at run time the rotary
+        embedding comes from the base anyway."""
+        where = f" '{source}'" if source else ""
+        if "double_stream_modulation_img.lin.weight" not in sd:
+            found = "FLUX.1-shaped weights" if "vector_in.in_layer.weight" in sd else "other weights"
+            raise ValueError(f"expected FLUX.2 InfuseNet weights (with double_stream_modulation_img.lin.weight), "
+                             f"found{where} {found}")
+        try:
+            hidden, in_channels = sd["img_in.weight"].shape
+            depth = _count(sd, "double_blocks.")
+            single = _count(sd, "single_blocks.")
+            if depth:
+                head_dim = sd["double_blocks.0.img_attn.norm.key_norm.weight"].shape[0]
+                mlp_ratio = sd["double_blocks.0.img_mlp.0.weight"].shape[0] / 2 / hidden
+            else:
+                head_dim = sd["single_blocks.0.norm.key_norm.weight"].shape[0]
+                mlp_ratio = (sd["single_blocks.0.linear1.weight"].shape[0] - 3 * hidden) / 2 / hidden
+            return cls(
+                hidden_size=hidden, head_dim=head_dim, depth=depth, depth_single_blocks=single,
+                in_channels=in_channels, control_in_channels=sd["controlnet_x_embedder.weight"].shape[1],
+                context_in_dim=sd["txt_in.weight"].shape[1], mlp_ratio=mlp_ratio,
+                guidance_embed="guidance_in.in_layer.weight" in sd, axes_dim=(head_dim // 4,) * 4, theta=2000,
+                txt_ids_dims=(3,),
+            )
+        except KeyError as e:
+            raise ValueError(f"expected a complete FLUX.2 InfuseNet{where}: tensor {e} is missing") from e
 
     def flux_params(self) -> dict:
         """Keyword arguments for ComfyUI's ``Flux`` that build a FLUX.2-shaped model of this shape."""
@@ -226,6 +258,12 @@ def init_from_base(base: "host.Flux", depth: int = DEFAULT_DEPTH,
         nn.init.zeros_(proj.weight)
         nn.init.zeros_(proj.bias)
     return net.train()
+
+
+def _count(sd: dict, prefix: str) -> int:
+    """Number of blocks under ``prefix`` (``double_blocks.``): one more than the highest index."""
+    indices = [int(k[len(prefix):].split(".", 1)[0]) for k in sd if k.startswith(prefix)]
+    return max(indices) + 1 if indices else 0
 
 
 def _float(sd: dict) -> dict:

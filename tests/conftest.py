@@ -23,6 +23,23 @@ def pytest_collection_modifyitems(config, items):
     select_for_this_host(config, items)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """After a failed test, every running ComfyUI stops what it runs and drops what waits, so that a prompt a
+    test left behind (one a page queued, one it never waited for) cannot slow down or fail the next test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when in ("setup", "call"):
+        from devtools.server import running_servers
+
+        for server in running_servers():
+            try:
+                said = server.cancel_all()
+            except Exception as stuck:
+                said = f"could not empty the queue: {stuck}"
+            report.sections.append((f"ComfyUI queue on port {server.port} after the failure", said))
+
+
 @pytest.fixture
 def seeded():
     """A fixed torch seed for tests that build random models."""

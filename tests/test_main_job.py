@@ -1,7 +1,12 @@
 """The README's main job (scripts/run.sh) on the ComfyUI under test, used as a user's own ComfyUI, with a
 fresh base folder: it checks the set-up (and changes nothing in that ComfyUI or its Python environment),
-writes the self-test models (no real weights there), starts ComfyUI on 127.0.0.1 with the workflows in
-the template browser, and the self-test workflow runs end to end to a saved image."""
+finds no real weights and says the self-test output is noise, starts ComfyUI on 127.0.0.1 with the workflows
+in the template browser, and the self-test workflow runs end to end to a saved image.
+
+The base folder starts with the self-test models in place, linked from the fixture cache (tests/fixtures/
+model_set.py), as after a first run: scripts/selftest.py then writes only the photo. The cache made those files
+with the same writers and, for FLUX, CLIP-L and the VAE, the same settings as scripts/selftest.py; writing them
+again here would cost about 2.5 GB and a minute per host."""
 from __future__ import annotations
 
 import json
@@ -32,11 +37,31 @@ def installed_packages() -> set[str]:
     return {f"{d.metadata['Name']}=={d.version}" for d in distributions()}
 
 
+def link_selftest_models(models: Path, cache: Path) -> None:
+    """The self-test models under ``models`` as links to the fixture cache's files of the same names, marked
+    complete the way scripts/selftest.py marks the set it wrote (links only: nothing in the cache is written)."""
+    from scripts.selftest import SELFTEST
+
+    for folder, name in (("diffusion_models", SELFTEST["unet"]), ("text_encoders", SELFTEST["clip"]),
+                         ("vae", SELFTEST["vae"]), ("insightface", SELFTEST["arcface"]),
+                         ("insightface/models", SELFTEST["detector_pack"])):
+        (models / folder).mkdir(parents=True, exist_ok=True)
+        (models / folder / name).symlink_to((cache / folder / name).resolve())
+    infusenet = SELFTEST["infusenet"].split("/")[0]
+    source = (cache / "infiniteyou" / infusenet).resolve()
+    target = models / "infiniteyou" / infusenet
+    target.mkdir(parents=True)
+    for entry in source.iterdir():
+        (target / entry.name).symlink_to(entry)
+    (target / ".complete").write_text("ok")
+
+
 @pytest.fixture(scope="module")
-def main_job(tmp_path_factory):
+def main_job(tmp_path_factory, model_dir):
     """run.sh on the ComfyUI under test as a user's own (COMFYUI_DIR, its venv as VENV), with a base
     folder of its own: the user's ComfyUI tree and Python environment must come out unchanged."""
     base = tmp_path_factory.mktemp("main-job")
+    link_selftest_models(base / "models", model_dir)
     port = free_port()
     log = open(base / "run.log", "w")
     comfy = comfyui_dir()
@@ -61,7 +86,7 @@ def main_job(tmp_path_factory):
     server.before = before
     yield server
     server.stop()  # SIGTERM to the process group, SIGKILL if it lingers
-    shutil.rmtree(base / "models", ignore_errors=True)  # the self-test models: 2.5 GB of scratch by now
+    shutil.rmtree(base / "models", ignore_errors=True)  # links into the fixture cache
 
 
 def example_photo_copies() -> set[str]:

@@ -251,6 +251,12 @@ class RunWatcher:
                                  "people (ValidationIdentity(name, photo)) to validate with")
             if not w.prompts:
                 raise ValueError("watch.prompts is empty: validation needs at least one prompt")
+            if w.ema and config.optim.ema_decay is None:
+                raise ValueError("watch.ema scores the EMA weights, but this run keeps none: set optim.ema_decay "
+                                 "or watch.ema=False")
+            if getattr(config.distributed, "shard_base", False):
+                raise ValueError("watch.validate_every samples with the whole base model on rank 0, but "
+                                 "distributed.shard_base shards it: set one of them off")
             if w.width % 16 or w.height % 16 or w.width <= 0 or w.height <= 0:
                 raise ValueError(f"watch.width/height must be positive multiples of 16; got {w.width}x{w.height}")
         self.writer = None

@@ -13,6 +13,7 @@ import torch
 from devtools import flux2_pair as fp
 from infusenet import host, patch
 from infusenet.model_flux2 import InfuseNet2, InfuseNet2Config, init_from_base
+from infusenet.trainer.blocks import train_blocks
 from tests.host_features import needs_host
 
 KLEIN_LACKS = host.flux2_klein_lacks()
@@ -143,6 +144,51 @@ def test_one_model_call_matches_the_diffusers_reference(pair, inputs):
 
 
 @needs_klein
+def test_the_shape_is_read_back_from_the_weights(pair):
+    net = trained_branch(pair)
+    assert InfuseNet2Config.from_state_dict(net.state_dict()) == net.config
+    sd = dict(net.state_dict())
+    del sd["controlnet_x_embedder.weight"]
+    with pytest.raises(ValueError, match="complete FLUX.2 InfuseNet 'x.safetensors': tensor 'controlnet_x_embedder"):
+        InfuseNet2Config.from_state_dict(sd, "x.safetensors")
+    flux1_like = {"img_in.weight": torch.zeros(64, 64), "vector_in.in_layer.weight": torch.zeros(64, 768)}
+    with pytest.raises(ValueError, match="expected FLUX.2 InfuseNet weights .* found 'f1' FLUX.1-shaped weights"):
+        InfuseNet2Config.from_state_dict(flux1_like, "f1")
+
+
+@needs_klein
+def test_the_branch_trains_through_comfyui_blocks(inputs):
+    """From the ControlNet-style start (zero projections), a loss on the base's output reaches the projections
+    and, once they move, the copied blocks, embedders and global modulation (blocks made trainable as the trainer
+    does, without gradient checkpointing)."""
+    pair = fp.make_flux2_base(2, 3, seed=3)  # its own base: train_blocks wraps the blocks' forward
+    dm = pair.diffusion_model
+    net = init_from_base(dm, 1, 2)
+    for blocks in (dm.double_blocks, dm.single_blocks, net.double_blocks, net.single_blocks):
+        train_blocks(blocks, gradient_checkpointing=False)
+    img, img_ids = dm.process_img(inputs["x"])
+
+    def backward():
+        net.zero_grad()
+        with host.training_mode():
+            double, single = net(img, img_ids, fp.tokens(inputs["control"]), inputs["id_tokens"], inputs["sigma"],
+                                 None, dm.pe_embedder)
+            control = patch.merge_control(None, double, single, 2, 3)
+            x = inputs["x"].clone().requires_grad_(True)  # gives every base block output a history (as the trainer)
+            dm(x, inputs["sigma"], inputs["context"], control=control).square().mean().backward()
+        return {name: p.grad is not None and bool(p.grad.any()) for name, p in net.named_parameters()}
+
+    moved = backward()
+    assert moved["controlnet_blocks.0.weight"] and moved["controlnet_single_blocks.1.weight"]
+    assert not moved["controlnet_x_embedder.weight"] and not moved["double_blocks.0.img_attn.qkv.weight"]
+    with torch.no_grad():
+        for proj in [*net.controlnet_blocks, *net.controlnet_single_blocks]:
+            proj.weight.normal_(0, 0.05)
+    moved = backward()
+    assert all(moved.values()), [name for name, m in moved.items() if not m]
+
+
+@needs_klein
 def test_tokens_of_the_wrong_width_are_refused(pair, inputs):
     net = trained_branch(pair)
     dm = pair.diffusion_model
@@ -160,5 +206,6 @@ def test_a_comfyui_without_flux2_klein_refuses_with_its_version():
     config = InfuseNet2Config(
         hidden_size=64, head_dim=32, depth=1, depth_single_blocks=1, in_channels=128, control_in_channels=128,
         context_in_dim=48, mlp_ratio=3.0, guidance_embed=False, axes_dim=(8, 8, 8, 8), theta=2000, txt_ids_dims=(3,))
-    with pytest.raises(host.HostMismatch, match=rf"ComfyUI {host.comfy_version()} cannot load FLUX.2 \[klein\].*it lacks"):
+    version = host.comfy_version()
+    with pytest.raises(host.HostMismatch, match=rf"ComfyUI {version} cannot load FLUX.2 \[klein\].*it lacks"):
         InfuseNet2(config, dtype=torch.float32, operations=host.plain_operations)

@@ -184,6 +184,10 @@ def test_bad_validation_settings_say_what_is_missing(prepared, dataset_dir, face
     cfg.watch.identities = [{"name": "gone", "photo": str(tmp_path / "gone.png")}]
     with pytest.raises(ValueError, match="'gone' cannot be used: .*does not exist"):
         RunWatcher(cfg, clip=clip, vae=vae, face_encoder=face_encoder)
+    cfg.watch.identities = [{"name": "ann", "photo": str(dataset_dir / "photos" / "ann.png")}]
+    cfg.watch.ema = True
+    with pytest.raises(ValueError, match="watch.ema scores the EMA weights, but this run keeps none"):
+        RunWatcher(cfg, clip=clip, vae=vae, face_encoder=face_encoder)
     cfg.watch.validate_every = -1
     with pytest.raises(ValueError, match="validate_every must be a whole number >= 0"):
         RunWatcher(cfg)

@@ -1,0 +1,58 @@
+"""Host-independent tests (tests/host_features.py, newest_host_only) are deselected on every host of a
+scripts/test.sh run but the newest, never skipped, and the per-host summary lists what each host left to it;
+run alone, on one host, they run. Checked by collecting two modules in a child pytest with each environment."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from devtools.comfy_env import PACK_ROOT
+from scripts.test_summary import host_independent_lines
+from tests.host_features import newest_host_only
+
+pytestmark = newest_host_only("the test harness's own selection logic, run in a child pytest")
+
+MODULES = ["tests/test_example_photos.py", "tests/test_no_skips.py"]
+ON_EVERY_HOST = ["tests/test_example_photos.py::test_the_server_lists_every_example_photo_for_load_image",
+                 "tests/test_example_photos.py::test_a_users_file_of_the_same_name_is_left_alone"]
+ONCE = {"tests/test_example_photos.py": 2, "tests/test_no_skips.py": 1}
+
+
+def collect(tmp_path, **env) -> tuple[list[str], str]:
+    """The node ids a child pytest collects from MODULES with ``env`` added, and its last output line."""
+    base = {k: v for k, v in os.environ.items() if k not in ("INFU_HOST_NAME", "INFU_NEWEST_HOST", "INFU_REPORTS")}
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                          f"--basetemp={tmp_path / 'child'}", *MODULES], cwd=PACK_ROOT, env={**base, **env},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    return [line for line in lines if "::" in line], lines[-1]
+
+
+def test_an_older_host_leaves_them_to_the_newest_and_the_summary_says_which(tmp_path):
+    collected, last = collect(tmp_path, INFU_HOST_NAME="0.3.75", INFU_NEWEST_HOST="0.30.0",
+                              INFU_REPORTS=str(tmp_path))
+    assert collected == ON_EVERY_HOST
+    assert "(3 deselected)" in last and "skipped" not in last, last
+    report = json.loads((tmp_path / "0.3.75.newest-only.json").read_text())
+    assert report == {"newest": "0.30.0", "left_to_newest": True, "modules": ONCE}
+    assert host_independent_lines(tmp_path / "0.3.75.newest-only.json") == [
+        "left to the newest host (ComfyUI 0.30.0), the same on every host: 3 tests",
+        "    tests/test_example_photos.py: 2", "    tests/test_no_skips.py: 1"]
+
+
+def test_the_newest_host_runs_them_for_every_host(tmp_path):
+    collected, last = collect(tmp_path, INFU_HOST_NAME="0.30.0", INFU_NEWEST_HOST="0.30.0",
+                              INFU_REPORTS=str(tmp_path))
+    assert len(collected) == 5 and "deselected" not in last, last
+    report = json.loads((tmp_path / "0.30.0.newest-only.json").read_text())
+    assert report == {"newest": "0.30.0", "left_to_newest": False, "modules": ONCE}
+    assert host_independent_lines(tmp_path / "0.30.0.newest-only.json")[0] == \
+        "run here once for every host (the same on every host): 3 tests"
+
+
+def test_one_host_alone_runs_everything(tmp_path):
+    collected, last = collect(tmp_path, INFU_HOST_NAME="user")  # scripts/test.sh with COMFYUI_DIR, or plain pytest
+    assert len(collected) == 5 and "deselected" not in last, last
