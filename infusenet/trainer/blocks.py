@@ -18,10 +18,13 @@ those calls always copy every saved tensor.
 
 With gradient checkpointing the block runs without saving anything and is recomputed in the
 backward pass (re-entrant checkpoint: only the block inputs are kept, and the recomputation runs
-under the same hooks).
+under the same hooks). Tensors nested in an argument (FLUX.2's ``vec``: tuples of ``ModulationOut``
+computed once by the global modulation) are inputs of the checkpoint too, so each block's backward
+reaches the modulation through its own inputs.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +72,56 @@ class _SavedTensorPolicy:
         return t
 
 
+class _Slot(int):
+    """Where the n-th tensor of a block call's arguments goes back (see :func:`_take_tensors`)."""
+
+
+def _take_tensors(value, tensors: list[Tensor]):
+    """``value`` with each tensor inside it (tuples, lists, dicts, dataclasses) replaced by a :class:`_Slot`,
+    the tensors appended to ``tensors`` in order."""
+    if isinstance(value, Tensor):
+        tensors.append(value)
+        return _Slot(len(tensors) - 1)
+    if not _holds_tensor(value):
+        return value  # kept as the very object (transformer_options stays the caller's dict)
+    if isinstance(value, (tuple, list)):
+        items = [_take_tensors(v, tensors) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        return {k: _take_tensors(v, tensors) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _take_tensors(getattr(value, f.name), tensors)
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
+
+
+def _holds_tensor(value) -> bool:
+    if isinstance(value, Tensor):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_holds_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_tensor(v) for v in value.values())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return any(_holds_tensor(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return False
+
+
+def _put_tensors(value, tensors):
+    """The inverse of :func:`_take_tensors`: each slot filled with its tensor from ``tensors``."""
+    if isinstance(value, _Slot):
+        return tensors[value]
+    if isinstance(value, (tuple, list)):
+        items = [_put_tensors(v, tensors) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        return {k: _put_tensors(v, tensors) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _put_tensors(getattr(value, f.name), tensors)
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
+
+
 def train_blocks(blocks, gradient_checkpointing: bool, copies: str = "aliased") -> CopyStats:
     """Make ``blocks`` trainable (see the module docstring); returns the counters their hooks fill.
 
@@ -84,18 +137,17 @@ def train_blocks(blocks, gradient_checkpointing: bool, copies: str = "aliased") 
         def forward(*args, _original=original, **kwargs):
             if not torch.is_grad_enabled():
                 return _original(*args, **kwargs)
-            names = [k for k, v in kwargs.items() if isinstance(v, Tensor)]
-            fixed = {k: v for k, v in kwargs.items() if k not in names}
-            n_args = len(args)
+            inputs: list[Tensor] = []
+            template = _take_tensors((args, kwargs), inputs)
             copy_all = copies == "all" or any(v is not None for k, v in kwargs.items() if k.startswith("modulation_dims"))
 
             def run(*tensors):
-                tensors = [t.clone() if isinstance(t, Tensor) else t for t in tensors]
-                policy = _SavedTensorPolicy([t for t in tensors if isinstance(t, Tensor)], copy_all, stats)
+                tensors = [t.clone() for t in tensors]
+                policy = _SavedTensorPolicy(tensors, copy_all, stats)
+                call_args, call_kwargs = _put_tensors(template, tensors)
                 with torch.autograd.graph.saved_tensors_hooks(policy.pack, policy.unpack):
-                    return _original(*tensors[:n_args], **fixed, **dict(zip(names, tensors[n_args:])))
+                    return _original(*call_args, **call_kwargs)
 
-            inputs = [*args, *(kwargs[k] for k in names)]
             if gradient_checkpointing:
                 return checkpoint(run, *inputs, use_reentrant=True)
             return run(*inputs)

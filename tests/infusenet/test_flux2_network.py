@@ -157,18 +157,23 @@ def test_the_shape_is_read_back_from_the_weights(pair):
 
 
 @needs_klein
-def test_the_branch_trains_through_comfyui_blocks(inputs):
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["stored", "recomputed"])
+def test_the_branch_trains_through_comfyui_blocks(inputs, checkpointing):
     """From the ControlNet-style start (zero projections), a loss on the base's output reaches the projections
     and, once they move, the copied blocks, embedders and global modulation (blocks made trainable as the trainer
-    does, without gradient checkpointing)."""
+    does). With gradient checkpointing the gradients equal those of the stored activations (FLUX.2's blocks share
+    the global modulation's outputs, passed to every block nested in ``vec``)."""
+    from infusenet.trainer.blocks import release_blocks
+
     pair = fp.make_flux2_base(2, 3, seed=3)  # its own base: train_blocks wraps the blocks' forward
     dm = pair.diffusion_model
     net = init_from_base(dm, 1, 2)
-    for blocks in (dm.double_blocks, dm.single_blocks, net.double_blocks, net.single_blocks):
-        train_blocks(blocks, gradient_checkpointing=False)
+    blocks = [*dm.double_blocks, *dm.single_blocks, *net.double_blocks, *net.single_blocks]
     img, img_ids = dm.process_img(inputs["x"])
 
-    def backward():
+    def backward(recompute: bool):
+        release_blocks(blocks)
+        train_blocks(blocks, gradient_checkpointing=recompute)
         net.zero_grad()
         with host.training_mode():
             double, single = net(img, img_ids, fp.tokens(inputs["control"]), inputs["id_tokens"], inputs["sigma"],
@@ -176,16 +181,24 @@ def test_the_branch_trains_through_comfyui_blocks(inputs):
             control = patch.merge_control(None, double, single, 2, 3)
             x = inputs["x"].clone().requires_grad_(True)  # gives every base block output a history (as the trainer)
             dm(x, inputs["sigma"], inputs["context"], control=control).square().mean().backward()
-        return {name: p.grad is not None and bool(p.grad.any()) for name, p in net.named_parameters()}
+        return {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
 
-    moved = backward()
-    assert moved["controlnet_blocks.0.weight"] and moved["controlnet_single_blocks.1.weight"]
-    assert not moved["controlnet_x_embedder.weight"] and not moved["double_blocks.0.img_attn.qkv.weight"]
+    def moved(grads):
+        return {name: name in grads and bool(grads[name].any()) for name, _ in net.named_parameters()}
+
+    first = moved(backward(checkpointing))
+    assert first["controlnet_blocks.0.weight"] and first["controlnet_single_blocks.1.weight"]
+    assert not first["controlnet_x_embedder.weight"] and not first["double_blocks.0.img_attn.qkv.weight"]
     with torch.no_grad():
         for proj in [*net.controlnet_blocks, *net.controlnet_single_blocks]:
             proj.weight.normal_(0, 0.05)
-    moved = backward()
-    assert all(moved.values()), [name for name, m in moved.items() if not m]
+    grads = backward(checkpointing)
+    assert all(moved(grads).values()), [name for name, m in moved(grads).items() if not m]
+    if checkpointing:
+        stored = backward(False)
+        worst = max(rel(grads[name], stored[name]) for name in stored if stored[name].any())
+        assert worst < 1e-6, worst
+    release_blocks(blocks)
 
 
 @needs_klein

@@ -53,10 +53,11 @@ from infusenet.trainer.config import ValidationIdentity
 from infusenet.trainer.data import CachedDataset, Encoders, prepare_cache
 from infusenet.trainer.loop import Trainer
 from infusenet.trainer.watch import RunWatcher, face_embeddings, cosine
-from tests.infusenet.face.people import PEOPLE, draw_person, write_calibrated_arcface
+from tests.infusenet.face.people import draw_person, write_calibrated_arcface
 from tests.infusenet.trainer.conftest import save
 
 SIZE = (64, 64)
+PEOPLE = 4                             # one of each pattern (halves, thirds; across, down)
 FACE = (16, 8, 48, 48)                 # on the 8x8 latent grid, the people's aspect (0.8) as calibrated
 HELD_OUT = ((640, 480), (200, 100, 360, 300))
 OUTPUT_SCALE = 4.0
