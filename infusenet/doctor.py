@@ -490,9 +490,42 @@ def report_spec(spec: ModelSpec) -> dict:
     return entry
 
 
+MODEL_FILE_SUFFIXES = (".safetensors", ".sft", ".bin", ".pt", ".pth", ".onnx", ".json")
+"""What a loader of the pack (or of ComfyUI, for FLUX, CLIP and VAE) accepts: only such files are reported."""
+
+
+def model_file_ok(path: Path) -> bool:
+    """Whether the doctor may report on the file ``path``: a regular file whose name, and the name of the
+    file a link leads to, end in :data:`MODEL_FILE_SUFFIXES`. A link is followed only that far: a link to
+    ``/etc/passwd`` or to a folder outside is never described, not even by its size."""
+    if not str(path).lower().endswith(MODEL_FILE_SUFFIXES):
+        return False
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # a dangling link, a loop of links
+        return False
+    return target.is_file() and target.name.lower().endswith(MODEL_FILE_SUFFIXES)
+
+
+def model_folder_ok(root: Path, path: Path) -> bool:
+    """Whether the doctor may report on the folder ``path`` under ``root``: one that really lies inside
+    ``root``, or an ``InfuseNetModel`` folder (which a loader accepts) wherever a link leads."""
+    if path.name == "InfuseNetModel":
+        return True
+    try:
+        real, base = path.resolve(strict=True), root.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    return real == base or base in real.parents
+
+
 def _size(path: Path) -> int:
+    """Bytes of a model file, or of the model files in a folder (links to folders are not walked)."""
     if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        total = 0
+        for dirpath, _, filenames in os.walk(path):  # followlinks=False: a linked folder is not entered
+            total += sum((Path(dirpath) / n).stat().st_size for n in filenames if model_file_ok(Path(dirpath) / n))
+        return total
     return path.stat().st_size
 
 
@@ -503,13 +536,18 @@ def extra_files() -> list[tuple[Path, str]]:
     for root in folder_roots("infiniteyou"):
         if not root.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        # Links to folders are not walked (a link to / would list the whole disk); files in them still load,
+        # and ``?file=`` reports on one by name. A link to a file counts only when it leads to a model file.
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
             here = Path(dirpath)
+            filenames = [n for n in filenames if model_file_ok(here / n)]
             if here.name == "InfuseNetModel":
                 found.append((here, "infusenet"))
                 dirnames[:] = []
                 continue
+            found.extend((here / d, "infusenet") for d in dirnames  # a linked InfuseNetModel folder loads too
+                         if d == "InfuseNetModel" and (here / d).is_symlink() and (here / d).is_dir())
             for name in sorted(filenames):
                 p = here / name
                 if os.path.normpath(str(p)) in known:
@@ -574,6 +612,11 @@ def check_one(name: str) -> dict:
     for root in folder_roots(folder):
         path = root / rest
         if path.exists():
+            if not (model_folder_ok(root, path) if path.is_dir() else model_file_ok(path)):
+                return {"key": "file:" + name, "title": rest, "role": "", "group": "extra", "need": "optional",
+                        "expected": name, "found": None, "size": None, "note": "", "status": STATUS_REFUSED,
+                        "detail": "not a model file (the pack reads only " + ", ".join(MODEL_FILE_SUFFIXES) +
+                                  " files); nothing is reported about it", "info": {}}
             role = _role_for(rest)
             check = check_file(path, role)
             return {"key": "file:" + name, "title": rest, "role": role, "group": "extra", "need": "optional",

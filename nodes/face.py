@@ -15,7 +15,7 @@ from ..infusenet.face.identity import identity_and_faces, merge_identities, phot
 from ..infusenet.face.pose import DEFAULT_HEIGHT, DEFAULT_WIDTH, pose_image
 from ..infusenet.face.masks import face_mask
 from ..infusenet.weights import project_identity
-from .checks import finite_between, one_of, plain_names, require, verdict
+from .checks import finite_between, given, link_type_problems, number_problems, one_of, plain_names, require, verdict
 from .errors import node_errors
 from .types import CATEGORY, FaceEncoderType, IdentityType, InfuseNetType
 
@@ -123,17 +123,31 @@ class FaceEncoderLoader(io.ComfyNode):
         yield one_of("arcface", arcface, arcface_files(), "ArcFace files in models/insightface or models/facexlib")
         yield one_of("providers", providers, PROVIDERS)
 
+    @staticmethod
+    def missing(detector_pack, arcface, providers, linked=()):
+        """A choice sent as null (not linked): the allowed values, as for any other unknown choice."""
+        yield given("detector_pack", detector_pack, detector_packs(), linked)
+        yield given("arcface", arcface, arcface_files(), linked)
+        yield given("providers", providers, PROVIDERS, linked)
+
     @classmethod
-    def validate_inputs(cls, detector_pack: str, arcface: str, providers: str):
+    def validate_inputs(cls, detector_pack: str, arcface: str, providers: str, input_types=None):
+        missing = verdict(NODE_FACE_LOADER, [*link_type_problems(cls, input_types),
+                                             *cls.missing(detector_pack, arcface, providers, input_types or {})])
+        if missing is not True:
+            return missing
         names = verdict(NODE_FACE_LOADER, cls.problems(detector_pack, arcface, providers))
-        if detector_pack is None or arcface is None or not plain_names(detector_pack, arcface):
-            return names  # linked names are checked when the node runs; unsafe names are refused outright
+        if names is not True or detector_pack is None or arcface is None or not plain_names(detector_pack, arcface):
+            # linked names are checked when the node runs; names not listed are refused outright, before
+            # any file system look-up (a 5000-character name is not a path to ask the system about)
+            return names
         # Plain names of missing or broken files: the doctor says how to get them in place.
         files = doctor.validation_message(doctor.face_loader_problems(detector_pack, arcface), NODE_FACE_LOADER)
         return files if files is not True else names
 
     @classmethod
     def execute(cls, detector_pack: str, arcface: str, providers: str) -> io.NodeOutput:
+        require(NODE_FACE_LOADER, cls.missing(detector_pack, arcface, providers))
         require(NODE_FACE_LOADER, cls.problems(detector_pack, arcface, providers))
         with node_errors(NODE_FACE_LOADER):
             encoder = load_face_encoder(face_paths.resolve_detector_pack(detector_pack),
@@ -195,6 +209,7 @@ class IdentityFromImages(io.ComfyNode):
     def execute(cls, face_encoder, infusenet, images, face_select, face_index, det_size, combine="mean",
                 add_to=None) -> io.NodeOutput:
         require(NODE_IDENTITY, cls.problems(face_select, det_size, combine))
+        require(NODE_IDENTITY, number_problems(cls, {"face_index": face_index}))
         with node_errors(NODE_IDENTITY):
             identity, uses = identity_and_faces(face_encoder, images, face_choice(face_select, face_index), det_size,
                                                 combine)
@@ -243,6 +258,7 @@ class PoseImage(io.ComfyNode):
     @classmethod
     def execute(cls, face_encoder, photo, width, height, face_select, face_index, det_size, mask=None) -> io.NodeOutput:
         require(NODE_POSE, face_select_problems(face_select, det_size))
+        require(NODE_POSE, number_problems(cls, {"width": width, "height": height, "face_index": face_index}))
         with node_errors(NODE_POSE):
             image = pose_image(face_encoder, photo[0], width, height, mask, face_choice(face_select, face_index), det_size)
         images = ui.PreviewImage(image, cls=cls).as_dict()["images"]
@@ -283,6 +299,7 @@ class FaceMask(io.ComfyNode):
     @classmethod
     def execute(cls, face_encoder, images, grow, feather, face_select, face_index, det_size) -> io.NodeOutput:
         require(NODE_MASK, cls.problems(grow, face_select, det_size))
+        require(NODE_MASK, number_problems(cls, {"grow": grow, "feather": feather, "face_index": face_index}))
         with node_errors(NODE_MASK):
             mask = face_mask(face_encoder, images, grow, feather, face_choice(face_select, face_index), det_size)
         shown = ui.PreviewMask(report.mask_thumbnail(mask), cls=cls).as_dict()["images"]

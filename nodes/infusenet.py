@@ -10,7 +10,7 @@ from ..infusenet import doctor, paths, report
 from ..infusenet.likeness import CUSTOM, PRESET_NAMES, PRESETS, identity_tokens, preset_values
 from ..infusenet.patch import apply_infiniteyou, black_control
 from ..infusenet.weights import InfiniteYouError, load_infusenet
-from .checks import finite_between, one_of, plain_names, require, verdict
+from .checks import finite_between, given, link_type_problems, number_problems, one_of, plain_names, require, verdict
 from .errors import node_errors
 from .types import CATEGORY, IdentityType, InfuseNetType
 
@@ -60,8 +60,19 @@ class InfuseNetLoader(io.ComfyNode):
                      "identity projections in models/infiniteyou")
         yield one_of("weight_dtype", weight_dtype, WEIGHT_DTYPES)
 
+    @staticmethod
+    def missing(infusenet_name, projection, weight_dtype, linked=()):
+        """A choice sent as null (not linked): the allowed values, as for any other unknown choice."""
+        yield given("infusenet_name", infusenet_name, paths.list_infusenet_models(), linked)
+        yield given("projection", projection, [AUTO_PROJECTION, *paths.list_projection_models()], linked)
+        yield given("weight_dtype", weight_dtype, WEIGHT_DTYPES, linked)
+
     @classmethod
-    def validate_inputs(cls, infusenet_name: str, projection: str, weight_dtype: str):
+    def validate_inputs(cls, infusenet_name: str, projection: str, weight_dtype: str, input_types=None):
+        missing = verdict(NODE_LOADER, [*link_type_problems(cls, input_types),
+                                        *cls.missing(infusenet_name, projection, weight_dtype, input_types or {})])
+        if missing is not True:
+            return missing
         names = verdict(NODE_LOADER, cls.problems(infusenet_name, projection, weight_dtype))
         if infusenet_name is None or not plain_names(infusenet_name, projection):
             return names  # linked names are checked when the node runs; unsafe names are refused outright
@@ -72,6 +83,7 @@ class InfuseNetLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, infusenet_name: str, projection: str, weight_dtype: str) -> io.NodeOutput:
+        require(NODE_LOADER, cls.missing(infusenet_name, projection, weight_dtype))
         require(NODE_LOADER, cls.problems(infusenet_name, projection, weight_dtype))
         with node_errors(NODE_LOADER):
             path = paths.resolve_model_path(infusenet_name)
@@ -164,6 +176,8 @@ class ApplyInfiniteYou(io.ComfyNode):
     def execute(cls, model, infusenet, identity, vae, strength, start, end, window, infusenet_guidance,
                 follow_model_guidance, apply_to, control_image=None, mask=None, preset=CUSTOM) -> io.NodeOutput:
         require(NODE_APPLY, cls.problems(strength, start, end, window, infusenet_guidance, apply_to, preset))
+        require(NODE_APPLY, number_problems(cls, {"strength": strength, "start": start, "end": end,
+                                                 "infusenet_guidance": infusenet_guidance}))
         strength, start, end = preset_values(preset, strength, start, end)
         with node_errors(NODE_APPLY):
             patched, reprojected = apply_branch(

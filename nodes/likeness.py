@@ -5,7 +5,7 @@ from comfy_api.latest import io, ui
 
 from ..infusenet import report
 from ..infusenet.likeness import CUSTOM, PRESET_NAMES, blend_warnings, blend_weights, preset_values
-from .checks import finite_between, one_of, require, verdict
+from .checks import finite_between, number_problems, one_of, require, verdict
 from .errors import node_errors
 from .infusenet import apply_branch, pose_latent, preset_input, window_problem
 from .types import CATEGORY, IdentityType, InfuseNetType
@@ -65,6 +65,8 @@ class ApplyLikenessBlend(io.ComfyNode):
     def execute(cls, model, infusenet_sim, infusenet_aes, identity, vae, likeness, strength, start, end,
                 preset=CUSTOM, control_image=None, mask=None) -> io.NodeOutput:
         require(NODE_BLEND, cls.problems(likeness, strength, start, end, preset))
+        require(NODE_BLEND, number_problems(cls, {"likeness": likeness, "strength": strength, "start": start,
+                                                 "end": end}))
         strength, start, end = preset_values(preset, strength, start, end)
         weights = blend_weights(strength, likeness)
         patched, branches = model, []

@@ -10,7 +10,7 @@ from ..infusenet import report
 from ..infusenet.face.regions import (MAX_PEOPLE, ORDERS, REGION_COLOURS, face_regions, mixing_pairs, mixing_warnings,
                                       regions_preview, regions_report_lines)
 from ..infusenet.face.pose import DEFAULT_HEIGHT, DEFAULT_WIDTH
-from .checks import one_of, require, verdict
+from .checks import number_problems, one_of, require, verdict
 from .errors import node_errors
 from .face import DET_SIZES, MAX_SIDE, selftest_ui
 from .types import CATEGORY, FaceEncoderType, IdentityType
@@ -80,6 +80,8 @@ class FaceRegions(io.ComfyNode):
     def execute(cls, face_encoder, layout, width, height, people, order, feather, det_size,
                 identity_1=None, identity_2=None, identity_3=None, identity_4=None) -> io.NodeOutput:
         require(NODE_REGIONS, cls.problems(order, det_size))
+        require(NODE_REGIONS, number_problems(cls, {"width": width, "height": height, "people": people,
+                                                    "feather": feather}))
         with node_errors(NODE_REGIONS):
             regions = face_regions(face_encoder, layout, width, height, people, order, feather, det_size)
         connected = {f"identity_{k + 1}": ident for k, ident in

@@ -7,7 +7,7 @@ from comfy_api.latest import io
 
 from ..infusenet import report
 from ..infusenet.face.similarity import identity_similarity, keep_best, rank_images
-from .checks import finite_between, require, verdict
+from .checks import finite_between, number_problems, require, verdict
 from .errors import node_errors
 from .types import CATEGORY, FaceEncoderType, IdentityType
 
@@ -68,6 +68,7 @@ class IdentitySimilarity(io.ComfyNode):
     @classmethod
     def execute(cls, face_encoder, identity, images, keep=1) -> io.NodeOutput:
         require(NODE_SIMILARITY, [finite_between("keep", keep, 1, MAX_KEEP)])
+        require(NODE_SIMILARITY, number_problems(cls, {"keep": keep}))
         with node_errors(NODE_SIMILARITY):
             scores = identity_similarity(face_encoder, identity, images)
         ranking = rank_images(scores)

@@ -24,19 +24,51 @@ SELFTEST = {
 }
 
 
-def real_weights_present(models: Path) -> bool:
-    """Whether a real InfuseNet is installed (ours or the official pack's folder)."""
+def infusenet_candidates(models: Path) -> list[Path]:
+    """Single-file InfuseNets and ``InfuseNetModel`` folders in ours and the official pack's folder,
+    the self-test set left out."""
+    found = []
     for folder in ("infiniteyou", "infinite_you"):
         root = models / folder
-        if root.is_dir() and any(p for p in root.rglob("*.safetensors") if "infu-selftest" not in str(p)):
-            return True
-    return False
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*")):
+            if "infu-selftest" in path.relative_to(root).parts or "InfuseNetModel" in path.parent.parts:
+                continue
+            if (path.is_dir() and path.name == "InfuseNetModel") or (
+                    path.is_file() and path.suffix.lower() in (".safetensors", ".sft")):
+                found.append(path)
+    return found
 
 
-def write_selftest(models: Path, inputs: Path) -> None:
+def real_weights_present(models: Path) -> bool:
+    """Whether a real InfuseNet is installed (ours or the official pack's folder): a file or folder that
+    the model doctor reads as a whole InfuseNet. A truncated download, a projection or any other
+    safetensors file does not count."""
+    from devtools.comfy_env import enable_in_process_comfy
+
+    enable_in_process_comfy()
+    from infusenet.doctor import STATUS_OK, check_infusenet
+
+    return any(check_infusenet(path).status == STATUS_OK for path in infusenet_candidates(models))
+
+
+def write_photo(inputs: Path) -> None:
+    """The self-test workflow's face photo (input/infu_selftest_face.png)."""
     import numpy as np
     from PIL import Image
 
+    from devtools.comfy_env import enable_in_process_comfy
+
+    enable_in_process_comfy()
+    from devtools import face_models
+
+    inputs.mkdir(parents=True, exist_ok=True)
+    photo = face_models.draw_faces((256, 256), [(72, 56, 184, 200)], texture_seed=7)
+    Image.fromarray((photo * 255).astype(np.uint8)).save(inputs / SELFTEST["photo"])
+
+
+def write_selftest(models: Path, inputs: Path) -> None:
     from devtools.comfy_env import enable_in_process_comfy
 
     enable_in_process_comfy()
@@ -55,9 +87,7 @@ def write_selftest(models: Path, inputs: Path) -> None:
         face_models.write_antelopev2(models / "insightface" / "models" / SELFTEST["detector_pack"])
         face_models.write_arcface_ir_se50(models / "insightface" / SELFTEST["arcface"])
         done.write_text("ok")
-    inputs.mkdir(parents=True, exist_ok=True)
-    photo = face_models.draw_faces((256, 256), [(72, 56, 184, 200)], texture_seed=7)
-    Image.fromarray((photo * 255).astype(np.uint8)).save(inputs / SELFTEST["photo"])
+    write_photo(inputs)
 
 
 def main() -> None:
@@ -65,6 +95,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, required=True)
     parser.add_argument("--input", type=Path, required=True)
     args = parser.parse_args()
+    write_photo(args.input)  # the self-test workflow's photo, whatever else is installed
     if real_weights_present(args.models):
         print("InfiniteYou: real InfuseNet weights found; open the workflows 01-07 in the template browser.")
         return

@@ -55,13 +55,14 @@ def compare_outputs(outputs: Path) -> None:
                   f"identical pixels {100 * (diff == 0).mean():.1f}%")
 
 
-def host_independent_lines(report: Path) -> list[str]:
-    """What a host left to the newest host (or ran there for every host), per test module."""
+def host_independent_lines(report: Path, others_left: bool = True) -> list[str]:
+    """What a host left to the newest host, per test module; for the newest host, what it ran for every host
+    (only when ``others_left``: another host of the run left tests to it)."""
     if not report.exists():
         return []
     data = json.loads(report.read_text())
     modules = data.get("modules", {})
-    if not modules:
+    if not modules or not (data.get("left_to_newest") or others_left):
         return []
     count = sum(modules.values())
     if data.get("left_to_newest"):
@@ -92,6 +93,7 @@ def main(reports: Path) -> int:
     total = {"passed": 0, "failed": 0}
     print("\n======== InfiniteYou test summary, per ComfyUI host ========")
     names = sorted({p.stem for p in reports.iterdir() if p.suffix in (".xml", ".unavailable", ".rc")})
+    others_left = any(json.loads(p.read_text()).get("left_to_newest") for p in reports.glob("*.newest-only.json"))
     for name in names:
         unavailable = reports / f"{name}.unavailable"
         xml = reports / f"{name}.xml"
@@ -110,7 +112,7 @@ def main(reports: Path) -> int:
               f"{c['skipped']} skipped in {seconds} s (pytest exit {rc})")
         for s in skips:
             print(f"    skipped: {s}")
-        for line in host_independent_lines(reports / f"{name}.newest-only.json"):
+        for line in host_independent_lines(reports / f"{name}.newest-only.json", others_left):
             print(f"    {line}")
         total["passed"] += c["passed"]
         total["failed"] += c["failed"] + c["errors"]

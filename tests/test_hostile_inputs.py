@@ -208,3 +208,52 @@ def test_linked_infusenet_name_is_checked_at_execution(server_with_combo_source)
                                       "infusenet_aes_bf16.safetensors")), LOADER, "infusenet_name")
     assert server.alive()
     run_ok(server, similarity_prompt("aes_stage2/infusenet_aes_bf16.safetensors"))
+
+
+def primitive_int(prompt: dict, node_id: str, value: int) -> list:
+    prompt[node_id] = {"class_type": "PrimitiveInt", "inputs": {"value": value}}
+    return [node_id, 0]
+
+
+def test_linked_whole_numbers_are_checked_when_the_node_runs(comfy_server, good):
+    wide = copy(good)
+    node_of(wide, "InfU_PoseImage")[1]["inputs"]["width"] = primitive_int(wide, "910", 100000)
+    message = expect_failure(comfy_server, wide, POSE, "width must be a whole number between 64 and 16384", "100000")
+    assert "cv2" not in message and "resize" not in message, message
+
+    regions = api_prompt(comfy_server, "12_two_people_auto_regions.json")
+    node_of(regions, "InfU_FaceRegions")[1]["inputs"]["feather"] = primitive_int(regions, "911", -3)
+    expect_failure(comfy_server, regions, "InfiniteYou Face Regions", "feather must be a whole number between 0 and 256",
+                   "-3")
+    assert comfy_server.alive()
+
+
+NULL_CHOICES = [
+    ("InfU_InfuseNetLoader", LOADER, "weight_dtype", "fp8_e4m3fn"),
+    ("InfU_InfuseNetLoader", LOADER, "projection", "auto (image_proj_model beside the InfuseNet)"),
+    ("InfU_FaceEncoderLoader", FACE_LOADER, "providers", "CUDA"),
+]
+
+
+@pytest.mark.parametrize("class_type,node,name,allowed", NULL_CHOICES, ids=[f"{c[0]}.{c[2]}" for c in NULL_CHOICES])
+def test_a_null_choice_is_refused_at_validation_with_the_allowed_values(comfy_server, good, class_type, node, name,
+                                                                         allowed):
+    rejected(comfy_server, with_input(good, class_type, **{name: None}), node, name, "null", "choose one of", allowed)
+
+
+@pytest.mark.parametrize("name", ["detector_pack", "arcface"])
+def test_a_very_long_face_model_name_is_refused_without_the_models_path(comfy_server, good, name):
+    message = rejected(comfy_server, with_input(good, "InfU_FaceEncoderLoader", **{name: "a" * 5000}), FACE_LOADER,
+                       name, "choose one of", "5000 characters")
+    assert "Errno" not in message and str(comfy_server.base_dir) not in message, message[:2000]
+    assert len(message) < 2000, len(message)
+    assert comfy_server.alive()
+
+
+def test_a_loader_choice_linked_to_the_wrong_type_is_refused(comfy_server, good):
+    """The loaders ask ComfyUI which inputs are linked (to tell a link from a null); they then check each
+    link's type themselves, as ComfyUI does for other nodes."""
+    wrong = copy(good)
+    image_node = node_of(wrong, "LoadImage")[0]
+    node_of(wrong, "InfU_InfuseNetLoader")[1]["inputs"]["weight_dtype"] = [image_node, 0]
+    rejected(comfy_server, wrong, LOADER, "weight_dtype is linked to a IMAGE output; it takes COMBO")

@@ -230,3 +230,39 @@ def test_prompt_passes_the_loaders_with_good_files(comfy_server):
     then fails at run time, not at validation)."""
     result = comfy_server.run(loaders_prompt("aes_stage2/infusenet_aes_bf16.safetensors"), timeout=300)
     assert result.status == "error" and "face" in json.dumps(result.error).lower()
+
+
+def test_links_are_followed_only_to_model_files(doctor_server, model_dir):
+    """A link inside the model folders is followed to a model file (a loader accepts it); a link to
+    anything else is never described, not by its content, its size or its listing."""
+    base = doctor_server.base_dir
+    infu = base / "models" / "infiniteyou"
+    outside = base / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(SECRET)
+    (outside / "loose.safetensors").symlink_to(model_dir / "infiniteyou" / "aes_stage2" / "infusenet_aes_bf16.safetensors")
+    links = {"notes": base / "secret.txt", "weights.safetensors": base / "secret.txt", "elsewhere": outside,
+             "root": Path("/")}
+    for name, target in links.items():
+        (infu / name).symlink_to(target)
+    try:
+        for name in ("notes", "weights.safetensors", "elsewhere", "root/etc/passwd", "root/etc", "elsewhere/secret.txt"):
+            status, body = raw_get(doctor_server, f"/infiniteyou/models?file=infiniteyou/{name}")
+            assert status == 200, (name, body[:300])
+            answer = json.loads(body)
+            assert answer["status"] == "refused" and answer["size"] is None and answer["found"] is None, (name, answer)
+            assert answer["info"] == {} and "nothing is reported" in answer["detail"], (name, answer)
+            assert SECRET not in body and "root:" not in body and str(len(SECRET)) not in body, body
+        status, body = raw_get(doctor_server, "/infiniteyou/models?file=infiniteyou/elsewhere/loose.safetensors")
+        answer = json.loads(body)
+        assert answer["status"] == "ok" and answer["info"]["precision"] == "bf16" and answer["size"] > 0, answer
+
+        status, body = raw_get(doctor_server, "/infiniteyou/models")
+        assert status == 200, body[:300]
+        listed = [e["found"] or "" for e in json.loads(body)["entries"]]
+        assert not [f for f in listed if any(n in f for n in ("notes", "weights.safetensors", "elsewhere/", "root/"))], listed
+        assert SECRET not in body
+    finally:
+        for name in links:
+            (infu / name).unlink()
+        shutil.rmtree(outside)
