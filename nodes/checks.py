@@ -63,7 +63,7 @@ def link_type_problems(node_class, input_types: Mapping[str, object] | None) -> 
     for name, received in (input_types or {}).items():
         spec = declared.get(name)
         if spec is not None and not validate_node_input(received, spec[0]):
-            yield f"{name} is linked to a {received} output; it takes {spec[0]}."
+            yield f"{name} is linked to an output of type {received}; it takes {spec[0]}."
 
 
 def number_problems(node_class, values: Mapping[str, object]) -> Iterator[str | None]:

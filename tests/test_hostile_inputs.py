@@ -256,4 +256,4 @@ def test_a_loader_choice_linked_to_the_wrong_type_is_refused(comfy_server, good)
     wrong = copy(good)
     image_node = node_of(wrong, "LoadImage")[0]
     node_of(wrong, "InfU_InfuseNetLoader")[1]["inputs"]["weight_dtype"] = [image_node, 0]
-    rejected(comfy_server, wrong, LOADER, "weight_dtype is linked to a IMAGE output; it takes COMBO")
+    rejected(comfy_server, wrong, LOADER, "weight_dtype is linked to an output of type IMAGE; it takes COMBO")

@@ -154,29 +154,25 @@ def meta_base(dims: BaseDims) -> host.Flux:
 def meta_branch(base: host.Flux, shape: InfuseNetShape, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, nn.Module]:
     """(InfuseNet, Resampler) for ``base`` on the ``meta`` device.
 
-    FLUX.1 bases: the pack's :class:`~infusenet.model.InfuseNet` as the trainer builds it. Other FLUX
-    shapes (FLUX.2): the same construction on that base's blocks (a ComfyUI ``Flux`` of the branch depth
-    taking identity tokens, plus one residual Linear per block and the control-latent embedder), for sizing
-    only: the trainer trains FLUX.1 bases."""
+    FLUX.1 bases: the pack's :class:`~infusenet.model.InfuseNet` as the trainer builds it. FLUX.2 bases:
+    :class:`~infusenet.model_flux2.InfuseNet2` of ``shape``'s depths, its identity tokens (the Resampler's
+    output) as wide as the base's text features."""
     from ..model import InfuseNet
     from ..resampler import Resampler
     from .init import branch_config, resampler_config
 
-    with torch.device("meta"):
-        resampler = Resampler(resampler_config(shape)).to(dtype)
     p = base.params
     if not p.global_modulation and len(p.axes_dim) == 3:
+        with torch.device("meta"):
+            resampler = Resampler(resampler_config(shape)).to(dtype)
         net = InfuseNet(branch_config(base, shape), dtype=dtype, device="meta", operations=host.plain_operations)
         return net, resampler
-    params = _params_dict(p)
-    params.update(depth=shape.depth, depth_single_blocks=shape.depth_single_blocks, context_in_dim=shape.token_dim)
-    net = host.Flux(final_layer=False, dtype=dtype, device="meta", operations=host.plain_operations, **params)
-    h = base.hidden_size
-    net.controlnet_blocks = nn.ModuleList(nn.Linear(h, h, device="meta", dtype=dtype) for _ in range(shape.depth))
-    net.controlnet_single_blocks = nn.ModuleList(nn.Linear(h, h, device="meta", dtype=dtype)
-                                                 for _ in range(shape.depth_single_blocks))
-    net.controlnet_x_embedder = nn.Linear(base.in_channels, h, device="meta", dtype=dtype)
-    return net, resampler
+    from ..model_flux2 import InfuseNet2, InfuseNet2Config
+
+    with torch.device("meta"):
+        resampler = Resampler(resampler_config(dataclasses.replace(shape, token_dim=p.context_in_dim))).to(dtype)
+    config = InfuseNet2Config.from_base(base, shape.depth, shape.depth_single_blocks)
+    return InfuseNet2(config, dtype=dtype, device="meta", operations=host.plain_operations), resampler
 
 
 def count_params(dims: BaseDims, shape: InfuseNetShape) -> ParamCounts:

@@ -38,6 +38,9 @@ def test_parameter_counts_of_the_published_shapes():
         klein4 = m.count_params(m.flux2_klein_4b(), v1)
         klein9 = m.count_params(m.flux2_klein_9b(), v1)
         assert 3.8e9 < klein4.base < 4.0e9 and 8.9e9 < klein9.base < 9.2e9
+        two_five = dataclasses.replace(v1, depth=2, depth_single_blocks=5)   # the FLUX.2 InfuseNet's default
+        assert m.count_params(m.flux2_klein_4b(), two_five).branch == 1_346_398_464
+        assert m.count_params(m.flux2_klein_9b(), two_five).branch == 2_401_274_112
     else:   # a ComfyUI without FLUX.2 says so by name
         with pytest.raises(host.HostMismatch, match="cannot build that FLUX variant"):
             m.flux2_klein_4b()
