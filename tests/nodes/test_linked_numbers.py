@@ -4,6 +4,7 @@ the node's name, the input and the range, before any work is done."""
 from __future__ import annotations
 
 import math
+from importlib import import_module
 
 import pytest
 from comfy_api.latest import io
@@ -43,8 +44,7 @@ def test_every_number_input_of_the_pack_is_covered():
 @pytest.mark.parametrize("node,spec", NUMBER_INPUTS,
                          ids=[f"{n.define_schema().node_id}.{s.id}" for n, s in NUMBER_INPUTS])
 def test_a_linked_number_out_of_range_is_refused_when_the_node_runs(node, spec):
-    nodes = import_pack()
-    error = __import__(f"{nodes.__name__}.errors", fromlist=["InfiniteYouNodeError"]).InfiniteYouNodeError
+    error = import_module(f"{import_pack().__name__}.errors").InfiniteYouNodeError
     display = node.define_schema().display_name
     for value in bad_values(spec):
         inputs = defaults(node)
