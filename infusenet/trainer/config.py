@@ -79,7 +79,12 @@ class OptimConfig:
     Learning rate: linear warm-up over ``warmup_steps`` from ``lr / warmup_steps`` to ``lr``, then
     ``schedule`` ``constant`` or ``cosine`` (down to ``lr * min_lr_ratio`` at ``decay_steps``, default
     ``schedule.max_steps``). ``grad_accum_steps``: micro-steps per optimiser step; ``data.batch_size``
-    stays the batch of one optimiser step, so the update does not depend on it (only memory does)."""
+    stays the batch of one optimiser step, so the update does not depend on it (only memory does).
+
+    ``resampler_lr_scale``: the identity projection (Resampler) learns at ``lr`` times this. Lower it (0.1)
+    when validation shows the same face for every identity: while drawing the average face is most of the
+    loss, the Resampler's attention can saturate onto its learned latents, after which no gradient reaches
+    the face embedding again."""
 
     lr: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.999)
@@ -92,6 +97,7 @@ class OptimConfig:
     decay_steps: int | None = None
     grad_accum_steps: int = 1
     optimizer: Optimizer = "adamw"
+    resampler_lr_scale: float = 1.0
     ema_decay: float | None = None  # e.g. 0.9999; None: no EMA
 
 

@@ -281,7 +281,7 @@ class Trainer:
         self.copy_stats = train_blocks(self.blocks, p.gradient_checkpointing, p.saved_activation_copies)
         self.wrapped = wrap(self.module, self.ctx, self.base.dm if shard_base else None)
         self.params = [p for p in self.wrapped.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.params, o, device)
+        self.optimizer = make_optimizer(self.params, o, device, self.module.resampler.parameters())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(o, config.schedule.max_steps))
         self.ema = EMA(self.module, o.ema_decay) if o.ema_decay is not None else None
         self.use_bf16 = config.precision.mixed == "bf16" and _bf16_supported(device)

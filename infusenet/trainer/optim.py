@@ -35,8 +35,11 @@ def fused_supported(device: torch.device) -> bool:
     return device.type in _get_fused_kernels_supported_devices()
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over ``params`` as ``cfg.optimizer`` says (see the module docstring)."""
+def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig, device: torch.device,
+                   resampler: Iterable[nn.Parameter] = ()) -> torch.optim.AdamW:
+    """AdamW over ``params`` as ``cfg.optimizer`` says (see the module docstring). Those of ``params`` that are
+    also in ``resampler`` (the identity projection's) form a second group at ``lr * cfg.resampler_lr_scale``
+    when that scale is not 1."""
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"optim.optimizer must be one of {OPTIMIZERS}, not {cfg.optimizer!r}")
     kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -50,7 +53,15 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig, device: tor
         kwargs["foreach"] = False
     else:
         kwargs["foreach"] = True
-    return torch.optim.AdamW(list(params), **kwargs)
+    params = list(params)
+    if not cfg.resampler_lr_scale > 0 or not math.isfinite(cfg.resampler_lr_scale):
+        raise ValueError(f"optim.resampler_lr_scale must be a positive number, got {cfg.resampler_lr_scale!r}")
+    if cfg.resampler_lr_scale == 1.0:
+        return torch.optim.AdamW(params, **kwargs)
+    slow = {id(p) for p in resampler}
+    groups = [{"params": [p for p in params if id(p) not in slow]},
+              {"params": [p for p in params if id(p) in slow], "lr": cfg.lr * cfg.resampler_lr_scale}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], **kwargs)
 
 
 def lr_factor(cfg: OptimConfig, max_steps: int) -> Callable[[int], float]:

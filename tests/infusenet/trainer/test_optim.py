@@ -131,3 +131,30 @@ def test_full_modules_are_whole_float32_copies_on_the_cpu(base, prepared, tmp_pa
             no_ema.full_modules(ema=True)
     finally:
         no_ema.close()
+
+
+def test_the_resampler_learns_at_its_own_rate(base, prepared, tmp_path):
+    """``resampler_lr_scale``: the identity projection's group runs at lr x scale through the warm-up and the
+    schedule, the rest of the branch at lr; the Resampler moves, and a bad scale is refused by name."""
+    cache, _ = prepared
+    cfg = tiny_config(cache, tmp_path, steps=3, batch=2, optim__resampler_lr_scale=0.1, optim__schedule="cosine")
+    trainer = Trainer(cfg, base.patcher, CachedDataset(cache))
+    try:
+        groups = trainer.optimizer.param_groups
+        resampler = {id(p) for p in trainer.module.resampler.parameters()}
+        assert len(groups) == 2 and {id(p) for p in groups[1]["params"]} == resampler
+        assert not resampler & {id(p) for p in groups[0]["params"]}
+        start = {k: v.detach().clone() for k, v in trainer.module.resampler.state_dict().items()}
+        for _ in range(3):
+            trainer.train_step()
+            assert math.isclose(groups[1]["lr"], 0.1 * groups[0]["lr"], rel_tol=1e-12), (groups[0]["lr"], groups[1]["lr"])
+        moved = max(float((v - start[k]).abs().max()) for k, v in trainer.module.resampler.state_dict().items())
+        assert moved > 0
+    finally:
+        trainer.close()
+    one = Trainer(tiny_config(cache, tmp_path / "one", steps=1, batch=2), base.patcher, CachedDataset(cache))
+    assert len(one.optimizer.param_groups) == 1  # the default keeps one group: the same update as before
+    one.close()
+    with pytest.raises(ValueError, match="optim.resampler_lr_scale must be a positive number, got 0"):
+        Trainer(tiny_config(cache, tmp_path / "bad", steps=1, batch=2, optim__resampler_lr_scale=0.0), base.patcher,
+                CachedDataset(cache))
