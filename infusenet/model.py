@@ -123,3 +123,25 @@ class InfuseNet(host.Flux):
             x = block(x, vec=vec, pe=pe)
             single_out.append(proj(x[:, n_txt:]))
         return double_out, single_out
+
+
+@torch.no_grad()
+def start_from_base(net: nn.Module, base: nn.Module, embedders: tuple[str, ...]) -> None:
+    """ControlNet-style start of a branch: the ``embedders`` both models have and the branch's first double and
+    single blocks copied from ``base`` (as float32), every residual projection zero, so that the branch leaves
+    the base's prediction unchanged until it trains."""
+    def as_float(sd: dict) -> dict:
+        return {k: v.detach().float().cpu() for k, v in sd.items()}
+
+    for name in embedders:
+        src, dst = getattr(base, name, None), getattr(net, name, None)
+        if isinstance(src, nn.Module) and isinstance(dst, nn.Module):
+            dst.load_state_dict(as_float(src.state_dict()))
+    for i, block in enumerate(net.double_blocks):
+        block.load_state_dict(as_float(base.double_blocks[i].state_dict()))
+    for j, block in enumerate(net.single_blocks):
+        block.load_state_dict(as_float(base.single_blocks[j].state_dict()))
+    for proj in [*net.controlnet_blocks, *net.controlnet_single_blocks, net.controlnet_x_embedder]:
+        nn.init.zeros_(proj.weight)
+        nn.init.zeros_(proj.bias)
+

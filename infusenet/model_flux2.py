@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from . import host
+from .model import start_from_base
 
 DEFAULT_DEPTH = 2
 """Double blocks of the default FLUX.2 [klein] InfuseNet."""
@@ -246,17 +247,7 @@ def init_from_base(base: "host.Flux", depth: int = DEFAULT_DEPTH,
     """
     config = InfuseNet2Config.from_base(base, depth, depth_single_blocks)
     net = new_infusenet2(config)
-    for name in COPIED_FROM_BASE:
-        src, dst = getattr(base, name, None), getattr(net, name, None)
-        if isinstance(src, nn.Module) and isinstance(dst, nn.Module):
-            dst.load_state_dict(_float(src.state_dict()))
-    for i, block in enumerate(net.double_blocks):
-        block.load_state_dict(_float(base.double_blocks[i].state_dict()))
-    for j, block in enumerate(net.single_blocks):
-        block.load_state_dict(_float(base.single_blocks[j].state_dict()))
-    for proj in [*net.controlnet_blocks, *net.controlnet_single_blocks, net.controlnet_x_embedder]:
-        nn.init.zeros_(proj.weight)
-        nn.init.zeros_(proj.bias)
+    start_from_base(net, base, COPIED_FROM_BASE)
     return net.train()
 
 
@@ -264,7 +255,3 @@ def _count(sd: dict, prefix: str) -> int:
     """Number of blocks under ``prefix`` (``double_blocks.``): one more than the highest index."""
     indices = [int(k[len(prefix):].split(".", 1)[0]) for k in sd if k.startswith(prefix)]
     return max(indices) + 1 if indices else 0
-
-
-def _float(sd: dict) -> dict:
-    return {k: v.detach().float().cpu() for k, v in sd.items()}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from devtools.comfy_env import PACK_ROOT
+from tests.host_features import newest_host_only
 
 PHOTO = "infu_selftest_face.png"
 
@@ -17,6 +18,7 @@ def bf16_infusenet(model_dir: Path) -> Path:
     return model_dir / "infiniteyou" / "aes_stage2" / "infusenet_aes_bf16.safetensors"
 
 
+@newest_host_only("reads the headers of files in a models folder, as the model doctor's file checks do")
 def test_only_a_whole_infusenet_counts_as_real_weights(tmp_path, model_dir):
     from scripts.selftest import real_weights_present
 

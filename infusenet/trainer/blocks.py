@@ -73,53 +73,41 @@ class _SavedTensorPolicy:
 
 
 class _Slot(int):
-    """Where the n-th tensor of a block call's arguments goes back (see :func:`_take_tensors`)."""
+    """Where the n-th tensor of a block call's arguments goes back (see :func:`_rebuild`)."""
+
+
+def _rebuild(value, convert):
+    """``value`` with ``convert`` applied to every leaf inside tuples, lists, dicts and dataclasses; a container
+    whose leaves all come back unchanged is kept as the very object (``transformer_options`` stays the
+    caller's dict)."""
+    if isinstance(value, (tuple, list)):
+        items = [_rebuild(v, convert) for v in value]
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        items = {k: _rebuild(v, convert) for k, v in value.items()}
+        return value if all(items[k] is value[k] for k in value) else items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: _rebuild(getattr(value, f.name), convert) for f in dataclasses.fields(value) if f.init}
+        return value if all(fields[n] is getattr(value, n) for n in fields) else dataclasses.replace(value, **fields)
+    return convert(value)
 
 
 def _take_tensors(value, tensors: list[Tensor]):
-    """``value`` with each tensor inside it (tuples, lists, dicts, dataclasses) replaced by a :class:`_Slot`,
-    the tensors appended to ``tensors`` in order."""
-    if isinstance(value, Tensor):
-        tensors.append(value)
+    """``value`` with each tensor inside it replaced by a :class:`_Slot`, the tensors appended to ``tensors``."""
+    def take(leaf):
+        if not isinstance(leaf, Tensor):
+            return leaf
+        tensors.append(leaf)
         return _Slot(len(tensors) - 1)
-    if not _holds_tensor(value):
-        return value  # kept as the very object (transformer_options stays the caller's dict)
-    if isinstance(value, (tuple, list)):
-        items = [_take_tensors(v, tensors) for v in value]
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    if isinstance(value, dict):
-        return {k: _take_tensors(v, tensors) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _take_tensors(getattr(value, f.name), tensors)
-                                             for f in dataclasses.fields(value) if f.init})
-    return value
 
-
-def _holds_tensor(value) -> bool:
-    if isinstance(value, Tensor):
-        return True
-    if isinstance(value, (tuple, list)):
-        return any(_holds_tensor(v) for v in value)
-    if isinstance(value, dict):
-        return any(_holds_tensor(v) for v in value.values())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return any(_holds_tensor(getattr(value, f.name)) for f in dataclasses.fields(value))
-    return False
+    return _rebuild(value, take)
 
 
 def _put_tensors(value, tensors):
     """The inverse of :func:`_take_tensors`: each slot filled with its tensor from ``tensors``."""
-    if isinstance(value, _Slot):
-        return tensors[value]
-    if isinstance(value, (tuple, list)):
-        items = [_put_tensors(v, tensors) for v in value]
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    if isinstance(value, dict):
-        return {k: _put_tensors(v, tensors) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _put_tensors(getattr(value, f.name), tensors)
-                                             for f in dataclasses.fields(value) if f.init})
-    return value
+    return _rebuild(value, lambda leaf: tensors[leaf] if isinstance(leaf, _Slot) else leaf)
 
 
 def train_blocks(blocks, gradient_checkpointing: bool, copies: str = "aliased") -> CopyStats:

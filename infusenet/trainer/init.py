@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import host
 
-from ..model import InfuseNet, InfuseNetConfig
+from ..model import InfuseNet, InfuseNetConfig, start_from_base
 from ..resampler import Resampler, ResamplerConfig
 from .config import InfuseNetShape
 
@@ -71,24 +71,9 @@ def init_from_base(base: "host.Flux", shape: InfuseNetShape, seed: int = 0) -> t
     torch.manual_seed(seed)
     config = branch_config(base, shape)
     net = new_infusenet(config)
-    for name in COPIED_EMBEDDERS:
-        src, dst = getattr(base, name, None), getattr(net, name, None)
-        if isinstance(src, nn.Module) and isinstance(dst, nn.Module):
-            dst.load_state_dict(_float(src.state_dict()))
-    if base.txt_in.weight.shape == net.txt_in.weight.shape:
-        net.txt_in.load_state_dict(_float(base.txt_in.state_dict()))
-    for i, block in enumerate(net.double_blocks):
-        block.load_state_dict(_float(base.double_blocks[i].state_dict()))
-    for j, block in enumerate(net.single_blocks):
-        block.load_state_dict(_float(base.single_blocks[j].state_dict()))
-    for proj in [*net.controlnet_blocks, *net.controlnet_single_blocks, net.controlnet_x_embedder]:
-        nn.init.zeros_(proj.weight)
-        nn.init.zeros_(proj.bias)
+    same_text_width = base.txt_in.weight.shape == net.txt_in.weight.shape
+    start_from_base(net, base, COPIED_EMBEDDERS + (("txt_in",) if same_text_width else ()))
     resampler = Resampler(resampler_config(shape))
     # IP-Adapter's initialisation of the learned queries.
     resampler.latents.normal_(0.0, shape.resampler_dim ** -0.5)
     return net.train(), resampler.train()
-
-
-def _float(sd: dict) -> dict:
-    return {k: v.detach().float().cpu() for k, v in sd.items()}
