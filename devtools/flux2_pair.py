@@ -193,3 +193,152 @@ def reference_velocity(pair: Flux2Pair, x: Tensor, sigma: Tensor, context: Tenso
         for hook in hooks:
             hook.remove()
     return untokens(out, h, w)
+
+
+# ---------------------------------------------------------------- InfuseNet files for FLUX.2 (the published layout)
+def infusenet2_state_dict(n_double: int, n_single: int, seed: int, text_dim: int = TEXT_DIM,
+                          guidance_embed: bool = False, projection_scale: float = 0.05) -> dict[str, Tensor]:
+    """Random float32 weights of a FLUX.2 InfuseNet with ``n_double`` / ``n_single`` blocks, named as FLUX.2 InfuseNet
+    files name them (ComfyUI's FLUX.2 layout, q/k norms ``.scale``, plus ``controlnet_*``). The FLUX.2 tensors take
+    their shapes from ComfyUI's own FLUX.2 ``Flux`` built on the meta device with the options the running
+    ``FluxParams`` has, so the file can be written on a ComfyUI that cannot load FLUX.2 [klein] too. The residual
+    projections are random and non-zero (weights N(0, projection_scale), biases N(0, 0.02))."""
+    import dataclasses
+
+    import comfy.ldm.flux.model
+    import comfy.ops
+
+    fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    options = {k: v for k, v in unet_config(n_double, n_single, guidance_embed).items() if k in fields}
+    options["context_in_dim"] = text_dim
+    with torch.device("meta"):
+        flux = comfy.ldm.flux.model.Flux(final_layer=False, operations=comfy.ops.disable_weight_init, **options)
+    shapes = {k: v.shape for k, v in flux.state_dict().items()}
+    sd = {k.replace("_norm.weight", "_norm.scale"): v for k, v in random_state_dict(shapes, seed).items()}
+    gen = torch.Generator().manual_seed(seed + 1)
+    for name, count in (("controlnet_blocks", n_double), ("controlnet_single_blocks", n_single)):
+        for i in range(count):
+            sd[f"{name}.{i}.weight"] = projection_scale * torch.randn(HIDDEN, HIDDEN, generator=gen)
+            sd[f"{name}.{i}.bias"] = 0.02 * torch.randn(HIDDEN, generator=gen)
+    sd["controlnet_x_embedder.weight"] = torch.randn(HIDDEN, LATENT_CHANNELS, generator=gen) / math.sqrt(LATENT_CHANNELS)
+    sd["controlnet_x_embedder.bias"] = 0.02 * torch.randn(HIDDEN, generator=gen)
+    return sd
+
+
+def infusenet2_config_json(sd: dict[str, Tensor]) -> dict:
+    """``config.json`` of a FLUX.2 ``InfuseNetModel`` folder, read from its weights."""
+    def count(prefix: str) -> int:
+        return len({k.split(".")[1] for k in sd if k.startswith(prefix)})
+
+    return {"_class_name": "InfuseNet2Model", "base": "flux2", "num_layers": count("double_blocks."),
+            "num_single_layers": count("single_blocks."), "hidden_size": sd["img_in.weight"].shape[0],
+            "attention_head_dim": HEAD_DIM, "in_channels": sd["img_in.weight"].shape[1],
+            "joint_attention_dim": sd["txt_in.weight"].shape[1], "guidance_embeds": "guidance_in.in_layer.weight" in sd,
+            "axes_dims_rope": list(AXES)}
+
+
+def write_infusenet2_file(path: str, sd: dict[str, Tensor], dtype: torch.dtype = torch.bfloat16) -> str:
+    """One safetensors file (``infusenet_<name>_<bf16|fp16|fp32>.safetensors``) with the FLUX.2 InfuseNet metadata."""
+    import os
+
+    from safetensors.torch import save_file
+
+    config = infusenet2_config_json(sd)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file({k: v.to(dtype).contiguous() for k, v in sd.items()}, path, metadata={
+        "infusenet_base": "flux2", "depth": str(config["num_layers"]),
+        "depth_single_blocks": str(config["num_single_layers"])})
+    return path
+
+
+def write_infusenet2_folder(folder: str, sd: dict[str, Tensor], shards: int = 2, dtype: torch.dtype = torch.bfloat16) -> str:
+    """``folder/InfuseNetModel/``: config.json, the tensors in ``shards`` safetensors files and their index json."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    path = os.path.join(folder, "InfuseNetModel")
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(infusenet2_config_json(sd), f, indent=2)
+    keys = sorted(sd)
+    per = -(-len(keys) // shards)
+    weight_map, total = {}, 0
+    for i in range(shards):
+        name = f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {k: sd[k].to(dtype).contiguous() for k in keys[i * per:(i + 1) * per]}
+        save_file(part, os.path.join(path, name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, name))
+        total += sum(v.numel() * v.element_size() for v in part.values())
+    with open(os.path.join(path, "diffusion_pytorch_model.safetensors.index.json"), "w", encoding="utf-8") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    return path
+
+
+# ---------------------------------------------------------------- the ComfyUI side, and the reference with references
+TEXT_TOKENS = 512
+"""ComfyUI's FLUX.2 model left-pads the text context with zeros to this many tokens (``model_base.Flux2``)."""
+
+
+def comfy_patcher(pair: Flux2Pair):
+    """The tiny FLUX.2 as a ComfyUI ModelPatcher on the CPU (what a diffusion-model loader returns)."""
+    import comfy.model_patcher
+
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(pair.model, load_device=cpu, offload_device=cpu)
+
+
+def conds(context: Tensor, references: list[Tensor] | None = None) -> list:
+    """A FLUX.2 conditioning: the text features and, for multi-reference editing, the reference latents."""
+    extra = {} if references is None else {"reference_latents": list(references)}
+    return [[context, extra]]
+
+
+def padded_context(context: Tensor) -> Tensor:
+    """The text context the FLUX.2 transformer gets from a conditioning (zeros in front, to 512 tokens)."""
+    return torch.nn.functional.pad(context, (0, 0, TEXT_TOKENS - context.shape[1], 0))
+
+
+@torch.no_grad()
+def reference_velocity_with_references(pair: Flux2Pair, x: Tensor, sigma: Tensor, context: Tensor,
+                                       references: list[Tensor], double: list[Tensor] | None = None,
+                                       single: list[Tensor] | None = None, guidance: Tensor | None = None) -> Tensor:
+    """diffusers' FLUX.2 output [B, 128, H, W] for latent x with reference latents [1, 128, h, w] appended as its
+    multi-reference pipeline appends them (ids from the pipeline's ``_prepare_image_ids``: time 10, 20, ...), and the
+    branch residuals added to the noisy latent's tokens only (the reference tokens get none)."""
+    from diffusers.pipelines.flux2.pipeline_flux2_klein import Flux2KleinPipeline
+
+    tr = pair.transformer
+    b, _, h, w = x.shape
+    n_img, n_txt = h * w, context.shape[1]
+    ref_tokens = torch.cat([tokens(r) for r in references], dim=1).expand(b, -1, -1)
+    ref_ids = Flux2KleinPipeline._prepare_image_ids(list(references))[0].float()
+
+    def add_double(_m, _a, out, r):
+        img = out[1].clone()
+        img[:, :n_img] += r
+        return out[0], img
+
+    def add_single(_m, _a, out, r):
+        out = out.clone()
+        out[:, n_txt:n_txt + n_img] += r
+        return out
+
+    hooks = []
+    if double:
+        for i, k in enumerate(reference_block_map(len(tr.transformer_blocks), len(double))):
+            hooks.append(tr.transformer_blocks[i].register_forward_hook(
+                lambda m, a, out, r=double[k]: add_double(m, a, out, r)))
+    if single:
+        for i, k in enumerate(reference_block_map(len(tr.single_transformer_blocks), len(single))):
+            hooks.append(tr.single_transformer_blocks[i].register_forward_hook(
+                lambda m, a, out, r=single[k]: add_single(m, a, out, r)))
+    try:
+        out = tr(hidden_states=torch.cat([tokens(x), ref_tokens], dim=1), encoder_hidden_states=context,
+                 timestep=sigma, img_ids=torch.cat([image_ids(h, w), ref_ids]), txt_ids=text_ids(n_txt),
+                 guidance=guidance, return_dict=False)[0]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return untokens(out[:, :n_img], h, w)

@@ -4,7 +4,8 @@ LOCAL_RANK, MASTER_ADDR and MASTER_PORT itself)::
     python devtools/train_worker.py <cache dir> <output dir> '<settings json>'
 
 settings: ``steps``, ``batch``, ``config`` ({"section__field": value} for :func:`tiny_config`),
-``result`` (file name under the output dir). Rank 0 writes there ``losses``, ``start_step``, ``world_size``,
+``result`` (file name under the output dir), ``base`` ("flux1", the default: the small FLUX pair's base;
+"flux2": :func:`devtools.tiny_training.flux2_base` with :func:`tiny_flux2_config`). Rank 0 writes there ``losses``, ``start_step``, ``world_size``,
 ``params`` (whole trained parameters) and ``ema`` (or None), gathered with ``Trainer.full_modules``;
 ``sharded`` records whether the branch, projection and base weights were FSDP shards on this run,
 ``gradient_as_bucket_view`` the DDP setting (None without DDP).
@@ -35,14 +36,18 @@ def main(cache: str, out: str, settings: str) -> None:
     from torch.distributed.tensor import DTensor
 
     from devtools import flux_pair as fp
-    from devtools.tiny_training import tiny_config
+    from devtools.tiny_training import flux2_base, tiny_config, tiny_flux2_config
     from infusenet.trainer.data import CachedDataset
     from infusenet.trainer.loop import Trainer
 
     s = json.loads(settings)
-    base = fp.make_base(2, 2, seed=0, text_dim=768)
-    cfg = tiny_config(cache, out, steps=s["steps"], batch=s["batch"], **s.get("config", {}))
-    trainer = Trainer(cfg, base.patcher, CachedDataset(cache))
+    if s.get("base", "flux1") == "flux2":
+        patcher = flux2_base()
+        cfg = tiny_flux2_config(cache, out, steps=s["steps"], batch=s["batch"], **s.get("config", {}))
+    else:
+        patcher = fp.make_base(2, 2, seed=0, text_dim=768).patcher
+        cfg = tiny_config(cache, out, steps=s["steps"], batch=s["batch"], **s.get("config", {}))
+    trainer = Trainer(cfg, patcher, CachedDataset(cache))
     try:
         world = trainer.ctx.world_size
         weight = trainer.module.infusenet.double_blocks[0].img_attn.qkv.weight

@@ -1,7 +1,8 @@
 """The model doctor: every model file the pack can use, where it goes, whether it is there and opens.
 
 :func:`inventory` lists the files of the README's model table (InfuseNets, identity projections, the
-antelopev2 face pack, ArcFace IR-SE50, FLUX, its VAE and text encoders) plus any other InfuseNet or
+antelopev2 face pack, ArcFace IR-SE50, FLUX, its VAE and text encoders; FLUX.2 [klein] 4B, its text encoder and
+VAE, and the FLUX.2 InfuseNet the user trains, which has no download) plus any other InfuseNet or
 projection found in the InfiniteYou folders, and checks each one without loading a model:
 
 * safetensors: the header reads and the file is as long as the header says (truncated downloads);
@@ -22,7 +23,9 @@ import os
 import re
 import shlex
 import struct
-from dataclasses import asdict, dataclass, field
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import host
@@ -33,6 +36,11 @@ HF_FLUX_DEV = "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/
 HF_FLUX_SCHNELL = "https://huggingface.co/black-forest-labs/FLUX.1-schnell/resolve/main/"
 HF_TEXT = "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/"
 ARCFACE_URL = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth"
+HF_KLEIN = "https://huggingface.co/Comfy-Org/flux2-klein/resolve/main/split_files/"
+HF_FLUX2_VAE = "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/vae/flux2-vae.safetensors"
+TRAIN_YOUR_OWN = ("no download exists: train one, see README (FLUX.2 [klein]: train your own InfuseNet), and export "
+                  "it into infiniteyou/flux2_klein_4b/")
+"""What the doctor says for a FLUX.2 InfuseNet: no one publishes one, the user trains it."""
 ANTELOPE_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/antelopev2.zip"
 ANTELOPE_DIR = "insightface/models/antelopev2"
 GATED_NOTE = ("gated on Hugging Face: accept the licence on the model page, create a token, then "
@@ -58,6 +66,11 @@ class ModelSpec:
     note: str = ""
     gated: bool = False
     archive: str = ""  # the zip this file comes in (antelopev2)
+
+    @property
+    def trained_by_you(self) -> bool:
+        """No download exists (url empty): the file comes out of the pack's trainer."""
+        return not self.url
 
 
 def _infu(key, title, role, name, group, need="required", note=""):
@@ -108,6 +121,19 @@ SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("t5_fp8", "T5-XXL text encoder (fp8, low VRAM)", "text_encoder", ("text_encoders",),
               "t5xxl_fp8_e4m3fn.safetensors", "t5", "required", HF_TEXT + "t5xxl_fp8_e4m3fn.safetensors",
               "https://huggingface.co/comfyanonymous/flux_text_encoders", "workflow 06 (low VRAM)"),
+    ModelSpec("flux2_klein_4b", "FLUX.2 [klein] 4B", "flux", ("diffusion_models",), "flux-2-klein-4b.safetensors",
+              "flux2_klein", "optional", HF_KLEIN + "diffusion_models/flux-2-klein-4b.safetensors",
+              "https://huggingface.co/Comfy-Org/flux2-klein", "workflow 15; Apache-2.0; needs ComfyUI 0.30 or newer"),
+    ModelSpec("qwen3_4b", "Qwen3-4B text encoder (FLUX.2 [klein] 4B)", "text_encoder", ("text_encoders",),
+              "qwen_3_4b.safetensors", "flux2_text", "optional", HF_KLEIN + "text_encoders/qwen_3_4b.safetensors",
+              "https://huggingface.co/Comfy-Org/flux2-klein", "workflow 15 (Load CLIP, type flux2)"),
+    ModelSpec("flux2_vae", "FLUX.2 VAE", "vae", ("vae",), "flux2-vae.safetensors", "flux2_vae", "optional",
+              HF_FLUX2_VAE, "https://huggingface.co/Comfy-Org/flux2-dev", "workflow 15"),
+    ModelSpec("infusenet_flux2_klein_4b", "Your InfuseNet for FLUX.2 [klein] 4B", "infusenet", ("infiniteyou",),
+              "flux2_klein_4b/InfuseNetModel", "infusenet_flux2", "optional", "", "", TRAIN_YOUR_OWN),
+    ModelSpec("projection_flux2_klein_4b", "Identity projection of your FLUX.2 [klein] InfuseNet", "projection",
+              ("infiniteyou",), "flux2_klein_4b/image_proj_model.bin", "projection_flux2", "optional", "", "",
+              TRAIN_YOUR_OWN),
 )
 SPECS_BY_KEY = {s.key: s for s in SPECS}
 
@@ -116,6 +142,10 @@ GROUP_TITLES = {
     "arcface": "ArcFace", "flux": "FLUX.1-dev", "vae": "VAE", "clip_l": "CLIP-L", "t5": "T5-XXL (fp16 or fp8)",
     "infusenet_sim": "sim_stage1 InfuseNet (optional)", "projection_sim": "sim_stage1 projection (optional)",
     "antelopev2_other": "other antelopev2 files (optional)", "flux_schnell": "FLUX.1-schnell (optional)",
+    "flux2_klein": "FLUX.2 [klein] 4B (optional, workflow 15)", "flux2_text": "Qwen3-4B (optional, workflow 15)",
+    "flux2_vae": "FLUX.2 VAE (optional, workflow 15)",
+    "infusenet_flux2": "your FLUX.2 [klein] InfuseNet (optional, trained by you)",
+    "projection_flux2": "its identity projection (optional, trained by you)",
     "extra": "other files found",
 }
 
@@ -169,29 +199,43 @@ class Check:
     info: dict = field(default_factory=dict)
 
 
-_CACHE: dict[tuple, Check] = {}
+CHECKS_KEPT = 256
+"""How many checked files the doctor remembers (the least recently asked for goes first): a server that sees
+files come and go, or one file rewritten again and again, keeps a bounded memory."""
+_CACHE: OrderedDict[tuple[str, str], tuple[tuple, Check]] = OrderedDict()
+"""(path, role) -> (the file's size and modification stamps when checked, the check)."""
+_CACHE_LOCK = threading.Lock()  # the route checks in a worker thread while validation checks in another
 
 
-def _stat_key(path: Path, role: str) -> tuple:
+def _stamp(path: Path) -> tuple:
+    """What changes when the file (or a file of the folder) is written: sizes and modification times."""
     if path.is_dir():
-        stamps = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file()))
-        return (str(path), role, stamps)
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file()))
     st = path.stat()
-    return (str(path), role, st.st_size, st.st_mtime_ns)
+    return (st.st_size, st.st_mtime_ns)
 
 
 def check_file(path: Path, role: str) -> Check:
-    """Check one file (or InfuseNetModel folder) for ``role``; cached while the file is unchanged."""
+    """Check one file (or InfuseNetModel folder) for ``role``; remembered while the file is unchanged."""
     path = Path(path)
     if not path.exists():
         return Check(STATUS_MISSING, "not found")
-    key = _stat_key(path, role)
-    if key not in _CACHE:
-        try:
-            _CACHE[key] = _CHECKS[role](path)
-        except Exception as exc:  # a check never takes the server down
-            _CACHE[key] = Check(STATUS_BROKEN, f"could not be checked ({type(exc).__name__}: {str(exc)[:200]})")
-    return _CACHE[key]
+    key, stamp = (str(path), role), _stamp(path)
+    with _CACHE_LOCK:
+        remembered = _CACHE.get(key)
+        if remembered is not None and remembered[0] == stamp:
+            _CACHE.move_to_end(key)
+            return remembered[1]
+    try:
+        check = _CHECKS[role](path)
+    except Exception as exc:  # a check never takes the server down
+        check = Check(STATUS_BROKEN, f"could not be checked ({type(exc).__name__}: {str(exc)[:200]})")
+    with _CACHE_LOCK:
+        _CACHE[key] = (stamp, check)
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > CHECKS_KEPT:
+            _CACHE.popitem(last=False)
+    return check
 
 
 SAFETENSORS_DTYPES = {"BF16": "bf16", "F16": "fp16", "F32": "fp32", "F8_E4M3": "fp8_e4m3fn", "F8_E5M2": "fp8_e5m2"}
@@ -288,8 +332,13 @@ def check_infusenet(path: Path) -> Check:
     double = _block_count(keys, r"(?:transformer_blocks|double_blocks)\.(\d+)\.")
     single = _block_count(keys, r"(?:single_transformer_blocks|single_blocks)\.(\d+)\.")
     width = merged.get("x_embedder.weight", merged.get("img_in.weight", {})).get("shape", [0])[0]
+    base = "flux2" if "double_stream_modulation_img.lin.weight" in keys else "flux1"
     info = {"variant": guess_variant(str(path)), "precision": _precision(merged), "double_blocks": double,
-            "single_blocks": single, "hidden_size": width, "tensors": len(keys)}
+            "single_blocks": single, "hidden_size": width, "tensors": len(keys), "base": base}
+    if base == "flux2":  # the layout COMMON to the FLUX.2 loader and exporter: global modulation, 128-wide latent
+        detail = f"FLUX.2 [klein] InfuseNet · {info['precision']} · {double} double + {single} single blocks"
+        detail += f" · for a {width}-wide base (klein 4B: 3072, 9B: 4096)"
+        return Check(STATUS_OK, detail, info)
     detail = f"{info['variant']} · {info['precision']} · {double} double + {single} single blocks"
     if width and width != 3072:  # usable only with a base of the same width (Apply checks that)
         detail += f" · for a {width}-wide base, not FLUX.1 (3072)"
@@ -428,6 +477,11 @@ _CHECKS = {"infusenet": check_infusenet, "projection": check_projection, "arcfac
 def fix_for(spec: ModelSpec, status: str = STATUS_MISSING, found: str | None = None) -> dict:
     target = f"{spec.folders[0]}/{spec.name}"
     folder = target.rsplit("/", 1)[0]
+    if spec.trained_by_you:
+        shell = f"rm -r {shlex.quote(found)}" if status == STATUS_REFUSED and found else ""
+        what = f"No download exists: train it (README, FLUX.2 [klein]: train your own InfuseNet) and export it into {folder}/"
+        return {"url": "", "page": "", "folder": folder + "/", "target": target, "shell": shell, "what": what,
+                "note": spec.note}
     auth = '-H "Authorization: Bearer $HF_TOKEN" ' if spec.gated else ""
     if spec.archive:
         zip_path = "insightface/models/antelopev2.zip"
@@ -533,6 +587,9 @@ def extra_files() -> list[tuple[Path, str]]:
     """InfuseNets and projections in the InfiniteYou folders that the official table does not name."""
     known = {os.path.normpath(str(root / s.name)) for s in SPECS for f in s.folders for root in folder_roots(f)}
     found: list[tuple[Path, str]] = []
+
+    def listed(path: Path) -> bool:
+        return os.path.normpath(str(path)) in known
     for root in folder_roots("infiniteyou"):
         if not root.is_dir():
             continue
@@ -543,11 +600,13 @@ def extra_files() -> list[tuple[Path, str]]:
             here = Path(dirpath)
             filenames = [n for n in filenames if model_file_ok(here / n)]
             if here.name == "InfuseNetModel":
-                found.append((here, "infusenet"))
+                if not listed(here):
+                    found.append((here, "infusenet"))
                 dirnames[:] = []
                 continue
             found.extend((here / d, "infusenet") for d in dirnames  # a linked InfuseNetModel folder loads too
-                         if d == "InfuseNetModel" and (here / d).is_symlink() and (here / d).is_dir())
+                         if d == "InfuseNetModel" and (here / d).is_symlink() and (here / d).is_dir()
+                         and not listed(here / d))
             for name in sorted(filenames):
                 p = here / name
                 if os.path.normpath(str(p)) in known:
@@ -684,12 +743,14 @@ def infusenet_problems(infusenet_path: Path | None, infusenet_name: str, project
         check = check_file(infusenet_path, "infusenet")
         if check.status != STATUS_OK:
             problems.append(problem_line(_with_fix(_file_entry(infusenet_path, infusenet_name, "infusenet", check), spec)))
+        elif check.info.get("base") == "flux2":
+            problems += flux2_host_problems(infusenet_name)
     if projection_name is None:
         low = infusenet_name.lower()
-        pspec = SPECS_BY_KEY["projection_sim" if "sim" in low else "projection_aes"]
-        folder = os.path.dirname(os.path.dirname(infusenet_name) if infusenet_name.endswith("InfuseNetModel")
-                                 else infusenet_name)
+        folder = os.path.dirname(infusenet_name)  # beside the file, or beside the InfuseNetModel folder
         target = "infiniteyou/" + (folder + "/" if folder else "") + "image_proj_model.bin"
+        pspec = _spec_for("projection", target.removeprefix("infiniteyou/")) or SPECS_BY_KEY[
+            "projection_sim" if "sim" in low else "projection_aes"]
         detail = f"no image_proj_model.bin beside {infusenet_name}"
     else:
         pspec = _spec_for("projection", projection_name)
@@ -702,6 +763,16 @@ def infusenet_problems(infusenet_path: Path | None, infusenet_name: str, project
             entry = _file_entry(projection_path, projection_name or "image_proj_model.bin", "projection", check)
             problems.append(problem_line(_with_fix(entry, pspec)))
     return problems
+
+
+def flux2_host_problems(infusenet_name: str) -> list[str]:
+    """A FLUX.2 InfuseNet on a ComfyUI that cannot load FLUX.2 [klein]: refused when the prompt is queued, before
+    any model loads, with the running version (UNETLoader would otherwise fail on the base without saying why)."""
+    lacks = host.flux2_klein_lacks()
+    if lacks is None:
+        return []
+    return [f"{infusenet_name}: a FLUX.2 [klein] InfuseNet, and {host.host_label()} cannot load FLUX.2 [klein] (it "
+            f"lacks {lacks}). Fix: update ComfyUI (0.30.0 runs it), or choose a FLUX.1 InfuseNet."]
 
 
 def face_problems(pack_dir: Path, arcface_path: Path) -> list[str]:
@@ -757,10 +828,6 @@ def _with_fix(entry: dict, spec: ModelSpec | None) -> dict:
     return entry
 
 
-def as_dict(spec: ModelSpec) -> dict:
-    return asdict(spec)
-
-
 def infusenet_loader_problems(infusenet_name: str, projection_name: str | None) -> list[str]:
     """What an InfuseNet Loader with these choices would fail on (``projection_name`` None: auto)."""
     from .paths import resolve_model_path
@@ -776,8 +843,7 @@ def infusenet_loader_problems(infusenet_name: str, projection_name: str | None) 
     if projection_name is None:
         projection = find_projection_file(str(path)) if path is not None else None
         if projection is None and path is None:
-            folder = os.path.dirname(os.path.dirname(infusenet_name) if infusenet_name.endswith("InfuseNetModel")
-                                     else infusenet_name)
+            folder = os.path.dirname(infusenet_name)  # beside the file, or beside the InfuseNetModel folder
             projection = resolve((folder + "/" if folder else "") + "image_proj_model.bin")
         projection_path = Path(projection) if projection else None
     else:
@@ -801,5 +867,5 @@ def validation_message(problems: list[str], node: str) -> str | bool:
     if not problems:
         return True
     lines = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(problems))
-    return (f"{node}: {len(problems)} model file{'s' if len(problems) > 1 else ''} not ready (InfiniteYou model "
+    return (f"{node}: {len(problems)} model file{'s' if len(problems) > 1 else ''} cannot be used (InfiniteYou model "
             f"doctor: right-click the node, or GET /infiniteyou/models):\n{lines}")

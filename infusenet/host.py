@@ -26,12 +26,16 @@ import contextlib
 import dataclasses
 import importlib
 import inspect
+import json
 import logging
+import pickle
 import re
 import sys
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import safetensors
 import torch
 
 import comfy.ldm.flux.layers
@@ -262,10 +266,47 @@ def flux_attention(fn: Callable) -> Iterator[None]:
         flux_math.optimized_attention = previous
 
 
-# ---------------------------------------------------------------- files
+# ---------------------------------------------------------------- files: the file's fault, or ComfyUI's
+class UnreadableFile(ValueError):
+    """A weights file whose bytes are not what its format says: truncated, corrupt, a web page, a pickle that
+    carries objects. The file's fault: another download fixes it. ``reason`` is the format library's own words."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"'{path}': {reason}")
+        self.path, self.reason = str(path), reason
+
+
+FILE_FORMAT_ERRORS = (safetensors.SafetensorError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile)
+"""What the readers of the file formats raise on bad bytes: safetensors' header errors (ComfyUI re-raises some as
+ValueError, chained to them), a read past the end (OSError, EOFError), torch's pickle and zip readers."""
+
+
+def file_format_error(exc: BaseException) -> BaseException | None:
+    """The error in ``exc``'s chain that says a file's bytes are bad (see :data:`FILE_FORMAT_ERRORS`; torch's zip
+    reader raises a RuntimeError naming itself), or None: then the file was not the problem."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, FILE_FORMAT_ERRORS) or (isinstance(exc, RuntimeError) and "PytorchStreamReader" in str(exc)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def load_torch_file(path: str) -> dict:
-    """Tensors from a safetensors or torch file, never unpickling objects (``safe_load``)."""
-    return comfy.utils.load_torch_file(str(path), safe_load=True)
+    """Tensors from a safetensors or torch file, never unpickling objects (``safe_load``).
+
+    Raises :class:`UnreadableFile` when the file's bytes are bad, and :class:`HostMismatch` naming
+    ``comfy.utils.load_torch_file`` and the ComfyUI version when anything else fails: a changed signature, a
+    moved function. Only the first is worth another download."""
+    try:
+        return comfy.utils.load_torch_file(str(path), safe_load=True)
+    except Exception as exc:
+        bad = file_format_error(exc)
+        if bad is not None:
+            words = str(bad).strip().splitlines()
+            raise UnreadableFile(path, f"{type(bad).__name__}: {words[0] if words else 'no details'}") from exc
+        raise changed_internal("comfy.utils.load_torch_file", exc) from exc
 
 
 def weight_dtype(sd: dict) -> torch.dtype | None:
@@ -401,16 +442,70 @@ def add_get_route(path: str, handler: Callable) -> bool:
     return True
 
 
+PROMPT_PATHS = ("/prompt", "/api/prompt")
+
+
+def rewrite_prompt_answers(rewrite: Callable[[dict], dict]) -> bool:
+    """Pass the JSON answer of ``POST /prompt`` (also under ``/api``) through ``rewrite`` before it leaves ComfyUI.
+
+    ComfyUI builds a prompt's ``node_errors`` itself, after every node's ``validate_inputs``; a middleware on its
+    aiohttp app is the one place a pack sees them. It must be added while the pack loads (aiohttp freezes the
+    middlewares when the server starts). Returns False where no server runs. An answer ``rewrite`` fails on goes
+    out as ComfyUI made it."""
+    try:
+        import server
+    except ImportError:
+        return False
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None:
+        return False
+    from aiohttp import web
+
+    @web.middleware
+    async def prompt_answer(request, handler):
+        response = await handler(request)
+        if (request.method != "POST" or request.path not in PROMPT_PATHS or not isinstance(response, web.Response)
+                or response.content_type != "application/json" or not isinstance(response.body, bytes)):
+            return response
+        try:
+            answer = rewrite(json.loads(response.body))
+        except Exception as exc:  # never in the way of a prompt
+            log.warning("InfiniteYou: the answer to a prompt went out unchanged (%s: %s)", type(exc).__name__, exc)
+            return response
+        return web.json_response(answer, status=response.status)
+
+    instance.app.middlewares.append(prompt_answer)
+    return True
+
+
 # ---------------------------------------------------------------- the contract
 @dataclass(frozen=True)
 class Contact:
-    """One internal symbol the pack uses, and the parameters it passes to it (by name)."""
+    """One internal symbol the pack uses, and how it uses it. Every part is checked against the running ComfyUI
+    (:func:`check_contact`): a name only exists, or a signature only accepts, is not enough."""
 
     path: str
-    params: tuple[str, ...] = ()
-    fields: tuple[str, ...] = ()  # for dataclasses: fields the pack sets
-    server_only: bool = False     # only inside a running ComfyUI server (its ``server`` module is loaded)
+    params: tuple[str, ...] = ()      # passed by name: each must be a named parameter (``**kwargs`` takes any name,
+    #                                   so it does not count)
+    positional: tuple[str, ...] = ()  # passed by position, in this order: the first parameters (after ``self``)
+    fields: tuple[str, ...] = ()      # for dataclasses: fields the pack sets
+    attributes: tuple[str, ...] = ()  # read on instances: a class attribute or property, or ``self.<name> =`` in the
+    #                                   source of the class or of a base (attributes made in ``__init__``)
+    keys: tuple[str, ...] = ()        # dict keys the source sets (``["key"] = ...``), e.g. the transformer_options
+    #                                   keys the pack reads
+    literals: tuple[str, ...] = ()    # strings the source uses, e.g. the key of multi-GPU additional models
+    when: str = ""                    # checked only where this symbol exists: a feature of newer ComfyUI releases
+    #                                   that the pack uses when it is there
+    server_only: bool = False         # only inside a running ComfyUI server (its ``server`` module is loaded)
 
+
+FLUX_FORWARD_ARGS = ("x", "timestep", "context", "y", "guidance", "ref_latents", "control", "transformer_options")
+"""What ComfyUI's FLUX forward passes to DIFFUSION_MODEL wrappers and ``_forward``, in this order."""
+TRANSFORMER_OPTIONS_READ = ("cond_or_uncond", "sigmas", "sample_sigmas")
+"""The keys of ``transformer_options`` the pack reads at each model call (batch chunks, the current sigma, the run's
+schedule); ComfyUI's sampler sets them (``comfy/samplers.py``)."""
+MULTIGPU_KEY = "multigpu"
+"""The additional-models key of ComfyUI's multi-GPU clones (ComfyUI releases with ``comfy.multigpu``)."""
 
 CONTRACT: tuple[Contact, ...] = (
     Contact("comfy.ldm.flux.model.Flux", ("final_layer", "dtype", "device", "operations")),
@@ -418,11 +513,12 @@ CONTRACT: tuple[Contact, ...] = (
         "in_channels", "out_channels", "vec_in_dim", "context_in_dim", "hidden_size", "mlp_ratio", "num_heads",
         "depth", "depth_single_blocks", "axes_dim", "theta", "patch_size", "qkv_bias", "guidance_embed",
         "global_modulation")),
-    Contact("comfy.ldm.flux.model.Flux._forward", ("x", "timestep", "context", "y", "guidance", "ref_latents",
-                                                   "control", "transformer_options")),
+    # the DIFFUSION_MODEL wrapper (patch.py) gets these from Flux.forward and hands them on, by position
+    Contact("comfy.ldm.flux.model.Flux.forward", positional=FLUX_FORWARD_ARGS),
+    Contact("comfy.ldm.flux.model.Flux._forward", positional=FLUX_FORWARD_ARGS),
     Contact("comfy.ldm.flux.model.Flux.forward_orig", ("img", "img_ids", "txt", "txt_ids", "timesteps", "y",
                                                        "guidance", "control", "transformer_options")),
-    Contact("comfy.ldm.flux.model.Flux.process_img", ("x", "transformer_options")),
+    Contact("comfy.ldm.flux.model.Flux.process_img", ("transformer_options",), positional=("x",)),
     Contact("comfy.ldm.flux.layers.DoubleStreamBlock.forward", ("img", "txt", "vec", "pe")),
     Contact("comfy.ldm.flux.layers.SingleStreamBlock.forward", ("x", "vec", "pe")),
     Contact("comfy.ldm.flux.layers.QKNorm", ("dim", "operations")),
@@ -466,6 +562,7 @@ CONTRACT: tuple[Contact, ...] = (
     Contact("folder_paths.get_filename_list", ("folder_name",)),
     Contact("folder_paths.get_input_directory"),
     Contact("server.PromptServer.instance", server_only=True),
+    Contact("server.PromptServer.instance.app.middlewares", server_only=True),
 )
 
 
@@ -489,10 +586,68 @@ def _resolve(path: str):
     return obj
 
 
+def _exists(path: str) -> bool:
+    try:
+        _resolve(path)
+    except Exception:
+        return False
+    return True
+
+
+def _source(obj) -> str:
+    """The source of a module, class or function ('' where there is none, e.g. a builtin)."""
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def _defines_attribute(cls, name: str) -> bool:
+    """Whether instances of ``cls`` have ``name``: a class attribute or property, a dataclass field, or an
+    assignment ``self.<name> = ...`` in the source of ``cls`` or of a base class."""
+    if hasattr(cls, name) or name in getattr(cls, "__dataclass_fields__", {}):
+        return True
+    assigned = re.compile(rf"\bself\.{re.escape(name)}\s*(?::[^=\n]+)?=(?!=)")
+    return any(assigned.search(_source(k)) for k in getattr(cls, "__mro__", ())[:-1])
+
+
+def _signature_problem(contact: Contact, obj) -> str | None:
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError) as e:
+        return f"signature unreadable on {host_label()} ({e})"
+    parameters = list(sig.parameters.values())
+    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    lost = [p for p in contact.params if p not in named]
+    if lost:
+        return f"does not take {lost} on {host_label()} (signature {sig})"
+    if contact.positional:
+        order = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if order and order[0] in ("self", "cls") and inspect.isfunction(obj):
+            order = order[1:]
+        if order[:len(contact.positional)] != list(contact.positional):
+            return (f"takes its first positional parameters as ({', '.join(order[:len(contact.positional)])}) on "
+                    f"{host_label()}; the pack passes ({', '.join(contact.positional)}) in that order (signature {sig})")
+    return None
+
+
+def _source_problem(contact: Contact, obj) -> str | None:
+    source = _source(obj)
+    unset = [k for k in contact.keys if not re.search(rf"\[\s*['\"]{re.escape(k)}['\"]\s*\]\s*=(?!=)", source)]
+    if unset:
+        return f"no longer sets the keys {unset} on {host_label()}"
+    unused = [t for t in contact.literals if not re.search(rf"['\"]{re.escape(t)}['\"]", source)]
+    if unused:
+        return f"no longer uses {unused} on {host_label()}"
+    return None
+
+
 def check_contact(contact: Contact) -> str | None:
-    """None when the symbol exists and takes what the pack passes; otherwise what is wrong."""
+    """None when the symbol exists and is used as the pack uses it; otherwise what is wrong (symbol first)."""
     if contact.server_only and "server" not in sys.modules:
         return None  # a script or test importing the pack: there is no server to check
+    if contact.when and not _exists(contact.when):
+        return None  # a ComfyUI without the feature: the pack does without it
     try:
         obj = _resolve(contact.path)
     except AttributeError as e:
@@ -504,21 +659,60 @@ def check_contact(contact: Contact) -> str | None:
         lost = [f for f in contact.fields if f not in names]
         if lost:
             return f"{contact.path}: fields {lost} missing on {host_label()}"
-    if contact.params:
-        try:
-            sig = inspect.signature(obj)
-        except (TypeError, ValueError) as e:
-            return f"{contact.path}: signature unreadable on {host_label()} ({e})"
-        takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-        lost = [p for p in contact.params if p not in sig.parameters and not takes_any]
-        if lost:
-            return f"{contact.path}: does not take {lost} on {host_label()} (signature {sig})"
+    if contact.params or contact.positional:
+        problem = _signature_problem(contact, obj)
+        if problem:
+            return f"{contact.path}: {problem}"
+    lost = [a for a in contact.attributes if not _defines_attribute(obj, a)]
+    if lost:
+        return f"{contact.path}: instances have no attributes {lost} on {host_label()}"
+    if contact.keys or contact.literals:
+        problem = _source_problem(contact, obj)
+        if problem:
+            return f"{contact.path}: {problem}"
     return None
 
 
+_CHANGED: list[tuple[str, str]] | None = None
+"""(symbol, what changed) as :func:`check_contract` last found them; None before the first check."""
+
+
 def check_contract() -> list[str]:
-    """Every problem with :data:`CONTRACT` on the running ComfyUI (empty when all is in place)."""
-    return [problem for c in CONTRACT if (problem := check_contact(c))]
+    """Every problem with :data:`CONTRACT` on the running ComfyUI (empty when all is in place). The pack runs it
+    when it loads; what it finds is kept, so that a node that fails later can name the changed internal."""
+    global _CHANGED
+    _CHANGED = [(c.path, problem) for c in CONTRACT if (problem := check_contact(c))]
+    return [problem for _, problem in _CHANGED]
+
+
+def changed_internals(*symbols: str) -> list[str]:
+    """What the contract check found changed on this ComfyUI, for ``symbols`` (a symbol or anything under it) or
+    for every symbol when none is given. Checks once if nothing has checked yet."""
+    if _CHANGED is None:
+        check_contract()
+    return [problem for path, problem in _CHANGED
+            if not symbols or any(path == s or path.startswith(s + ".") or s.startswith(path + ".") for s in symbols)]
+
+
+def drift_note(*symbols: str) -> str:
+    """One sentence naming the ComfyUI internals (of ``symbols``, or all) that changed on this ComfyUI, or ''."""
+    problems = changed_internals(*symbols)
+    if not problems:
+        return ""
+    return (f"The ComfyUI internals this pack relies on that changed on {host_label()} (checked when the pack loaded): "
+            + "; ".join(problems) + ".")
+
+
+def changed_internal(symbol: str, exc: BaseException) -> HostMismatch:
+    """The error for a ComfyUI internal that failed in a way no input explains (TypeError from a changed
+    signature, AttributeError from a moved function): names ``symbol``, what the contract check found about it
+    and the ComfyUI version. Never advice to download a file again."""
+    words = str(exc).strip().splitlines()
+    detail = f"{type(exc).__name__}: {words[0]}" if words else type(exc).__name__
+    note = drift_note(symbol)
+    return HostMismatch(
+        f"ComfyUI's {symbol}, which this pack calls, failed on {host_label()} ({detail}). Your files are not the "
+        f"problem: this ComfyUI internal changed. {note + ' ' if note else ''}{version_note()}")
 
 
 # ---- added for base models
@@ -589,4 +783,68 @@ def is_flux2(diffusion_model) -> bool:
 
 CONTRACT += (
     Contact("comfy.ldm.flux.layers.Modulation.forward", ("vec",)),
+)
+
+
+# ---- added for training on FLUX.2 [klein]
+def sampling_context(model, context: torch.Tensor) -> torch.Tensor:
+    """The text context ``model`` (a BaseModel) hands its diffusion model when sampling with ``context`` [B, T, C]:
+    what its ``extra_conds`` make of it. FLUX.2 left-pads it with zeros to 512 tokens (``model_base.Flux2``), so a
+    trainer feeds the base what inference feeds it."""
+    return model.extra_conds(cross_attn=context)["c_crossattn"].cond
+
+
+def sampling_shift(model_sampling) -> float | None:
+    """The shift (FLUX's mu) of a FLUX ``model_sampling`` (2.02 for FLUX.2, 1.15 for FLUX.1 unless a node set
+    another), or None for a sampling without one."""
+    shift = getattr(model_sampling, "shift", None)
+    return None if shift is None else float(shift)
+
+
+CONTRACT += (
+    Contact("comfy.model_base.BaseModel.extra_conds"),
+    Contact("comfy.conds.CONDRegular", ("cond",)),
+    Contact("comfy.model_sampling.ModelSamplingFlux.set_parameters", ("shift",)),
+)
+
+
+# ---- added for Apply InfiniteYou on FLUX.2 [klein]
+CONTRACT += (
+    Contact("comfy.latent_formats.LatentFormat.latent_channels"),  # the control latent's expected channels
+    Contact("comfy.latent_formats.Flux2.process_in", ("latent",)),
+)
+
+
+# ---- what the pack reads on ComfyUI's objects: attributes, dict keys, methods called on what nodes receive
+KLEIN = "comfy.text_encoders.flux.klein_te"
+CONTRACT += (
+    # the InfuseNet is a Flux subclass; a branch starts from a base's modules; Apply reads the base's rotary
+    # embedder, patch size and block counts at each call
+    Contact("comfy.ldm.flux.model.Flux", attributes=(
+        "params", "dtype", "pe_embedder", "patch_size", "img_in", "time_in", "vector_in", "guidance_in", "txt_in",
+        "double_blocks", "single_blocks")),
+    Contact("comfy.ldm.flux.model.Flux", attributes=(
+        "double_stream_modulation_img", "double_stream_modulation_txt", "single_stream_modulation"), when=KLEIN),
+    Contact("comfy.ldm.flux.layers.DoubleStreamBlock", attributes=("hidden_size", "num_heads")),
+    Contact("comfy.ops.disable_weight_init", attributes=("Linear", "LayerNorm")),
+    Contact("comfy.samplers", keys=TRANSFORMER_OPTIONS_READ),
+    Contact("comfy.patcher_extension", literals=("wrappers",)),  # wrappers_innermost reorders them
+    Contact("comfy.patcher_extension.WrapperExecutor", attributes=("class_obj",)),
+    Contact("comfy.samplers.CFGGuider", attributes=("model_patcher", "model_options")),
+    Contact("comfy.model_patcher.ModelPatcher", attributes=("model", "load_device", "offload_device", "model_options")),
+    Contact("comfy.model_patcher.ModelPatcher", attributes=("clone_base_uuid",), when="comfy.multigpu"),
+    Contact("comfy.model_patcher", literals=(MULTIGPU_KEY,), when="comfy.multigpu"),
+    Contact("comfy.model_base.BaseModel", attributes=(
+        "diffusion_model", "latent_format", "model_sampling", "manual_cast_dtype", "model_config")),
+    Contact("comfy.model_base.BaseModel.get_dtype"),
+    # the trainer's loss: ComfyUI's own FLUX sampling (ModelSamplingFlux schedule, CONST noise maths)
+    Contact("comfy.model_sampling.ModelSamplingFlux", attributes=("shift",)),
+    Contact("comfy.model_sampling.CONST.calculate_input", positional=("sigma", "noise")),
+    Contact("comfy.model_sampling.ModelSamplingFlux.timestep", positional=("sigma",)),
+    Contact("comfy.model_sampling.CONST.noise_scaling", positional=("sigma", "noise", "latent_image")),
+    # the trainer's captions and synthesis, the nodes' pose encoding: ComfyUI's CLIP and VAE objects
+    Contact("comfy.sd.CLIP.tokenize", positional=("text",)),
+    Contact("comfy.sd.CLIP.encode_from_tokens", ("return_pooled",), positional=("tokens",)),
+    Contact("comfy.sd.VAE.decode", positional=("samples_in",)),
+    Contact("comfy.sd.VAE", attributes=("latent_channels",)),
 )

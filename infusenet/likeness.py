@@ -31,19 +31,20 @@ def preset_values(preset: str | None, strength: float, start: float, end: float)
 
 
 def identity_tokens(bundle: InfuseNetBundle, identity) -> tuple[torch.Tensor, bool]:
-    """The identity's tokens for ``bundle``: its embedding projected by this InfuseNet's own projection (an
-    identity made with another InfuseNet, e.g. aes_stage2 for a sim_stage1 Apply, gets the right tokens).
-    Returns (tokens, whether they differ from the tokens the identity came with)."""
+    """The identity's tokens for ``bundle``: its embedding projected by this InfuseNet's own projection, the one
+    projection an identity gets (Identity From Images leaves it to Apply, so its result does not depend on the
+    InfuseNet). Tokens an identity brings along (one made outside the nodes) are used as they are only by an
+    InfuseNet loaded without a projection. Returns (tokens, whether the identity brought other tokens, replaced
+    by this projection: tokens of another InfuseNet's projection, e.g. aes_stage2's for a sim_stage1 Apply)."""
     given = getattr(identity, "tokens", None)
     if bundle.resampler is None:
         if given is None:
             raise InfiniteYouError("the identity has no InfuseNet tokens and this InfuseNet was loaded without an "
-                                   "identity projection; make the identity with InfiniteYou Identity From Images.")
+                                   "identity projection (image_proj_model.bin): load it with its projection.")
         return given, False
     own = project_identity(bundle, identity.embedding)
-    if given is not None and given.shape == own.shape and torch.equal(given.float().cpu(), own):
-        return given, False
-    return own, True
+    brought_others = given is not None and not (given.shape == own.shape and torch.equal(given.float().cpu(), own))
+    return own, brought_others
 
 
 @dataclass(frozen=True)

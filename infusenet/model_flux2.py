@@ -105,15 +105,16 @@ class InfuseNet2Config:
             found = "FLUX.1-shaped weights" if "vector_in.in_layer.weight" in sd else "other weights"
             raise ValueError(f"expected FLUX.2 InfuseNet weights (with double_stream_modulation_img.lin.weight), "
                              f"found{where} {found}")
+        sd = host.to_host_keys(sd)  # q/k norms: ``.scale`` in published files, the running ComfyUI's name here
         try:
             hidden, in_channels = sd["img_in.weight"].shape
             depth = _count(sd, "double_blocks.")
             single = _count(sd, "single_blocks.")
             if depth:
-                head_dim = sd["double_blocks.0.img_attn.norm.key_norm.weight"].shape[0]
+                head_dim = sd[f"double_blocks.0.img_attn.norm.key_norm.{host.norm_param_name()}"].shape[0]
                 mlp_ratio = sd["double_blocks.0.img_mlp.0.weight"].shape[0] / 2 / hidden
             else:
-                head_dim = sd["single_blocks.0.norm.key_norm.weight"].shape[0]
+                head_dim = sd[f"single_blocks.0.norm.key_norm.{host.norm_param_name()}"].shape[0]
                 mlp_ratio = (sd["single_blocks.0.linear1.weight"].shape[0] - 3 * hidden) / 2 / hidden
             return cls(
                 hidden_size=hidden, head_dim=head_dim, depth=depth, depth_single_blocks=single,

@@ -7,6 +7,12 @@ its text (zero text ids) and the packed control latent. Its N double / M single 
 strength (and an optional mask), are mapped onto the base blocks (``i // ceil(n_double/N)``,
 ``j // ceil(n_single/M)``) and summed into the ``control`` dict that ComfyUI's FLUX forward adds
 after each block: ComfyUI ControlNets and further Apply InfiniteYou patches compose by summing.
+
+An InfuseNet serves the base family it was made for (``InfuseNetBundle.base``): FLUX.1, or FLUX.2 [klein]
+(ComfyUI's same ``Flux`` class with global modulation). The path is the same for both; a FLUX.2 branch reads
+no pooled text (FLUX.2 has none) and its image and control tokens are the 128-channel latent at patch size 1.
+Both add to the noisy latent's tokens only, so reference images (Kontext's, FLUX.2's multi-reference editing),
+which ComfyUI appends after them, get no residual.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import host
-from .weights import InfiniteYouError, InfuseNetBundle
+from .weights import BASE_NAMES, InfiniteYouError, InfuseNetBundle
 
 ADDITIONAL_MODELS_KEY = "infiniteyou"
 WRAPPER_PREFIX = "infiniteyou_"
@@ -29,31 +35,58 @@ Window = Literal["steps", "sigma"]
 ApplyTo = Literal["positive", "both"]
 
 
-def flux_diffusion_model(model: "host.ModelPatcher") -> "host.Flux":
-    """The FLUX.1 diffusion model inside ``model``; InfiniteYouError for anything else."""
+def flux_diffusion_model(model: "host.ModelPatcher", base: str = "flux1") -> "host.Flux":
+    """The diffusion model inside ``model`` when it is of the family ``base`` ("flux1", "flux2") that an InfuseNet
+    was made for; InfiniteYouError for anything else."""
     dm = host.flux_diffusion_model(model)
     name = type(getattr(model, "model", model)).__name__
     if dm is None:
         dm = getattr(getattr(model, "model", None), "diffusion_model", None)
         network = type(dm).__name__
-        raise InfiniteYouError(not_served(model, name if network == name else f"{name}, network {network}"))
-    params = dm.params
-    if len(params.axes_dim) != 3 or params.global_modulation or getattr(dm, "vector_in", None) is None:
-        raise InfiniteYouError(not_served(model, f"{name}, rotary axes {list(params.axes_dim)}"))
+        raise InfiniteYouError(not_served(model, name if network == name else f"{name}, network {network}", base))
+    detail = f"{name}, rotary axes {list(dm.params.axes_dim)}"
+    family = flux_family(dm)
+    if family is None:
+        raise InfiniteYouError(not_served(model, detail, base))
+    if family != base:
+        raise InfiniteYouError(other_family(model, detail, base))
     return dm
 
 
-FAMILY_NAMES = {"flux2": "FLUX.2", "chroma": "Chroma", "chroma_radiance": "Chroma Radiance", "hidream": "HiDream",
-                "sd3": "Stable Diffusion 3", "qwen_image": "Qwen-Image", "lumina2": "Lumina 2"}
+def flux_family(dm: "host.Flux") -> str | None:
+    """Which InfuseNet family a ComfyUI ``Flux`` serves: "flux2" (global modulation), "flux1" (three rotary axes and
+    a pooled text input), None for other models built on the same class."""
+    if host.is_flux2(dm):
+        return "flux2"
+    if len(dm.params.axes_dim) == 3 and getattr(dm, "vector_in", None) is not None:
+        return "flux1"
+    return None
 
 
-def not_served(model, detail: str) -> str:
-    """Why Apply InfiniteYou refuses ``model``: which family it is and what the InfuseNet serves."""
+FAMILY_NAMES = {"flux": "FLUX.1", "flux2": "FLUX.2", "chroma": "Chroma", "chroma_radiance": "Chroma Radiance",
+                "hidream": "HiDream", "sd3": "Stable Diffusion 3", "qwen_image": "Qwen-Image", "lumina2": "Lumina 2"}
+SERVED = {"flux1": "FLUX.1 dev, schnell, Fill, Kontext and their fine-tunes (bf16, fp8 or GGUF)",
+          "flux2": "the FLUX.2 [klein] size it was trained on (4B or 9B) and its fine-tunes"}
+"""What an InfuseNet made for each family serves."""
+BASE_WIDTHS = {"flux1": "FLUX.1 has 3072", "flux2": "FLUX.2 [klein] 4B has 3072, klein 9B 4096"}
+
+
+def not_served(model, detail: str, base: str = "flux1") -> str:
+    """Why Apply InfiniteYou refuses ``model``: which family it is and what the InfuseNet (made for ``base``) serves."""
     family = host.model_family(model)
     what = FAMILY_NAMES.get(family, family)
-    return (f"InfiniteYou needs a FLUX.1 model; this one is {what} ({detail}). The InfuseNet was trained for "
-            "FLUX.1's blocks and serves FLUX.1 dev, schnell, Fill, Kontext and their fine-tunes (bf16, fp8 or GGUF): "
-            "load one of those.")
+    made = BASE_NAMES[base]
+    return (f"InfiniteYou needs a {made} model; this one is {what} ({detail}). The InfuseNet was trained for "
+            f"{made}'s blocks and serves {SERVED[base]}: load one of those.")
+
+
+def other_family(model, detail: str, base: str) -> str:
+    """Why an InfuseNet made for one FLUX family is refused on a model of the other: which base each was made for."""
+    family = host.model_family(model)
+    what = FAMILY_NAMES.get(family, family)
+    made, other = BASE_NAMES[base], BASE_NAMES["flux2" if base == "flux1" else "flux1"]
+    return (f"This InfuseNet was made for {made} models; this one is {what} ({detail}). An InfuseNet for {made} "
+            f"serves {SERVED[base]}: load one of those, or an InfuseNet made for {other}.")
 
 
 def check_compatible(dm: "host.Flux", bundle: InfuseNetBundle, id_tokens: Tensor) -> None:
@@ -63,7 +96,7 @@ def check_compatible(dm: "host.Flux", bundle: InfuseNetBundle, id_tokens: Tensor
     if c.hidden_size != dm.hidden_size:
         raise InfiniteYouError(
             f"'{source}' has hidden size {c.hidden_size} but the base model has {dm.hidden_size}: "
-            "this InfuseNet was made for another model (FLUX.1 has 3072)."
+            f"this InfuseNet was made for another model ({BASE_WIDTHS[bundle.base]})."
         )
     if c.head_dim != sum(dm.params.axes_dim):
         raise InfiniteYouError(f"'{source}' uses attention heads of {c.head_dim} channels; the base model uses {sum(dm.params.axes_dim)}.")
@@ -76,7 +109,7 @@ def check_compatible(dm: "host.Flux", bundle: InfuseNetBundle, id_tokens: Tensor
 
 
 def latent_channels(dm: "host.Flux") -> int:
-    """Channels of the noisy latent the base denoises (its output): 16 on every FLUX.1. FLUX.1 Fill
+    """Channels of the noisy latent the base denoises (its output): 16 on every FLUX.1, 128 on FLUX.2. FLUX.1 Fill
     (and Depth/Canny) take more input channels: ComfyUI concatenates the mask and masked-image latent
     (or the control latent) after the noisy latent before the diffusion model."""
     return dm.params.out_channels
@@ -190,6 +223,11 @@ class InfiniteYouPatch:
                     raise InfiniteYouError("Apply InfiniteYou needs a VAE to encode the empty (black) control image when no pose image is given.")
                 src = black_control(self.vae, h, w)
             src = src.float()
+            channels = self.latent_format.latent_channels
+            if src.ndim != 4 or src.shape[1] != channels:
+                raise InfiniteYouError(
+                    f"The control latent is {list(src.shape)}; this model's latent has {channels} channels "
+                    f"[batch, {channels}, height, width]: encode the pose image with the VAE of the model.")
             if src.shape[-2:] != (h, w):
                 logging.info("InfiniteYou: control latent %s resized to the latent size %sx%s", list(src.shape), h, w)
                 src = host.resize(src, w, h)
@@ -266,15 +304,17 @@ class InfiniteYouPatch:
         n = len(chunks) * per_chunk
         control = self._packed_control(base, h, w, x.device, dtype)
         control = control.expand(per_chunk, -1, -1).repeat(len(chunks), 1, 1) if control.shape[0] in (1, per_chunk) else control[:1].expand(n, -1, -1)
-        if y is None:
-            y = torch.zeros((x.shape[0], net.params.vec_in_dim), device=x.device)
+        pooled = ()  # FLUX.1's branch reads the pooled text (zeros when there is none); FLUX.2 has none
+        if self.bundle.pooled_text_width is not None:
+            pooled = (pick(y if y is not None else torch.zeros((x.shape[0], self.bundle.pooled_text_width),
+                                                                device=x.device)).to(dtype),)
         if self.guidance is None and guidance is not None:
             g = pick(guidance).float()
         else:
             g = torch.full((n,), 1.0 if self.guidance is None else float(self.guidance), device=x.device)
         double, single = run_branch(
             net, pick(img).to(dtype), pick(img_ids), control, self._id_tokens(per_chunk, len(chunks), x.device, dtype),
-            pick(timestep).float(), pick(y).to(dtype), g, base.pe_embedder,
+            pick(timestep).float(), *pooled, g, base.pe_embedder,
         )
         p = base.patch_size
         mask = self._token_mask((h + p // 2) // p, (w + p // 2) // p, x.device, x.dtype)
@@ -364,15 +404,17 @@ def apply_infiniteyou(
 ) -> "host.ModelPatcher":
     """Return a clone of ``model`` that adds this InfuseNet's residuals; ``model`` is not changed.
 
-    id_tokens: [1 or batch, Q, 4096] from :func:`weights.project_identity`.
-    control_latent: raw VAE latent [1, 16, h, w] of the pose image, a callable (h, w) -> latent, or
-    None for the reference's black image (encoded with ``vae`` once per latent size).
+    model: of the family the InfuseNet was made for (``bundle.base``): FLUX.1, or FLUX.2 [klein].
+    id_tokens: [1 or batch, Q, width] from :func:`weights.project_identity` (4096 for FLUX.1, the base's text
+    width for FLUX.2).
+    control_latent: raw VAE latent of the pose image ([1, 16, h, w] on FLUX.1, [1, 128, h, w] from FLUX.2's VAE),
+    a callable (h, w) -> latent, or None for the reference's black image (encoded with ``vae`` once per latent size).
     start/end: fraction of steps (window="steps", the reference) or sigma percent (window="sigma").
     guidance: the branch's guidance (reference 1.0); None follows the base model's guidance.
     apply_to: "positive" (reference: the negative pass gets nothing) or "both".
     mask: [H, W] (or [1, H, W]) in [0, 1], any resolution; limits the residuals to a region.
     """
-    dm = flux_diffusion_model(model)
+    dm = flux_diffusion_model(model, bundle.base)
     check_compatible(dm, bundle, id_tokens)
     if window not in ("steps", "sigma"):
         raise InfiniteYouError(f"window must be 'steps' or 'sigma', got {window!r}.")

@@ -11,21 +11,8 @@ from typing import Sequence
 
 import torch
 
-SAME_PERSON = 0.45
-"""ArcFace cosine at or above which two faces are the same person: InsightFace buffalo_l's verification
-threshold, cosine distance 0.55 (serengil/deepface, deepface/config/threshold.py, tuned on face-pair benchmarks)."""
-LIKELY_SAME = 0.32
-"""ArcFace cosine at or above which two faces are likely the same person: deepface's ArcFace threshold,
-cosine distance 0.68 (same source). Below it: unlikely."""
-
-SIMILARITY_BANDS = (
-    (SAME_PERSON, "same", "same person (ArcFace verification threshold 0.45)"),
-    (LIKELY_SAME, "likely", "likely the same person: try another seed, strength 1.0 or more sim_stage1"),
-    (-1.0, "unlikely", "unlikely the same person"),
-)
-"""(from, band id, meaning), highest first. The thresholds are face-verification thresholds measured on photo
-pairs, not on generated images. For scale: the InfiniteYou paper's mean ID similarity on its test set is 0.791
-(ID loss 0.209), PuLID-FLUX 0.775, FLUX IP-Adapter 0.228."""
+from .face.identity import photo_rows
+from .face.similarity import SIMILARITY_BANDS
 
 
 def payload(report: dict) -> list[str]:
@@ -44,8 +31,6 @@ def identity_report(identity, images: Sequence[dict]) -> dict:
     """The faces used (box, keypoints, photo size) and, per photo, its measurements from
     ``infusenet.face.identity.photo_rows`` (face size, detector score, sharpness, quality, weight,
     similarity to the identity and to the other photos, outlier); ``combine`` is how the photos were combined."""
-    from .face.identity import photo_rows
-
     rows = photo_rows(identity)
     photos = [{"box": [round(float(v), 1) for v in box], "keypoints": [[round(float(x), 1), round(float(y), 1)] for x, y in kps],
                "size": list(size), **{k: v for k, v in row.items() if k not in ("box", "image_size")}}
@@ -80,7 +65,8 @@ def similarity_report(scores: Sequence[float | None], identity=None, ranking: Se
 def infusenet_report(bundle) -> dict:
     c = bundle.config
     return {"kind": "infusenet", "variant": bundle.variant, "precision": bundle.precision, "double_blocks": c.depth,
-            "single_blocks": c.depth_single_blocks, "hidden_size": c.hidden_size, "tokens": bundle.num_tokens}
+            "single_blocks": c.depth_single_blocks, "hidden_size": c.hidden_size, "tokens": bundle.num_tokens,
+            "base": bundle.base_name}
 
 
 def pose_report(width: int, height: int, images: Sequence[dict]) -> dict:

@@ -5,6 +5,8 @@
   is cast per layer for compute by ComfyUI's ``manual_cast`` operations, like ComfyUI's fp8 models.
 * ``image_proj_model.bin`` (``{"image_proj": state_dict}``, read with ``weights_only=True``) or a
   safetensors file holding the same state dict (optionally with the ``image_proj.`` prefix).
+* InfuseNets for FLUX.2 [klein], in the same folder or single-file forms but with ComfyUI's own FLUX.2 key
+  names (the names klein's published files use), recognised by ``double_stream_modulation_img.lin.weight``.
 
 Every failure raises :class:`InfiniteYouError` naming the file, what was expected and what was found.
 """
@@ -22,6 +24,7 @@ from torch import Tensor
 
 from . import host
 from .model import InfuseNet, InfuseNetConfig
+from .model_flux2 import InfuseNet2, InfuseNet2Config
 from .resampler import Resampler, ResamplerConfig
 
 FP8_DTYPES = tuple(t for t in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None)) if t)
@@ -35,6 +38,10 @@ REQUIRED_DIFFUSERS_KEYS = (
     "time_text_embed.text_embedder.linear_1.weight",
 )
 REQUIRED_RESAMPLER_KEYS = ("latents", "proj_in.weight", "proj_out.weight", "norm_out.weight", "layers.0.0.to_q.weight")
+FLUX2_KEY = "double_stream_modulation_img.lin.weight"
+"""The tensor that tells a FLUX.2 InfuseNet (global modulation) from a FLUX.1 one."""
+BASE_NAMES = {"flux1": "FLUX.1", "flux2": "FLUX.2"}
+"""The base families an InfuseNet is made for, as the nodes and messages name them."""
 
 
 class InfiniteYouError(ValueError):
@@ -46,16 +53,26 @@ class InfuseNetBundle:
     """A loaded InfuseNet (managed by ComfyUI), its Resampler and facts for the UI."""
 
     patcher: "host.ModelPatcher"
-    config: InfuseNetConfig
+    config: InfuseNetConfig | InfuseNet2Config
     resampler: Resampler | None = None
     variant: str = "unknown"        # "aes_stage2" | "sim_stage1" | "unknown" (guessed from the model's names)
     precision: str = "unknown"      # what is held in memory: "bf16" | "fp8_e4m3fn" | ... ("... (bf16 file)")
     files: list[str] = field(default_factory=list)
     projection: "host.ModelPatcher | None" = None  # the Resampler, managed by ComfyUI
+    base: str = "flux1"             # the base family it was made for: "flux1" | "flux2" (see BASE_NAMES)
 
     @property
-    def model(self) -> InfuseNet:
+    def model(self) -> InfuseNet | InfuseNet2:
         return self.patcher.model
+
+    @property
+    def base_name(self) -> str:
+        return BASE_NAMES[self.base]
+
+    @property
+    def pooled_text_width(self) -> int | None:
+        """Width of the pooled text vector the branch reads (FLUX.1: 768), None where it reads none (FLUX.2)."""
+        return getattr(self.config, "vec_in_dim", None)
 
     @property
     def num_tokens(self) -> int | None:
@@ -64,18 +81,21 @@ class InfuseNetBundle:
 
 # ---------------------------------------------------------------- reading files
 def _read_safetensors(path: str) -> dict[str, Tensor]:
+    """The tensors of a safetensors file. Bad bytes (truncated, corrupt) say "download it again"; a ComfyUI whose
+    loader changed says so, by name and version (:func:`host.load_torch_file` tells the two apart)."""
     try:
         return host.load_torch_file(path)
-    except Exception as e:  # safetensors raises its own error types
+    except host.UnreadableFile as e:
         size = os.path.getsize(path) if os.path.exists(path) else 0
         raise InfiniteYouError(
-            f"Could not read '{path}' ({size} bytes): the safetensors file is truncated or corrupt "
-            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}). Download it again."
-        ) from e
+            f"Could not read '{path}' ({size} bytes): the safetensors file is truncated or corrupt ({e.reason}). "
+            "Download it again.") from e
+    except host.HostMismatch as e:
+        raise InfiniteYouError(f"Could not read '{path}': {e}") from e
 
 
 def read_infusenet_state_dict(path: str) -> tuple[dict[str, Tensor], list[str]]:
-    """Tensors of an InfuseNet (diffusers key names) from a folder or a single file.
+    """Tensors of an InfuseNet (diffusers key names; ComfyUI's for FLUX.2) from a folder or a single file.
 
     Returns (state dict, list of files read).
     """
@@ -131,8 +151,8 @@ def to_comfy_keys(sd: dict[str, Tensor], source: str = "") -> dict[str, Tensor]:
     Raises InfiniteYouError listing the expected keys that are missing.
     """
     sd = _strip_prefix(dict(sd))
-    if "img_in.weight" in sd and "txt_in.weight" in sd:
-        return host.to_host_keys(sd)  # already in ComfyUI layout
+    if FLUX2_KEY in sd or ("img_in.weight" in sd and "txt_in.weight" in sd):
+        return host.to_host_keys(sd)  # already in ComfyUI layout (every FLUX.2 InfuseNet is)
     missing = [k for k in REQUIRED_DIFFUSERS_KEYS if k not in sd]
     if not any(k.startswith(("controlnet_blocks.", "controlnet_single_blocks.")) for k in sd):
         missing.append("controlnet_blocks.0.weight or controlnet_single_blocks.0.weight")
@@ -197,6 +217,29 @@ def config_from_state_dict(sd: dict[str, Tensor], source: str = "") -> InfuseNet
         raise InfiniteYouError(f"'{source}' is not a complete InfuseNet: tensor {e} is missing.") from e
 
 
+def base_family(sd: dict[str, Tensor]) -> str:
+    """The base family ComfyUI-layout InfuseNet weights were made for: ``"flux2"`` (global modulation) or ``"flux1"``."""
+    return "flux2" if FLUX2_KEY in sd else "flux1"
+
+
+def network_for(sd: dict[str, Tensor], source: str = "") -> tuple[InfuseNetConfig | InfuseNet2Config, type]:
+    """The shape and class of the InfuseNet ``sd`` holds (ComfyUI layout): FLUX.1's or FLUX.2's.
+
+    A FLUX.2 InfuseNet needs a ComfyUI that builds FLUX.2 [klein]; on another the error names the ComfyUI
+    version and what it lacks (the file is fine)."""
+    if base_family(sd) == "flux1":
+        return config_from_state_dict(sd, source), InfuseNet
+    lacks = host.flux2_klein_lacks()
+    if lacks:
+        raise InfiniteYouError(
+            f"'{source}' is an InfuseNet for FLUX.2 [klein], which {host.host_label()} cannot load: it lacks {lacks}. "
+            "The file is fine; update ComfyUI to a release that loads FLUX.2 [klein] (0.30.0 does).")
+    try:
+        return InfuseNet2Config.from_state_dict(sd, source), InfuseNet2
+    except ValueError as e:
+        raise InfiniteYouError(f"'{source}' is not a complete InfuseNet for FLUX.2: {e}.") from e
+
+
 def _precision_name(dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(
         dtype, str(dtype).replace("torch.float8_", "fp8_")
@@ -233,8 +276,9 @@ def guess_variant(path: str) -> str:
 def build_infusenet(
     sd: dict[str, Tensor], source: str = "", dtype: torch.dtype | None = None, reload: tuple | None = None,
     dynamic: bool = True,
-) -> tuple["host.ModelPatcher", InfuseNetConfig, torch.dtype]:
-    """Construct the network on the offload device, load ``sd`` (ComfyUI layout), wrap in a ModelPatcher.
+) -> tuple["host.ModelPatcher", InfuseNetConfig | InfuseNet2Config, torch.dtype]:
+    """Construct the network (FLUX.1's or FLUX.2's, see :func:`network_for`) on the offload device, load ``sd``
+    (ComfyUI layout), wrap in a ModelPatcher.
 
     dtype None: fp8 weights stay fp8 (compute cast per layer); others follow ComfyUI's choice for the
     load device (``model_management.unet_dtype``). ``reload``: how to rebuild it from its files, for
@@ -242,7 +286,7 @@ def build_infusenet(
     Returns (patcher, config, weight dtype of the file).
     """
     sd = host.to_host_keys(sd)
-    config = config_from_state_dict(sd, source)
+    config, network = network_for(sd, source)
     file_dtype = host.weight_dtype(sd)
     load_device = host.torch_device()
     offload_device = host.offload_device()
@@ -254,7 +298,7 @@ def build_infusenet(
             dtype = host.unet_dtype(sum(t.numel() for t in sd.values()), supported, file_dtype)
     manual_cast = host.manual_cast_dtype(dtype, load_device, supported)
     operations = host.operations_for(dtype, manual_cast, load_device)
-    model = InfuseNet(config, dtype=dtype, device=offload_device, operations=operations)
+    model = network(config, dtype=dtype, device=offload_device, operations=operations)
     model.compute_dtype = manual_cast or dtype
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing and unexpected:
@@ -342,19 +386,33 @@ def load_infusenet(path: str, projection_path: str | None = None, dtype: torch.d
     sd, files = read_infusenet_state_dict(path)
     sd = to_comfy_keys(sd, path)
     patcher, config, file_dtype = build_infusenet(sd, path, dtype, reload=(reload_infusenet_patcher, (path, dtype)))
+    base = base_family(sd)
     del sd
     resampler = projection = None
     if projection_path is None:
         projection_path = find_projection_file(path)
     if projection_path is not None:
         resampler = load_resampler(projection_path)
+        check_projection_width(resampler, config, projection_path, path)
         projection = projection_patcher(resampler)
         files.append(projection_path)
     return InfuseNetBundle(
         patcher=patcher, config=config, resampler=resampler, variant=guess_variant(path),
         precision=precision_label(host.weight_dtype(patcher.model.state_dict()), file_dtype), files=files,
-        projection=projection,
+        projection=projection, base=base,
     )
+
+
+def check_projection_width(resampler: Resampler, config: InfuseNetConfig | InfuseNet2Config, projection_path: str,
+                           infusenet_path: str) -> None:
+    """The projection's identity tokens must be as wide as the InfuseNet's text input (``txt_in``: 4096 on FLUX.1,
+    the base's text width on FLUX.2); a projection trained with another InfuseNet is refused here, not at sampling."""
+    made, read = resampler.config.output_dim, config.context_in_dim
+    if made != read:
+        raise InfiniteYouError(
+            f"'{projection_path}' makes identity tokens {made} wide, but the InfuseNet '{infusenet_path}' reads tokens "
+            f"{read} wide (its txt_in): this projection was trained with another InfuseNet. Choose the "
+            "image_proj_model file from the InfuseNet's own folder.")
 
 
 def projection_patcher(resampler: Resampler):
@@ -366,7 +424,8 @@ def projection_patcher(resampler: Resampler):
 
 @torch.no_grad()
 def project_identity(bundle_or_resampler: InfuseNetBundle | Resampler, embedding: Tensor) -> Tensor:
-    """ArcFace embedding [512] (or [R,512] / [1,T,512]) -> identity tokens [1, Q, 4096] float32 on CPU."""
+    """ArcFace embedding [512] (or [R,512] / [1,T,512]) -> identity tokens [1, Q, width] float32 on CPU (width:
+    4096 for FLUX.1, the base's text width for FLUX.2)."""
     bundle = bundle_or_resampler if isinstance(bundle_or_resampler, InfuseNetBundle) else None
     resampler = bundle.resampler if bundle is not None else bundle_or_resampler
     if resampler is None:

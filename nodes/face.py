@@ -14,10 +14,9 @@ from ..infusenet.face.combine import COMBINE_MODES
 from ..infusenet.face.identity import identity_and_faces, merge_identities, photo_report_lines, preview_image
 from ..infusenet.face.pose import DEFAULT_HEIGHT, DEFAULT_WIDTH, pose_image
 from ..infusenet.face.masks import face_mask
-from ..infusenet.weights import project_identity
 from .checks import finite_between, given, link_type_problems, number_problems, one_of, plain_names, require, verdict
 from .errors import node_errors
-from .types import CATEGORY, FaceEncoderType, IdentityType, InfuseNetType
+from .types import CATEGORY, FaceEncoderType, IdentityType, InfuseNetType, advanced
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +164,13 @@ class IdentityFromImages(io.ComfyNode):
             node_id="InfU_IdentityFromImages",
             display_name="InfiniteYou Identity From Images",
             category=CATEGORY,
-            description="Detects the face in each reference photo, aligns it, embeds it with ArcFace and "
-                        "projects it into InfuseNet identity tokens. Several photos (a batch, or a chain through "
-                        "add_to) combine into one identity as 'combine' says; photo_report and the node show each "
-                        "photo's quality, weight and similarity, and mark a photo that looks like someone else.",
+            description="Detects the face in each reference photo, aligns it and embeds it with ArcFace. Several "
+                        "photos (a batch, or a chain through add_to) combine into one identity as 'combine' says; "
+                        "photo_report and the node show each photo's quality, weight and similarity, and mark a "
+                        "photo that looks like someone else. Apply InfiniteYou turns the identity into its own "
+                        "InfuseNet's tokens, so changing the InfuseNet does not run the faces again.",
             inputs=[
                 FaceEncoderType.Input("face_encoder", tooltip="From InfiniteYou Face Encoder Loader."),
-                InfuseNetType.Input("infusenet", tooltip="From InfiniteYou InfuseNet Loader: its identity "
-                                    "projection turns the embedding into tokens (8 or 16)."),
                 io.Image.Input("images", tooltip="One or more photos of the same person (RGB, RGBA or grayscale, "
                                "any size). Several photos combine into one identity as 'combine' says."),
                 *face_select_inputs(),
@@ -183,9 +181,14 @@ class IdentityFromImages(io.ComfyNode):
                                tooltip="How several photos make one identity. mean: every photo counts the same "
                                        "(the average of the normalised embeddings). quality weighted: sharper, "
                                        "larger, surer faces count more. best photo: only the best face."),
+                advanced(InfuseNetType.Input(
+                    "infusenet", optional=True,
+                    tooltip="Not used: Apply InfiniteYou projects the identity with its own InfuseNet. Workflows "
+                            "saved with this link still run; without it, changing the InfuseNet keeps this node's "
+                            "result.")),
             ],
             outputs=[
-                IdentityType.Output("identity", display_name="identity", tooltip="Identity tokens for Apply InfiniteYou, plus the raw "
+                IdentityType.Output("identity", display_name="identity", tooltip="For Apply InfiniteYou: the ArcFace "
                                     "embeddings and the faces used (boxes, keypoints)."),
                 io.Image.Output("faces", display_name="faces", tooltip="Each photo with the face box and keypoints used, beside the "
                                 "aligned 112x112 crop ArcFace saw."),
@@ -206,8 +209,8 @@ class IdentityFromImages(io.ComfyNode):
         return verdict(NODE_IDENTITY, cls.problems(face_select, det_size, combine))
 
     @classmethod
-    def execute(cls, face_encoder, infusenet, images, face_select, face_index, det_size, combine="mean",
-                add_to=None) -> io.NodeOutput:
+    def execute(cls, face_encoder, images, face_select, face_index, det_size, combine="mean", add_to=None,
+                infusenet=None) -> io.NodeOutput:
         require(NODE_IDENTITY, cls.problems(face_select, det_size, combine))
         require(NODE_IDENTITY, number_problems(cls, {"face_index": face_index}))
         with node_errors(NODE_IDENTITY):
@@ -215,7 +218,6 @@ class IdentityFromImages(io.ComfyNode):
                                                 combine)
             if add_to is not None:
                 identity = merge_identities(add_to, identity, combine)
-            identity.tokens = project_identity(infusenet, identity.embedding)
         lines = photo_report_lines(identity)
         for line in lines:
             if "OUTLIER" in line:

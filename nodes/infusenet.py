@@ -12,7 +12,7 @@ from ..infusenet.patch import apply_infiniteyou, black_control
 from ..infusenet.weights import InfiniteYouError, load_infusenet
 from .checks import finite_between, given, link_type_problems, number_problems, one_of, plain_names, require, verdict
 from .errors import node_errors
-from .types import CATEGORY, IdentityType, InfuseNetType
+from .types import CATEGORY, IdentityType, InfuseNetType, advanced
 
 AUTO_PROJECTION = "auto (image_proj_model beside the InfuseNet)"
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "bf16", "fp16", "fp32"]
@@ -33,8 +33,9 @@ class InfuseNetLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads an InfuseNet from models/infiniteyou/ or the official pack's models/infinite_you/: "
                         "a diffusers InfuseNetModel folder, or a single bf16 / fp8 safetensors file, with its "
-                        "identity projection (image_proj_model.bin). Shows the variant (aes_stage2: better text "
-                        "alignment and aesthetics; sim_stage1: higher similarity) and precision.",
+                        "identity projection (image_proj_model.bin). InfuseNets for FLUX.1 and for FLUX.2 [klein] "
+                        "load alike. Shows the variant (aes_stage2: better text alignment and aesthetics; "
+                        "sim_stage1: higher similarity), precision, depth and the base it was made for.",
             inputs=[
                 io.Combo.Input("infusenet_name", options=paths.list_infusenet_models(),
                                tooltip="InfuseNetModel folder or single-file InfuseNet (bf16 or fp8_e4m3fn)."),
@@ -46,7 +47,7 @@ class InfuseNetLoader(io.ComfyNode):
                                tooltip="default keeps the file's precision (fp8 files stay fp8 in memory and are "
                                        "cast per layer for compute). fp8_e4m3fn halves the memory of a bf16 file."),
             ],
-            outputs=[InfuseNetType.Output("infusenet", display_name="infusenet", tooltip="For Identity From Images and Apply InfiniteYou.")],
+            outputs=[InfuseNetType.Output("infusenet", display_name="infusenet", tooltip="For Apply InfiniteYou (and the likeness blend).")],
         )
 
     @staticmethod
@@ -98,9 +99,10 @@ class InfuseNetLoader(io.ComfyNode):
             bundle = load_infusenet(path, proj, DTYPES[weight_dtype])
         c = bundle.config
         summary = {"variant": bundle.variant, "precision": bundle.precision, "double_blocks": c.depth,
-                   "single_blocks": c.depth_single_blocks, "hidden_size": c.hidden_size, "tokens": bundle.num_tokens}
+                   "single_blocks": c.depth_single_blocks, "hidden_size": c.hidden_size, "tokens": bundle.num_tokens,
+                   "base": bundle.base}
         text = (f"{bundle.variant} · {bundle.precision} · {c.depth} double + {c.depth_single_blocks} single blocks"
-                f" · {bundle.num_tokens} identity tokens")
+                f" · for {bundle.base_name} · {bundle.num_tokens} identity tokens")
         return io.NodeOutput(bundle, ui={"text": [text], "infu_infusenet": [json.dumps(summary)],
                                          "infu_report": report.payload(report.infusenet_report(bundle))})
 
@@ -121,31 +123,36 @@ class ApplyInfiniteYou(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="A FLUX.1 model (dev, schnell, Fill, Kontext; bf16, fp8 or GGUF; with LoRAs...)."),
                 InfuseNetType.Input("infusenet", tooltip="From InfiniteYou InfuseNet Loader."),
-                IdentityType.Input("identity", tooltip="From InfiniteYou Identity From Images. Made with another InfuseNet "
-                                   "(e.g. aes_stage2 for a sim_stage1 Apply), its embedding is projected again "
-                                   "with this InfuseNet's own projection."),
+                IdentityType.Input("identity", tooltip="From InfiniteYou Identity From Images: its embedding is "
+                                   "projected into tokens by this InfuseNet's own projection."),
                 io.Vae.Input("vae", tooltip="The FLUX VAE: encodes the control image (or the black image the "
                              "reference uses when there is no pose)."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.01,
                                tooltip="Scale of the residuals (the reference's conditioning scale). 0 leaves the model "
                                        "unchanged. If the face looks pasted, try 0.9 or start 0.1 (see preset)."),
-                io.Float.Input("start", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Start of the window: by default a fraction of the sampling steps, as in the "
-                                       "reference (step i of S runs iff i/S >= start and (i+1)/S <= end)."),
-                io.Float.Input("end", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="End of the window (fraction of steps, or sigma percent; see window)."),
-                io.Combo.Input("window", options=WINDOWS, default=WINDOWS[0],
-                               tooltip="How start/end are read: fraction of steps (the reference) or ComfyUI's "
-                                       "sigma percent (like ControlNet nodes)."),
-                io.Float.Input("infusenet_guidance", default=1.0, min=0.0, max=100.0, step=0.1,
-                               tooltip="Guidance given to the InfuseNet branch. The reference always uses 1.0, "
-                                       "whatever the model's guidance."),
-                io.Boolean.Input("follow_model_guidance", default=False,
-                                 tooltip="Give the branch the model's own guidance (e.g. 3.5 from FluxGuidance) "
-                                         "instead of infusenet_guidance, as some other packs do."),
-                io.Combo.Input("apply_to", options=APPLY_TO, default=APPLY_TO[0],
-                               tooltip="The reference adds residuals to the positive pass only; with CFG > 1 the "
-                                       "negative pass stays untouched."),
+                advanced(io.Float.Input(
+                    "start", default=0.0, min=0.0, max=1.0, step=0.01,
+                    tooltip="Start of the window: by default a fraction of the sampling steps, as in the reference "
+                            "(step i of S runs iff i/S >= start and (i+1)/S <= end).")),
+                advanced(io.Float.Input(
+                    "end", default=1.0, min=0.0, max=1.0, step=0.01,
+                    tooltip="End of the window (fraction of steps, or sigma percent; see window).")),
+                advanced(io.Combo.Input(
+                    "window", options=WINDOWS, default=WINDOWS[0],
+                    tooltip="How start/end are read: fraction of steps (the reference) or ComfyUI's sigma percent "
+                            "(like ControlNet nodes).")),
+                advanced(io.Float.Input(
+                    "infusenet_guidance", default=1.0, min=0.0, max=100.0, step=0.1,
+                    tooltip="Guidance given to the InfuseNet branch. The reference always uses 1.0, whatever the "
+                            "model's guidance.")),
+                advanced(io.Boolean.Input(
+                    "follow_model_guidance", default=False,
+                    tooltip="Give the branch the model's own guidance (e.g. 3.5 from FluxGuidance) instead of "
+                            "infusenet_guidance, as some other packs do.")),
+                advanced(io.Combo.Input(
+                    "apply_to", options=APPLY_TO, default=APPLY_TO[0],
+                    tooltip="The reference adds residuals to the positive pass only; with CFG > 1 the negative pass "
+                            "stays untouched.")),
                 io.Image.Input("control_image", optional=True,
                                tooltip="Pose image from InfiniteYou Pose Image, at the output size. Empty: the "
                                        "reference's black image."),

@@ -28,8 +28,8 @@ class ApplyLikenessBlend(io.ComfyNode):
                 io.Model.Input("model", tooltip="A FLUX.1 model (as for Apply InfiniteYou)."),
                 InfuseNetType.Input("infusenet_sim", tooltip="The sim_stage1 InfuseNet (InfuseNet Loader)."),
                 InfuseNetType.Input("infusenet_aes", tooltip="The aes_stage2 InfuseNet (another InfuseNet Loader)."),
-                IdentityType.Input("identity", tooltip="From InfiniteYou Identity From Images, made with either "
-                                   "InfuseNet: each branch projects the identity with its own projection."),
+                IdentityType.Input("identity", tooltip="From InfiniteYou Identity From Images: each branch projects "
+                                   "the identity with its own InfuseNet's projection."),
                 io.Vae.Input("vae", tooltip="The FLUX VAE (encodes the control image, or the reference's black image)."),
                 io.Float.Input("likeness", default=0.5, min=0.0, max=1.0, step=0.05,
                                tooltip="The share of sim_stage1. 1: sim_stage1 alone (most like the photo); "

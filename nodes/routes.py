@@ -1,7 +1,9 @@
-"""The pack's HTTP routes (glue only): ``GET /infiniteyou/models`` serves :mod:`infusenet.doctor`."""
+"""The pack's HTTP routes (glue only): ``GET /infiniteyou/models`` serves :mod:`infusenet.doctor`; the answer to
+``POST /prompt`` carries each of this pack's validation messages once per node."""
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 
 from aiohttp import web
@@ -10,6 +12,8 @@ from ..infusenet import doctor, host
 
 PREFIX = "/infiniteyou/models"
 _ENCODED = re.compile(r"%(2e|2f|5c|00|25)", re.IGNORECASE)
+NODE_PREFIX = "InfU_"
+VALIDATION_FAILED = "custom_validation_failed"
 
 
 def _refuse(message: str) -> web.Response:
@@ -34,7 +38,52 @@ async def models_report(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(doctor.inventory))
 
 
+def one_message_per_node(answer: dict) -> dict:
+    """``answer`` (to ``POST /prompt``) with each validation message of this pack's nodes once.
+
+    ComfyUI files what a node's ``validate_inputs`` returns once for every input that method takes (details
+    ``"<input> - <message>"``), so Apply InfiniteYou's message would be listed seven times by the frontend. One
+    stays, on the input the message names first (``start`` for "start (0.9) is after end (0.2)")."""
+    for entry in (answer.get("node_errors") or {}).values():
+        if str(entry.get("class_type", "")).startswith(NODE_PREFIX):
+            entry["errors"] = once_each(entry.get("errors") or [])
+    return answer
+
+
+def once_each(errors: list[dict]) -> list[dict]:
+    """Validation errors of one node that carry the same message become one; other errors stay, in order."""
+    kept: list[dict] = []
+    where: dict[str, int] = {}  # message -> its place in kept
+    for error in errors:
+        if error.get("type") != VALIDATION_FAILED:
+            kept.append(error)
+            continue
+        message = validation_message(error)
+        if message not in where:
+            where[message] = len(kept)
+            kept.append(error)
+        elif named_at(error, message) < named_at(kept[where[message]], message):
+            kept[where[message]] = error
+    return kept
+
+
+def input_of(error: dict) -> str:
+    return str((error.get("extra_info") or {}).get("input_name", ""))
+
+
+def validation_message(error: dict) -> str:
+    """The node's message without the ``"<input> - "`` ComfyUI puts in front."""
+    details, name = str(error.get("details", "")), input_of(error)
+    return details[len(name) + 3:] if details.startswith(f"{name} - ") else details
+
+
+def named_at(error: dict, message: str) -> float:
+    """Where the message first names the error's input as a word (infinity when it does not)."""
+    found = re.search(rf"(?<!\w){re.escape(input_of(error))}(?!\w)", message) if input_of(error) else None
+    return found.start() if found else math.inf
+
+
 def register_routes() -> bool:
     ok = host.add_get_route(PREFIX, models_report)
     ok = host.add_get_route(PREFIX + "/{file:.+}", models_report) and ok
-    return ok
+    return host.rewrite_prompt_answers(one_message_per_node) and ok

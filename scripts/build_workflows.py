@@ -24,6 +24,9 @@ HF_FLUX_GGUF = "https://huggingface.co/city96/FLUX.1-dev-gguf/resolve/main/"
 HF_FLUX_FILL = "https://huggingface.co/black-forest-labs/FLUX.1-Fill-dev/resolve/main/"
 HF_FLUX_KONTEXT = "https://huggingface.co/black-forest-labs/FLUX.1-Kontext-dev/resolve/main/"
 FACEXLIB_ARCFACE = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth"
+HF_KLEIN = "https://huggingface.co/Comfy-Org/flux2-klein/resolve/main/split_files/"
+HF_FLUX2_VAE = "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/vae/"
+"""FLUX.2 [klein] as ComfyUI's own klein templates link it (Comfy-Org's split files)."""
 
 MODELS = {
     "flux1-dev.safetensors": (HF_FLUX_DEV + "flux1-dev.safetensors", "diffusion_models"),
@@ -41,7 +44,12 @@ MODELS = {
     "flux1-dev-Q4_0.gguf": (HF_FLUX_GGUF + "flux1-dev-Q4_0.gguf", "diffusion_models"),
     "flux1-fill-dev.safetensors": (HF_FLUX_FILL + "flux1-fill-dev.safetensors", "diffusion_models"),
     "flux1-kontext-dev.safetensors": (HF_FLUX_KONTEXT + "flux1-kontext-dev.safetensors", "diffusion_models"),
+    "flux-2-klein-4b.safetensors": (HF_KLEIN + "diffusion_models/flux-2-klein-4b.safetensors", "diffusion_models"),
+    "qwen_3_4b.safetensors": (HF_KLEIN + "text_encoders/qwen_3_4b.safetensors", "text_encoders"),
+    "flux2-vae.safetensors": (HF_FLUX2_VAE + "flux2-vae.safetensors", "vae"),
 }
+TRAINED_BY_YOU = {"flux2_klein_4b/InfuseNetModel": "README.md#flux2-klein-train-your-own-infusenet"}
+"""Models no one publishes, which the user trains (the README's recipe): their loaders offer no download."""
 OTHER_PACKS = {"UnetLoaderGGUF": "comfyui-gguf"}
 """Node types from other packs the workflows use (their registry id, for the frontend's missing-node help)."""
 
@@ -185,14 +193,18 @@ def build(nodes: list[N], notes: list[Note], info: dict, file_name: str) -> dict
 
 
 NODE_SIZES = {
-    "CLIPLoader": (270, 120), "CLIPTextEncode": (400, 200), "DualCLIPLoader": (270, 150),
-    "EmptySD3LatentImage": (270, 120), "FluxGuidance": (270, 70), "ImageCompositeMasked": (280, 160),
+    "CFGGuider": (270, 110), "CLIPLoader": (270, 120), "CLIPTextEncode": (400, 200),
+    "ConditioningZeroOut": (230, 40), "DualCLIPLoader": (270, 150), "EmptyFlux2LatentImage": (270, 120),
+    "EmptySD3LatentImage": (270, 120), "Flux2Scheduler": (270, 120), "FluxGuidance": (270, 70),
+    "ImageCompositeMasked": (280, 160),
     "ImageScale": (270, 150), "InfU_ApplyInfiniteYou": (300, 390), "InfU_ApplyLikenessBlend": (320, 300),
     "InfU_FaceEncoderLoader": (320, 150), "InfU_FaceMask": (270, 220), "InfU_FaceRegions": (270, 330),
     "InfU_IdentityFromImages": (320, 230), "InfU_IdentitySimilarity": (290, 150), "InfU_InfuseNetLoader": (290, 150),
     "InfU_PoseImage": (270, 240), "InpaintModelConditioning": (270, 150), "KSampler": (270, 270),
-    "LoadImage": (290, 110), "MaskComposite": (270, 140), "PreviewAny": (230, 130), "PreviewImage": (230, 40),
-    "ReferenceLatent": (230, 60), "SaveImage": (270, 70), "SetLatentNoiseMask": (230, 60), "SolidMask": (270, 120),
+    "KSamplerSelect": (270, 70), "LoadImage": (290, 110), "MaskComposite": (270, 140), "PreviewAny": (230, 130),
+    "PreviewImage": (230, 40), "RandomNoise": (270, 90), "ReferenceLatent": (230, 60),
+    "SamplerCustomAdvanced": (230, 120), "SaveImage": (270, 70), "SetLatentNoiseMask": (230, 60),
+    "SolidMask": (270, 120),
     "UNETLoader": (270, 90), "UnetLoaderGGUF": (270, 90), "VAEDecode": (230, 60), "VAEEncode": (230, 60),
     "VAELoader": (270, 70),
 }
@@ -347,7 +359,7 @@ def text_and_sampling(model_src, width=864, height=1152, steps=30, guidance=3.5,
 
 def identity(node_id=10, photo_node=6, photo=IDENTITY_PHOTO, add_to=None, title="Identity photo (your photo here)",
              widgets=None) -> list[N]:
-    links = {"face_encoder": (5, 0), "infusenet": (4, 0), "images": (photo_node, 0)}
+    links = {"face_encoder": (5, 0), "images": (photo_node, 0)}
     if add_to is not None:
         links["add_to"] = add_to
     return [
@@ -517,7 +529,7 @@ def wf_kontext_edit():
     """Kontext edit: the photo is the reference latent; its face is also the identity."""
     nodes = loaders(unet="flux1-kontext-dev.safetensors") + [
         N(6, "LoadImage", {"image": RECRAFT_PHOTO}, group="Identity", title="Photo to edit (your photo here)"),
-        N(10, "InfU_IdentityFromImages", {}, {"face_encoder": (5, 0), "infusenet": (4, 0), "images": (6, 0)},
+        N(10, "InfU_IdentityFromImages", {}, {"face_encoder": (5, 0), "images": (6, 0)},
           group="Identity", col=1),
         N(11, "PreviewImage", {}, {"images": (10, 1)}, group="Identity", col=1, title="Faces used"),
         N(7, "ImageScale", {"upscale_method": "lanczos", "width": 864, "height": 1152, "crop": "center"},
@@ -581,7 +593,7 @@ def wf_combine_photos():
     nodes = loaders()
     previous = None
     for photo_node, node_id, photo, title in photos:
-        links = {"face_encoder": (5, 0), "infusenet": (4, 0), "images": (photo_node, 0)}
+        links = {"face_encoder": (5, 0), "images": (photo_node, 0)}
         if previous is not None:
             links["add_to"] = (previous, 0)
         nodes += [N(photo_node, "LoadImage", {"image": photo}, group="Identity", title=title),
@@ -662,6 +674,61 @@ def wf_likeness_sweep():
         "try sim_stage1."))
 
 
+FLUX2_INFUSENET = "flux2_klein_4b/InfuseNetModel"
+FLUX2_CHANGE_FIRST = (
+    "**Change first**\n"
+    "- **Your photo**: in the Load Image node marked *your photo here*, upload a clear photo of one face "
+    "(the example is a public-domain portrait, copied into ComfyUI's input folder by the pack).\n"
+    "- **Your InfuseNet** (InfuseNet Loader): the folder your training run exported into "
+    "models/infiniteyou/ (here flux2_klein_4b/InfuseNetModel, with its image_proj_model.bin beside it).\n"
+    "- **strength** (Apply InfiniteYou, 1.0): how strongly the identity is imposed. "
+    "If the face looks pasted: start 0.1, then strength 0.9.\n"
+    "- **start** (0.0): a later start lets the base set composition and light before the identity comes in.")
+
+
+def wf_flux2_klein():
+    """FLUX.2 [klein] 4B with an InfuseNet the user trained, sampled as ComfyUI's klein template samples the
+    distilled model: 4 steps of euler on the FLUX.2 schedule (Flux2Scheduler), CFG 1 (the negative unused)."""
+    w, h = 864, 1152
+    nodes = [
+        N(1, "UNETLoader", {"unet_name": "flux-2-klein-4b.safetensors", "weight_dtype": "default"}, group="Models",
+          models=("flux-2-klein-4b.safetensors",), title="FLUX.2 [klein] 4B"),
+        N(2, "CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "flux2"}, group="Models",
+          models=("qwen_3_4b.safetensors",), title="Qwen3-4B text encoder"),
+        N(3, "VAELoader", {"vae_name": "flux2-vae.safetensors"}, group="Models", models=("flux2-vae.safetensors",),
+          title="FLUX.2 VAE"),
+        N(4, "InfU_InfuseNetLoader", {"infusenet_name": FLUX2_INFUSENET}, group="Models",
+          title="Your FLUX.2 [klein] InfuseNet"),
+        N(5, "InfU_FaceEncoderLoader", {}, group="Models", models=("recognition_arcface_ir_se50.pth",)),
+    ] + identity() + [
+        apply(12, (1, 0), (10, 0)),
+        N(20, "CLIPTextEncode", {"text": PROMPT}, {"clip": (2, 0)}, group="Prompt", title="Prompt"),
+        N(22, "ConditioningZeroOut", {}, {"conditioning": (20, 0)}, group="Prompt", title="Negative (unused at CFG 1)"),
+        N(34, "RandomNoise", {"noise_seed": 42}, group="Sampling"),
+        N(35, "KSamplerSelect", {"sampler_name": "euler"}, group="Sampling"),
+        N(36, "Flux2Scheduler", {"steps": 4, "width": w, "height": h}, group="Sampling"),
+        N(30, "EmptyFlux2LatentImage", {"width": w, "height": h, "batch_size": 1}, group="Sampling"),
+        N(37, "CFGGuider", {"cfg": 1.0}, {"model": (12, 0), "positive": (20, 0), "negative": (22, 0)},
+          group="Sampling", col=1),
+        N(31, "SamplerCustomAdvanced", {}, {"noise": (34, 0), "guider": (37, 0), "sampler": (35, 0),
+                                            "sigmas": (36, 0), "latent_image": (30, 0)}, group="Sampling", col=1),
+        N(32, "VAEDecode", {}, {"samples": (31, 0), "vae": (3, 0)}, group="Sampling", col=2),
+        N(33, "SaveImage", {"filename_prefix": "InfiniteYou_flux2_klein"}, {"images": (32, 0)}, group="Output"),
+    ]
+    text = ("## InfiniteYou on FLUX.2 [klein] 4B: your own InfuseNet\n"
+            "**No official FLUX.2 InfuseNet exists**: the published InfuseNets (aes_stage2, sim_stage1) are for "
+            "FLUX.1-dev and do not fit FLUX.2. Train one with the pack's trainer on FLUX.2 [klein] 4B (README, "
+            "section *FLUX.2 [klein]: train your own InfuseNet*: photos, stage 1, stage 2, export) and point the "
+            "InfuseNet Loader at what it exported. Sampling as ComfyUI's klein template: 4 steps, euler, the FLUX.2 "
+            "schedule, CFG 1; the latent and the scheduler share the size (864x1152). Needs ComfyUI 0.30 or newer "
+            "(ComfyUI 0.3.75 cannot load FLUX.2 [klein]).\n\n" + FLUX2_CHANGE_FIRST)
+    models = ("## Models\nFLUX.2 [klein] 4B (Apache-2.0), its Qwen3-4B text encoder (Load CLIP, type flux2) and "
+              "the FLUX.2 VAE: download links in each loader's properties (the frontend offers them when a file is "
+              "missing). **The InfuseNet has no download**: it is the one you trained, in "
+              "models/infiniteyou/flux2_klein_4b/ (InfuseNetModel/ and image_proj_model.bin).")
+    return nodes, [Note(90, text, "Identity"), Note(91, models, "Models", width=320)]
+
+
 TEMPLATE_CARDS = {
     "00_self_test_untrained_noise": "Self-test: runs on a CPU with no real models (the output is noise)",
     "01_basic": "Basic: one photo, FLUX.1-dev, 864x1152, 30 steps, guidance 3.5",
@@ -678,6 +745,7 @@ TEMPLATE_CARDS = {
     "12_two_people_auto_regions": "Two people: regions found from a layout photo, no masks to draw",
     "13_likeness_blend_sim_aes": "Likeness blend: sim_stage1 and aes_stage2 together",
     "14_likeness_sweep": "Four candidates ranked by likeness, the best saved",
+    "15_flux2_klein_your_own_infusenet": "FLUX.2 [klein] 4B with an InfuseNet you trained (none is published)",
 }
 """The line each template card shows on its thumbnail (workflows/<name>.jpg, made by
 tests/browser/make_pictures.py): ComfyUI's frontend titles custom-node templates with the file name."""
@@ -698,6 +766,7 @@ WORKFLOWS = {
     "12_two_people_auto_regions.json": wf_two_people_auto_regions,
     "13_likeness_blend_sim_aes.json": wf_likeness_blend,
     "14_likeness_sweep.json": wf_likeness_sweep,
+    "15_flux2_klein_your_own_infusenet.json": wf_flux2_klein,
 }
 
 

@@ -10,7 +10,10 @@
 #  - The shipped workflows appear in ComfyUI's template browser under this pack's name.
 #  - Without real InfiniteYou weights, small self-test models are generated so that the
 #    "00 Self-test" workflow runs end to end on a CPU in seconds. Its output is noise: untrained weights.
+#    They go to a folder of their own, .host/selftest/ (INFU_SELFTEST_DIR to put it elsewhere), never into
+#    ComfyUI's models/; ComfyUI reads them through --extra-model-paths-config.
 #  - On a machine without a GPU, ComfyUI is started with --cpu.
+#  - INFU_DRY_RUN=1: everything above, then print the ComfyUI command line instead of starting it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -29,19 +32,30 @@ COMFY=$(sed -E 's/.* comfyui=([^ ]+) .*/\1/' <<<"$line")
 PYBIN=$(sed -E 's/.* python=([^ ]+)$/\1/' <<<"$line")
 PORT=${PORT:-8188}
 
+SELFTEST_DIR=${INFU_SELFTEST_DIR:-$ROOT/.host/selftest}
+
 ARGS=()
 if [[ -n "${COMFYUI_DIR:-}" && -z "${INFU_BASE_DIR:-}" ]]; then
-  BASE="$COMFY"
+  BASE="$COMFY"  # your ComfyUI: the pack link is the one thing added to it
 else
   BASE="${INFU_BASE_DIR:-$ROOT/.host/base}"
   ARGS+=(--base-directory "$BASE")
+  mkdir -p "$BASE/models" "$BASE/input"
 fi
 if ! "$PYBIN" -c 'import sys, torch; mps = getattr(torch.backends, "mps", None); sys.exit(0 if torch.cuda.is_available() or (mps is not None and mps.is_available()) else 1)'; then
   ARGS+=(--cpu)
 fi
-mkdir -p "$BASE/custom_nodes" "$BASE/models" "$BASE/input"
+mkdir -p "$BASE/custom_nodes"
 ln -sfn "$ROOT" "$BASE/custom_nodes/infiniteyou-studio"
-COMFYUI_DIR="$COMFY" "$PYBIN" scripts/selftest.py --models "$BASE/models" --input "$BASE/input"
+COMFYUI_DIR="$COMFY" "$PYBIN" scripts/selftest.py --models "$BASE/models" --selftest-dir "$SELFTEST_DIR"
+if [[ -f "$SELFTEST_DIR/extra_model_paths.yaml" ]]; then
+  ARGS+=(--extra-model-paths-config "$SELFTEST_DIR/extra_model_paths.yaml")
+fi
 cd "$COMFY"
+COMMAND=("$PYBIN" main.py --listen 127.0.0.1 --port "$PORT" --disable-api-nodes "${ARGS[@]}" "$@")
+if [[ -n "${INFU_DRY_RUN:-}" ]]; then
+  printf 'InfiniteYou: would start in %s:' "$COMFY"; printf ' %q' "${COMMAND[@]}"; printf '\n'
+  exit 0
+fi
 echo "Starting ComfyUI ($COMFY) on http://127.0.0.1:$PORT with ${ARGS[*]:-no extra arguments} (Ctrl-C stops it)"
-exec "$PYBIN" main.py --listen 127.0.0.1 --port "$PORT" --disable-api-nodes "${ARGS[@]}" "$@"
+exec "${COMMAND[@]}"

@@ -38,7 +38,7 @@ def server_with_a_users_photo(tmp_path_factory):
 def test_the_server_lists_every_example_photo_for_load_image(server_with_a_users_photo):
     listed = server_with_a_users_photo.object_info()["LoadImage"]["input"]["required"]["image"][0]
     shipped = [p.name for p in example_photos()]
-    assert len(shipped) == 5
+    assert len(shipped) == 6  # five photos and the self-test workflow's drawn face
     assert set(shipped) <= set(listed), sorted(set(shipped) - set(listed))
 
 
@@ -51,15 +51,16 @@ def test_a_users_file_of_the_same_name_is_left_alone(server_with_a_users_photo):
 
 
 @newest_host_only("reads the shipped workflow files and photos")
-def test_every_photo_a_workflow_names_is_shipped_except_the_self_tests():
-    named = workflow_photos() - {"infu_selftest_face.png"}  # written by scripts/selftest.py with its models
-    assert named and named <= {p.name for p in example_photos()}, sorted(named - {p.name for p in example_photos()})
+def test_every_photo_a_workflow_names_is_shipped():
+    named = workflow_photos()
+    assert "infu_selftest_face.png" in named  # the self-test's photo comes like the others, not from run.sh
+    assert named <= {p.name for p in example_photos()}, sorted(named - {p.name for p in example_photos()})
 
 
 @newest_host_only("copies files into a folder it is given; ComfyUI's input folder is never asked for")
 def test_copying_twice_writes_nothing_the_second_time(tmp_path):
     first = copy_missing_photos(tmp_path)
-    assert sorted(p.name for p in first) == sorted(p.name for p in PHOTOS_DIR.glob("*.jpg"))
+    assert sorted(p.name for p in first) == sorted(p.name for p in [*PHOTOS_DIR.glob("*.jpg"), *PHOTOS_DIR.glob("*.png")])
     (tmp_path / first[0].name).write_bytes(USERS_OWN)
     assert copy_missing_photos(tmp_path) == []
     assert (tmp_path / first[0].name).read_bytes() == USERS_OWN

@@ -1,6 +1,6 @@
 """``scripts/selftest.py`` decides between the self-test models and real weights by what the files are,
-not by their names: only an InfuseNet the model doctor reads as whole counts as real weights, and the
-self-test workflow's photo is written either way."""
+not by their names: only an InfuseNet the model doctor reads as whole counts as real weights; with real weights
+ComfyUI is not pointed at the stand-ins, and nothing is written into ComfyUI's models folder either way."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,6 @@ from pathlib import Path
 from devtools.comfy_env import PACK_ROOT
 from tests.host_features import newest_host_only
 
-PHOTO = "infu_selftest_face.png"
 
 
 def bf16_infusenet(model_dir: Path) -> Path:
@@ -36,18 +35,20 @@ def test_only_a_whole_infusenet_counts_as_real_weights(tmp_path, model_dir):
     assert real_weights_present(models)
 
 
-def run_selftest(models: Path, inputs: Path) -> subprocess.CompletedProcess:
+def run_selftest(models: Path, selftest: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(PACK_ROOT / "scripts" / "selftest.py"), "--models", str(models),
-                           "--input", str(inputs)], env=env, capture_output=True, text=True, timeout=600)
+                           "--selftest-dir", str(selftest)], env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_the_selftest_photo_is_written_beside_real_weights(tmp_path, model_dir):
-    models, inputs = tmp_path / "models", tmp_path / "input"
+def test_real_weights_keep_the_stand_ins_out_of_comfyui(tmp_path, model_dir):
+    models, selftest = tmp_path / "models", tmp_path / "selftest"
     (models / "infiniteyou").mkdir(parents=True)
     (models / "infiniteyou" / "infusenet_aes_bf16.safetensors").symlink_to(bf16_infusenet(model_dir))
-    done = run_selftest(models, inputs)
+    (selftest / "models" / "infiniteyou" / "infu-selftest").mkdir(parents=True)  # stand-ins from an earlier run
+    (selftest / "extra_model_paths.yaml").write_text("infiniteyou_selftest:\n  vae: vae\n")
+    done = run_selftest(models, selftest)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "real InfuseNet weights found" in done.stdout, done.stdout
-    assert (inputs / PHOTO).stat().st_size > 1000
-    assert not (models / "infiniteyou" / "infu-selftest").exists()  # real weights: no stand-ins written
+    assert not (selftest / "extra_model_paths.yaml").exists()  # ComfyUI is no longer pointed at the stand-ins
+    assert sorted(p.name for p in models.rglob("*")) == ["infiniteyou", "infusenet_aes_bf16.safetensors"]

@@ -6,8 +6,10 @@ substitutions below.
 Test-only substitutions, the same for every workflow (nothing else is changed):
 * DualCLIPLoader (CLIP-L + T5-XXL) becomes CLIPLoader with the small CLIP-L: ComfyUI's T5-XXL is
   4.7B parameters, too large for this machine. The FLUX test model takes CLIP-L's 768-wide context.
-* Sizes shrink (864 -> 64, 1152 -> 96, 576 -> 48 pixels) and KSampler runs 2 steps, so that a
-  random 3072-wide FLUX runs in seconds on a CPU.
+  Likewise FLUX.2 [klein]'s CLIPLoader (Qwen3-4B, type flux2) loads the small CLIP-L as type
+  stable_diffusion; the klein test model takes its 768-wide context (tests/test_workflow_flux2.py).
+* Sizes shrink (864 -> 64, 1152 -> 96, 576 -> 48 pixels) and KSampler (or FLUX.2's Flux2Scheduler) runs
+  2 steps, so that a random 3072-wide FLUX runs in seconds on a CPU.
 * The example photos named by LoadImage are replaced by synthetic faces of the same names, which the test
   detector finds (:func:`write_photos`).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import io as _io
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -84,13 +87,26 @@ def for_test_host(prompt: dict) -> dict:
         if node["class_type"] == "DualCLIPLoader":
             node["class_type"] = "CLIPLoader"
             node["inputs"] = {"clip_name": "clip_l.safetensors", "type": "stable_diffusion"}
+        if node["class_type"] == "CLIPLoader" and node["inputs"].get("type") == "flux2":
+            node["inputs"].update(clip_name="clip_l.safetensors", type="stable_diffusion")
         for key in ("width", "height", "x", "y"):
             value = node["inputs"].get(key)
             if isinstance(value, int) and value in SIZE_MAP:
                 node["inputs"][key] = SIZE_MAP[value]
-        if node["class_type"] == "KSampler":
+        if node["class_type"] in ("KSampler", "Flux2Scheduler"):
             node["inputs"]["steps"] = min(node["inputs"]["steps"], TEST_STEPS)
     return prompt
+
+
+def refusal_here(path: Path) -> tuple[str, ...]:
+    """What the running ComfyUI answers to a shipped workflow it cannot run (fragments of the message), or ()
+    when it runs it: a FLUX.2 [klein] workflow on a ComfyUI without FLUX.2 [klein] is refused with its version."""
+    from infusenet import host
+
+    flux2 = any(n["type"] == "EmptyFlux2LatentImage" for n in json.loads(path.read_text())["nodes"])
+    if flux2 and host.flux2_klein_lacks():
+        return (f"{host.host_label()} cannot load FLUX.2 [klein]",)
+    return ()
 
 
 def api_prompt(server, name: str) -> dict:
@@ -119,8 +135,8 @@ def run_ok(server, prompt: dict):
 @STATIC
 def test_the_shipped_workflows_are_all_here():
     names = [p.name for p in ALL_WORKFLOWS]
-    assert len(names) == 15 and names[0].startswith("00_self_test") and names[-1].startswith("14_")
-    assert [n[:3] for n in names] == [f"{i:02d}_" for i in range(15)]
+    assert len(names) == 16 and names[0].startswith("00_self_test") and names[-1].startswith("15_flux2_klein")
+    assert [n[:3] for n in names] == [f"{i:02d}_" for i in range(16)]
     assert [p.name[:2] for p in BASES_WORKFLOWS] == ["08", "09", "10"]  # GGUF, Fill, Kontext
 
 
@@ -169,23 +185,39 @@ def keep_for_host_comparison(name: str, pixels: np.ndarray) -> None:
         Image.fromarray(pixels).save(folder / f"{name}.png")
 
 
+def trained_by_you(node: dict) -> str | None:
+    """The README section telling how to train the model a loader names, when no one publishes it."""
+    from scripts.build_workflows import TRAINED_BY_YOU
+
+    return TRAINED_BY_YOU.get(node["widgets_values"][0]) if node["type"] == "InfU_InfuseNetLoader" else None
+
+
 @STATIC
 @pytest.mark.parametrize("path", ALL_WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_model_nodes_offer_downloads(path):
-    """Every model loader names its files with an official URL and a folder, for the frontend."""
+    """Every model loader names its files with an official URL and a folder, for the frontend; a model the user
+    trains (a FLUX.2 InfuseNet) offers none, and the README section it points to exists."""
     workflow = json.loads(path.read_text())
     loaders = [n for n in workflow["nodes"] if n["type"] in
-               ("UNETLoader", "UnetLoaderGGUF", "DualCLIPLoader", "VAELoader", "InfU_InfuseNetLoader",
+               ("UNETLoader", "UnetLoaderGGUF", "DualCLIPLoader", "CLIPLoader", "VAELoader", "InfU_InfuseNetLoader",
                 "InfU_FaceEncoderLoader")]
     assert loaders
+    readme = (PACK_ROOT / "README.md").read_text()
     for node in loaders:
         if path.name.startswith("00_"):
             continue  # self-test models are generated, never downloaded
+        section = trained_by_you(node)
+        if section:
+            assert "models" not in node["properties"], f"{path.name}: a download offered for a model no one publishes"
+            anchor = section.split("#", 1)[1]
+            headings = [re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                        for line in readme.splitlines() if line.startswith("#")]
+            assert anchor in headings, f"the README has no section #{anchor}"
+            continue
         models = node["properties"].get("models")
         assert models, f"{node['type']} in {path.name} has no properties.models"
         for m in models:
             assert m["url"].startswith("https://") and m["directory"] and m["name"]
-            readme = (PACK_ROOT / "README.md").read_text()
             assert m["name"].split("/")[-1] in readme, f"{m['name']} is not in the README's model table"
 
 
@@ -313,18 +345,21 @@ def test_workflow_ids_are_distinct_and_the_same_on_every_rebuild():
     from scripts.build_workflows import workflow_id
 
     ids = [json.loads(p.read_text())["id"] for p in ALL_WORKFLOWS]
-    assert len(set(ids)) == len(ids) == 15
+    assert len(set(ids)) == len(ids) == 16
     assert ids == [workflow_id(p.name) for p in ALL_WORKFLOWS]
 
 
 @STATIC
 @pytest.mark.parametrize("path", ALL_WORKFLOWS[1:], ids=lambda p: p.stem)
 def test_each_workflow_says_what_to_change_first(path):
-    """A note names the photo to replace, the pasted-face tip, start and both variants; a Load Image is marked."""
+    """A note names the photo to replace, the pasted-face tip, start and both variants (on FLUX.2: that no official
+    InfuseNet exists, and where the README says how to train one); a Load Image is marked."""
     workflow = json.loads(path.read_text())
     text = " ".join(n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "MarkdownNote")
-    for words in ("Your photo", "If the face looks pasted: start 0.1, then strength 0.9", "**start**",
-                  "aes_stage2 = better text alignment and aesthetics", "sim_stage1 = higher likeness"):
+    own = any(trained_by_you(n) for n in workflow["nodes"])
+    variants = (("No official FLUX.2 InfuseNet exists", "*FLUX.2 [klein]: train your own InfuseNet*", "**Your InfuseNet**")
+                if own else ("aes_stage2 = better text alignment and aesthetics", "sim_stage1 = higher likeness"))
+    for words in ("Your photo", "If the face looks pasted: start 0.1, then strength 0.9", "**start**", *variants):
         assert words in text, f"{path.name}: the notes lack {words!r}"
     titles = [n.get("title", "") for n in workflow["nodes"] if n["type"] == "LoadImage"]
     assert any("your photo" in t for t in titles), titles

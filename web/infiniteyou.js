@@ -178,7 +178,7 @@ const RENDER = {
     return 50 + (r.images[0] ? imageHeight(node, r.height / r.width) : 0);
   },
   infusenet(node, r, div) {
-    const rows = [["variant", r.variant], ["precision", r.precision],
+    const rows = [["variant", r.variant], ["precision", r.precision], ["base", r.base],
       ["blocks", `${r.double_blocks} double + ${r.single_blocks} single`], ["identity tokens", r.tokens ?? "none"],
       ["width", r.hidden_size]];
     div.append(el("table", { class: "infu-facts" }, ...rows.map(([k, v]) =>
@@ -266,8 +266,11 @@ function render(nodeId) {
   let height = 8;
   if (errors?.length) {
     div.append(el("div", { class: "infu-errors", text: errors.join("\n") }));
-    div.append(el("button", { text: "Open the model doctor", onclick: () => openDoctor() }));
-    height += 40 + errors.join("\n").length / 2.2;
+    height += 16 + errors.join("\n").length / 2.2;
+    if (errors.some(aboutModelFiles)) {
+      div.append(el("button", { text: "Open the model doctor", onclick: () => openDoctor() }));
+      height += 24;
+    }
   }
   if (report && RENDER[report.kind]) height += RENDER[report.kind](node, report, div);
   fit(node, div, height);
@@ -293,6 +296,7 @@ function onCached({ detail }) {
 
 // ------------------------------------------------------------------------------------------ errors
 const MODEL_FILE_HINT = /model doctor|not found|missing|truncated|corrupt|INVALID_PROTOBUF|antelopev2|refused|\.onnx|\.safetensors|\.pth|\.bin\b/i;
+const aboutModelFiles = (message) => MODEL_FILE_HINT.test(message);
 
 function showValidation(nodeErrors) {
   const ours = [];
@@ -304,7 +308,7 @@ function showValidation(nodeErrors) {
     render(String(id));
     ours.push({ id, title: nodeById(id)?.title ?? info.class_type, messages });
   }
-  if (ours.length) openDoctor(ours, !ours.some((o) => o.messages.some((m) => MODEL_FILE_HINT.test(m))));
+  if (ours.length) openDoctor(ours, !ours.some((o) => o.messages.some(aboutModelFiles)));
 }
 
 function wrapQueuePrompt() {
@@ -329,7 +333,7 @@ function wrapQueuePrompt() {
 
 function onExecutionError({ detail }) {
   const message = String(detail?.exception_message ?? "");
-  if (String(detail?.node_type ?? "").startsWith(PREFIX) && MODEL_FILE_HINT.test(message)) {
+  if (String(detail?.node_type ?? "").startsWith(PREFIX) && aboutModelFiles(message)) {
     openDoctor([{ id: detail.node_id, title: `${detail.node_type} (run failed)`, messages: [message] }]);
   }
 }
@@ -420,14 +424,19 @@ function entryView(e) {
 let doctorOpen = null;
 
 async function openDoctor(errors = [], errorsOnly = false) {
+  // errorsOnly: messages about values (start after end, an unknown choice), not files: no model doctor in sight
   doctorOpen?.remove();
-  const dialog = el("div", { class: "infu-doctor", role: "dialog", "aria-label": "InfiniteYou model doctor" });
+  const title = errorsOnly ? "InfiniteYou: the run was refused" : "InfiniteYou model doctor";
+  const dialog = el("div", { class: "infu-doctor", role: "dialog", "aria-label": title,
+    "data-infu-dialog": errorsOnly ? "refused" : "doctor" });
   const backdrop = el("div", { class: "infu-doctor-backdrop", onclick: (ev) => ev.target === backdrop && backdrop.remove() }, dialog);
   doctorOpen = backdrop;
   dialog.append(el("button", { class: "infu-close", text: "close", onclick: () => backdrop.remove() }),
-    el("h2", { text: "InfiniteYou model doctor" }));
-  if (errors.length) {
+    el("h2", { text: title }));
+  if (errors.length && !errorsOnly) {
     dialog.append(el("h3", { text: "The run was refused" }));
+  }
+  if (errors.length) {
     for (const e of errors) {
       dialog.append(el("div", { class: "infu-errors", "data-node": String(e.id) }, el("b", { text: `${e.title}: ` }), e.messages.join("\n")));
     }

@@ -2,6 +2,6 @@
 identity object, the keypoint image and identity similarity. Submodules import their heavy
 dependencies (insightface, onnxruntime, cv2, comfy) only when called."""
 from .errors import FaceError
-from .identity import FaceIdentity, combine_embeddings
+from .identity import FaceIdentity
 
-__all__ = ["FaceError", "FaceIdentity", "combine_embeddings"]
+__all__ = ["FaceError", "FaceIdentity"]

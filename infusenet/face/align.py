@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -9,6 +10,18 @@ import torch
 from .errors import FaceError
 
 ARCFACE_SIZE = 112
+
+
+def image_list(images: torch.Tensor | np.ndarray | Sequence) -> list:
+    """A ComfyUI IMAGE batch ``[B, H, W, C]``, one image ``[H, W, C]`` or a list of images of any sizes -> a list
+    of ``[H, W, C]`` images."""
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        if images.ndim == 3:
+            return [images]
+        if images.ndim == 4:
+            return [images[i] for i in range(images.shape[0])]
+        raise FaceError(f"Expected an IMAGE batch [B, H, W, C]; got shape {list(images.shape)}.")
+    return list(images)
 
 
 def to_rgb_uint8(image: torch.Tensor | np.ndarray, what: str = "image") -> np.ndarray:

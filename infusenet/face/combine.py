@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 
 from .errors import FaceError
-from ..report import LIKELY_SAME
+from .similarity import LIKELY_SAME
 
 COMBINE_MODES = ("mean", "quality weighted", "best photo")
 

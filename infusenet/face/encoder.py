@@ -88,10 +88,12 @@ def load_arcface_state_dict(path: Path, searched: Sequence[Path] = ()) -> dict[s
                         f"IR-SE50 ArcFace used by InfiniteYou, facexlib release v0.1.0) at {path}.")
     try:
         state = host.load_torch_file(str(path))
-    except Exception as exc:
+    except host.UnreadableFile as exc:
         raise FaceError(f"ArcFace weights {path} ({path.stat().st_size} bytes) cannot be read as a plain "
-                        f"state dict ({type(exc).__name__}: {str(exc)[:200]}). The file is truncated, "
-                        "corrupt, or not a weights file; download it again.") from exc
+                        f"state dict ({exc.reason[:200]}). The file is truncated, corrupt, or not a weights file; "
+                        "download it again.") from exc
+    except host.HostMismatch as exc:  # ComfyUI's loader changed: the file is not the problem
+        raise FaceError(f"ArcFace weights {path} could not be read: {exc}") from exc
     if not isinstance(state, dict):
         raise FaceError(f"ArcFace weights {path} hold a {type(state).__name__}, not a state dict.")
     if state and all(k.startswith("module.") for k in state):

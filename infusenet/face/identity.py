@@ -7,14 +7,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .align import align_face, rgb_to_bgr, to_rgb_uint8
+from .align import align_face, image_list, rgb_to_bgr, to_rgb_uint8
 from .analysis import DetectedFace, FaceSelect, det_sizes, detect_faces, parse_face_select, select_face
-from .combine import PhotoAgreement, agreements, check_mode, combine, mean_embedding
+from .combine import PhotoAgreement, agreements, check_mode, combine
 from .encoder import FaceEncoder
 from .errors import FaceError
 from .pose import KEYPOINT_COLOURS
 from .quality import FaceQuality, face_quality
-from ..report import LIKELY_SAME
+from .similarity import LIKELY_SAME
 
 
 @dataclass
@@ -25,7 +25,8 @@ class FaceIdentity:
     ``embedding`` [512]: those rows combined as ``combine`` says (see :mod:`.combine`; "mean": the mean,
     renormalised; equals the single row when R = 1); ``boxes`` per photo [x1, y1, x2, y2] of the face
     used; ``keypoints`` per photo 5 x [x, y]; ``image_sizes`` (width, height) per photo; ``tokens``
-    [1, Q, 4096] once the InfuseNet's projection has run (set by the projection step, None before).
+    [1, Q, width]: None as made here (Apply projects ``embedding`` with its InfuseNet's own projection,
+    :func:`infusenet.likeness.identity_tokens`); tokens brought by other code serve an InfuseNet without one.
     ``qualities`` per photo (:class:`.quality.FaceQuality`), ``face_choices`` per photo (which face, in
     words) and ``weights`` per photo (what each counted in ``embedding``); empty when not measured."""
 
@@ -51,9 +52,6 @@ class FaceUse:
     choice: str = "the face"
 
 
-combine_embeddings = mean_embedding  # the "mean" combination, by its older name
-
-
 def choice_words(face_select: FaceSelect, found: int) -> str:
     """Which face was used, in words: ``"the largest of 2 faces"``, ``"the 2nd from the left of 3 faces"``."""
     mode, index = parse_face_select(face_select)
@@ -64,16 +62,6 @@ def choice_words(face_select: FaceSelect, found: int) -> str:
     else:
         what = f"{nth} from the left"
     return f"the {what} of {found} face{'s' if found != 1 else ''}"
-
-
-def _images(images: torch.Tensor | np.ndarray | Sequence) -> list:
-    if isinstance(images, (torch.Tensor, np.ndarray)):
-        if images.ndim == 3:
-            return [images]
-        if images.ndim == 4:
-            return [images[i] for i in range(images.shape[0])]
-        raise FaceError(f"Expected an IMAGE batch [B, H, W, C]; got shape {list(images.shape)}.")
-    return list(images)
 
 
 def find_face(encoder: FaceEncoder, image, index: int, count: int, face_select: FaceSelect = "largest",
@@ -110,7 +98,7 @@ def identity_and_faces(encoder: FaceEncoder, images, face_select: FaceSelect = "
                        det_size="auto", combine_mode: str = "mean") -> tuple[FaceIdentity, list[FaceUse]]:
     """:func:`identity_from_images` plus what was used per photo (for :func:`preview_image`)."""
     check_mode(combine_mode)
-    batch = _images(images)
+    batch = image_list(images)
     if not batch:
         raise FaceError("No reference image given.")
     uses = [find_face(encoder, img, i, len(batch), face_select, det_size) for i, img in enumerate(batch)]

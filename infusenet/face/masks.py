@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .align import image_list
 from .analysis import FaceSelect, det_sizes
 from .encoder import FaceEncoder
-from .identity import _images, find_face
+from .identity import find_face
 
 
 def box_mask(box, width: int, height: int, grow: float, feather: int) -> np.ndarray:
@@ -30,7 +31,7 @@ def face_mask(encoder: FaceEncoder, images, grow: float = 0.35, feather: int = 1
     """MASK [B, H, W] for an IMAGE batch: per image, the chosen face's grown, feathered ellipse.
     Raises FaceError naming the image when it has no face."""
     det_sizes(det_size)  # validate early
-    batch = _images(images)
+    batch = image_list(images)
     masks = []
     for i, img in enumerate(batch):
         use = find_face(encoder, img, i, len(batch), face_select, det_size, what="image")

@@ -18,7 +18,7 @@ from .analysis import DetectedFace, det_sizes
 from .encoder import FaceEncoder
 from .errors import FaceError
 from .pose import fitted_photo
-from ..report import SAME_PERSON
+from .similarity import SAME_PERSON
 
 ORDERS = ("left to right", "right to left", "largest first", "top to bottom")
 MAX_PEOPLE = 4

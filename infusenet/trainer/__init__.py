@@ -1,4 +1,4 @@
-"""Offline trainer for InfuseNet + identity projection on a frozen ComfyUI FLUX (Python API).
+"""Offline trainer for InfuseNet + identity projection on a frozen ComfyUI FLUX.1 or FLUX.2 [klein] (Python API).
 
 ``train(config)`` runs stage 1 (SPSS pretraining) or stage 2 (SPMS fine-tuning); the pieces:
 ``data.prepare_cache`` (encoders once), ``init.init_from_base`` (ControlNet-style start),

@@ -167,8 +167,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """``"field saved -> current"`` for each training setting that differs (see :data:`RESUMABLE_CHANGES`)."""
+def config_differences(saved: dict, current: dict, defaults: dict | None = None) -> list[str]:
+    """``"field saved -> current"`` for each training setting that differs (see :data:`RESUMABLE_CHANGES`).
+    ``defaults``: the value of a setting a checkpoint predates (written before the setting existed)."""
     a, b = _flatten(saved), _flatten(current)
+    for key, value in _flatten(defaults or {}).items():
+        a.setdefault(key, value)
     return [f"{key} {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}" for key in sorted(set(a) | set(b))
             if not key.startswith(RESUMABLE_CHANGES) and a.get(key) != b.get(key)]

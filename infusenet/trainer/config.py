@@ -17,7 +17,7 @@ ActivationCopies = Literal["aliased", "all"]
 
 @dataclass
 class ModelPaths:
-    """Files the trainer reads. ``base_model``: a FLUX.1 diffusion model ComfyUI loads
+    """Files the trainer reads. ``base_model``: a FLUX.1 or FLUX.2 [klein] diffusion model ComfyUI loads
     (``comfy.sd.load_diffusion_model``). ``init_from``: for stage 2, a stage-1 trainer checkpoint
     folder (``.../step-000100``) or an exported InfuseNet folder/file (its projection beside it)."""
 
@@ -30,17 +30,22 @@ class ModelPaths:
 class InfuseNetShape:
     """Size of the trained branch. Blocks are copied from the first ``depth`` double and the first
     ``depth_single_blocks`` single blocks of the base; the Resampler is trained from scratch.
-    The defaults are the released InfuseNet v1.0's 4 double and 10 single blocks."""
 
-    depth: int = 4
-    depth_single_blocks: int = 10
+    ``None`` takes the base's default (:func:`infusenet.trainer.init.shape_for_base`, resolved when a run
+    starts, so checkpoints record numbers): on FLUX.1 the released InfuseNet v1.0's 4 double and 10 single
+    blocks and 4096-wide identity tokens (T5-XXL's width); on FLUX.2 the FLUX.2 InfuseNet's 2 double and 5
+    single blocks (:mod:`infusenet.model_flux2`) and identity tokens as wide as the base's text features
+    (``context_in_dim``: 7680 for klein 4B), the only width its ``txt_in`` takes."""
+
+    depth: int | None = None
+    depth_single_blocks: int | None = None
     resampler_dim: int = 1280
     resampler_depth: int = 4
     resampler_heads: int = 20
     resampler_dim_head: int = 64
     num_tokens: int = 8
     embedding_dim: int = 512
-    token_dim: int = 4096
+    token_dim: int | None = None
     resampler_ff_mult: int = 4
 
 
@@ -101,19 +106,29 @@ class OptimConfig:
     ema_decay: float | None = None  # e.g. 0.9999; None: no EMA
 
 
+ShiftSource = Literal["auto", "resolution", "base"]
+
+
 @dataclass
 class TimestepConfig:
-    """FLUX timestep sampling (see :func:`infusenet.trainer.loop.sample_sigmas`): u ~ N(mean, std),
-    t = sigmoid(u), then the resolution shift mu = base_shift + (max_shift - base_shift) *
-    (L - 256) / (4096 - 256) for L image tokens, sigma = e^mu / (e^mu + 1/t - 1)."""
+    """FLUX timestep sampling (see :func:`infusenet.trainer.loop.sample_sigma`): u ~ N(mean, std),
+    t = sigmoid(u), then the shift sigma = e^mu / (e^mu + 1/t - 1) (none when ``shift`` is off).
+
+    ``shift_source`` says where mu comes from: ``resolution`` is FLUX.1's resolution shift mu = base_shift
+    + (max_shift - base_shift) * (L - 256) / (4096 - 256) for L image tokens; ``base`` is the base model's
+    own sampling shift (``model_sampling.shift``, what ComfyUI samples it with: 2.02 for FLUX.2, BFL's
+    empirical mu of a 1024x1024 image at 50 steps); ``auto`` takes ``resolution`` on FLUX.1 and ``base``
+    on FLUX.2."""
 
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: bool = True
     base_shift: float = 0.5
     max_shift: float = 1.15
-    guidance: float = 1.0          # the base model's guidance input (FLUX.1-dev embeds it)
-    branch_guidance: float = 1.0   # the InfuseNet's guidance input (the reference runs it at 1.0)
+    shift_source: ShiftSource = "auto"
+    guidance: float = 1.0          # the base model's guidance input (FLUX.1-dev embeds it; klein has none)
+    branch_guidance: float = 1.0   # the InfuseNet's guidance input (the reference runs it at 1.0; used by a
+                                   # branch with a guidance embedder)
 
 
 @dataclass

@@ -21,6 +21,8 @@ reference's control without a pose). Each target becomes one sample, id ``"<id>/
 ``control`` [16, h, w] (raw VAE latent of the control image), ``embedding`` [512] (ArcFace of the
 identity photo), ``context`` [T, C] and ``pooled`` [P] (text encoder, FLUX's T5 at 512 tokens: see
 :mod:`.text`), ``empty_text.safetensors`` (the empty caption, for caption dropout) and an ``index.json``.
+With FLUX.2 [klein] encoders the latents are [128, h/2, w/2] (the FLUX.2 VAE's /16) and ``pooled`` is
+empty ([0]); a cache may also leave ``pooled`` out (:data:`OPTIONAL_KEYS`).
 Samples that fail (missing or unreadable file, no detectable face) are reported by id and skipped.
 For large sets, :func:`infusenet.trainer.shards.prepare_shards` writes the same tensors into tar shards.
 
@@ -50,6 +52,14 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "index.json"
 EMPTY_TEXT_FILE = "empty_text.safetensors"
 CACHE_KEYS = ("latent", "control", "embedding", "context", "pooled")
+OPTIONAL_KEYS = ("pooled",)
+"""Cache keys a sample may lack: FLUX.2 has no pooled text vector (read as an empty [0] tensor)."""
+
+
+def cache_tensors(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The :data:`CACHE_KEYS` of a stored sample, an absent optional key as an empty tensor of the sample's dtype."""
+    dtype = raw["latent"].dtype if "latent" in raw else torch.float32
+    return {k: raw[k] if k in raw or k not in OPTIONAL_KEYS else torch.zeros(0, dtype=dtype) for k in CACHE_KEYS}
 
 
 class DataError(ValueError):
@@ -348,7 +358,7 @@ class CachedDataset:
         return len(self.entries)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return load_file(str(self.root / self.entries[i]["file"]))
+        return cache_tensors(load_file(str(self.root / self.entries[i]["file"])))
 
     def ids(self) -> list[str]:
         return [e["id"] for e in self.entries]
@@ -385,7 +395,9 @@ def read_empty_text(root: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DataError(f"caption dropout needs the empty caption's encoding '{path}', which this cache lacks: "
                         "prepare the cache again, or set data.caption_dropout to 0")
-    return load_file(str(path))
+    empty = load_file(str(path))
+    empty.setdefault("pooled", torch.zeros(0, dtype=empty["context"].dtype))   # FLUX.2: none
+    return empty
 
 
 def open_dataset(config) -> "CachedDataset":
@@ -426,13 +438,15 @@ def caption_dropped(seed: int, position: int, rate: float) -> bool:
 
 def collate(items: list[dict[str, torch.Tensor]], as_float: bool = True) -> dict[str, torch.Tensor]:
     """Stack the samples of one batch: {key: float32 [B, ...]} for the cache keys (stored bf16 is
-    stacked first and converted once)."""
+    stacked first and converted once; an absent ``pooled`` is stacked empty, [B, 0])."""
+    items = [cache_tensors(it) for it in items]
     for k in CACHE_KEYS:
         shapes = {tuple(it[k].shape) for it in items}
         if len(shapes) > 1:
             raise DataError(f"the samples of one batch have '{k}' of different shapes {sorted(shapes)}; a cache "
-                            "holds one text length (T5 at 512 tokens) and one resolution per batch. Prepare the "
-                            "cache again with this version.")
+                            "holds one text length (T5 at 512 tokens; FLUX.2's Qwen3 text is 512 tokens unless a "
+                            "caption is longer) and one resolution per batch. Prepare the cache again with this "
+                            "version, or shorten captions past 512 tokens.")
     return {k: (torch.stack([it[k] for it in items]).float() if as_float else torch.stack([it[k] for it in items]))
             for k in CACHE_KEYS}
 
@@ -449,7 +463,8 @@ def step_batch(dataset, step: int, global_batch: int, rank: int, world: int, see
     rate = getattr(dataset, "caption_dropout", 0.0)
     if rate > 0:
         empty = dataset.empty_text()
-        items = [{**it, **{k: v.to(it[k].dtype) for k, v in empty.items()}} if caption_dropped(seed, p, rate) else it
+        items = [{**it, **{k: v.to(it[k].dtype if k in it else v.dtype) for k, v in empty.items()}}
+                 if caption_dropped(seed, p, rate) else it
                  for it, p in zip(items, positions)]
     return collate(items, as_float), positions
 

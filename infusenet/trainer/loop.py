@@ -9,6 +9,13 @@ the Resampler's identity tokens of the cached ArcFace embedding, the pooled text
 its residuals are mapped onto the base blocks by :func:`infusenet.patch.merge_control` and passed as
 the base FLUX's ``control``; the base returns the velocity ``v``.
 
+FLUX.2 [klein] bases train an :class:`~infusenet.model_flux2.InfuseNet2` the same way, with FLUX.2's
+inputs: 128-channel latents at patch size 1, no pooled text (the cache's ``pooled`` is empty or absent
+and ignored), guidance only for a base (and branch) with a guidance embedder, and the text context as
+ComfyUI's ``model_base.Flux2`` hands it to the model at sampling time (left-padded with zeros to 512
+tokens: :func:`infusenet.host.sampling_context`). Timesteps are shifted by the base's own sampling shift
+(:class:`~infusenet.trainer.config.TimestepConfig` ``shift_source``).
+
 Loss (FLUX rectified flow as ComfyUI's ``CONST`` sampling defines it): ``x_t = noise_scaling(sigma,
 noise, x0) = sigma * noise + (1 - sigma) * x0`` and ``calculate_denoised(sigma, v, x_t) = x_t - sigma
 * v``; the denoised output equals ``x0`` exactly when ``v = noise - x0``, so the loss is
@@ -17,6 +24,8 @@ noise, x0) = sigma * noise + (1 - sigma) * x0`` and ``calculate_denoised(sigma, 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import logging
 import math
 import os
@@ -32,8 +41,7 @@ from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
 from .. import host
-from ..model import InfuseNet
-from ..patch import flux_diffusion_model, merge_control
+from ..patch import merge_control
 from ..resampler import Resampler, ResamplerConfig
 from .blocks import release_blocks, train_blocks  # noqa: F401  (train_blocks: part of this module's API)
 from .checkpoint import (EMA_FILE, RESUMABLE_CHANGES, SHARDS_DIR, STATE_FILE, TRAINABLE_FILE,  # noqa: F401
@@ -49,15 +57,41 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- the frozen base
+def base_diffusion_model(patcher: "host.ModelPatcher") -> "host.Flux":
+    """The FLUX.1 or FLUX.2 [klein] diffusion model inside ``patcher``; ValueError naming what it holds
+    otherwise, HostMismatch (with the ComfyUI version) for FLUX.2 on a ComfyUI that cannot load klein."""
+    from .init import check_host_trains_flux2
+
+    dm = host.flux_diffusion_model(patcher)
+    if dm is not None and host.is_flux2(dm):
+        check_host_trains_flux2()
+        return dm
+    if dm is not None and len(dm.params.axes_dim) == 3 and getattr(dm, "vector_in", None) is not None:
+        return dm
+    inner = getattr(getattr(patcher, "model", patcher), "diffusion_model", patcher)
+    detail = f"rotary axes {list(dm.params.axes_dim)}" if dm is not None else f"network {type(inner).__name__}"
+    raise ValueError(f"the trainer trains an InfuseNet on a FLUX.1 or FLUX.2 [klein] base; this base is "
+                     f"{host.model_family(patcher)} ({detail})")
+
+
 class FrozenBase:
     """The ComfyUI FLUX model (a ModelPatcher), frozen, loaded by ComfyUI's model management."""
 
     def __init__(self, patcher: "host.ModelPatcher"):
         self.patcher = patcher
-        self.dm = flux_diffusion_model(patcher)
+        self.dm = base_diffusion_model(patcher)
         self.model = patcher.model
         self.model_sampling = patcher.get_model_object("model_sampling")
         self.latent_format = self.model.latent_format
+
+    @property
+    def is_flux2(self) -> bool:
+        return host.is_flux2(self.dm)
+
+    def text_context(self, context: Tensor) -> Tensor:
+        """The context [B, T', C] the base gets at sampling time for a cached context [B, T, C] (FLUX.2: left-padded
+        to 512 tokens by ComfyUI's own conditioning; FLUX.1: as it is)."""
+        return host.sampling_context(self.model, context) if self.is_flux2 else context
 
     def load(self) -> torch.device:
         host.load_models([self.patcher], force_full_load=True)
@@ -74,7 +108,7 @@ class FrozenBase:
 
 
 def load_base(path: str) -> "host.ModelPatcher":
-    """A FLUX.1 diffusion model file through ComfyUI's own loader."""
+    """A FLUX.1 or FLUX.2 [klein] diffusion model file through ComfyUI's own loader."""
     return host.load_diffusion_model(path)
 
 
@@ -83,7 +117,7 @@ class TrainableInfuseNet(nn.Module):
 
     The base is held outside the module tree, so DDP/FSDP and ``state_dict`` see only the branch."""
 
-    def __init__(self, infusenet: InfuseNet, resampler: Resampler, base: FrozenBase, branch_guidance: float = 1.0):
+    def __init__(self, infusenet: nn.Module, resampler: Resampler, base: FrozenBase, branch_guidance: float = 1.0):
         super().__init__()
         self.infusenet = infusenet
         self.resampler = resampler
@@ -94,27 +128,35 @@ class TrainableInfuseNet(nn.Module):
     def branch_dtype(self) -> torch.dtype:
         return self.infusenet.img_in.weight.dtype
 
-    def residuals(self, xc: Tensor, t: Tensor, control: Tensor, embedding: Tensor, pooled: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """xc: model input [B, 16, h, w]; t: [B]; control: processed control latent [B, 16, h, w];
-        embedding: ArcFace [B, 512]; pooled: [B, P]. Returns N + M residuals [B, L, hidden]."""
+    def residuals(self, xc: Tensor, t: Tensor, control: Tensor, embedding: Tensor,
+                  pooled: Tensor | None) -> tuple[list[Tensor], list[Tensor]]:
+        """xc: model input [B, C, h, w] (C: 16 for FLUX.1, 128 for FLUX.2); t: [B]; control: processed control
+        latent [B, C, h, w]; embedding: ArcFace [B, 512]; pooled: [B, P] (FLUX.1; FLUX.2 has none and ignores it).
+        Returns N + M residuals [B, L, hidden]."""
         dm = self.base.dm
         img, img_ids = dm.process_img(xc)
         packed_control, _ = dm.process_img(control)
         tokens = self.resampler(embedding.float().reshape(embedding.shape[0], -1, self.resampler.config.embedding_dim))
         g = torch.full((xc.shape[0],), self.branch_guidance, device=xc.device)
+        if self.base.is_flux2:
+            g = g if self.infusenet.params.guidance_embed else None
+            return self.infusenet(img, img_ids, packed_control, tokens, t.float(), g, dm.pe_embedder)
         return self.infusenet(img, img_ids, packed_control, tokens, t.float(), pooled, g, dm.pe_embedder)
 
-    def forward(self, x_t: Tensor, sigma: Tensor, control: Tensor, embedding: Tensor, context: Tensor, pooled: Tensor,
-                guidance: Tensor | None) -> Tensor:
-        """Velocity [B, 16, h, w] of the base with this branch's residuals (strength 1)."""
+    def forward(self, x_t: Tensor, sigma: Tensor, control: Tensor, embedding: Tensor, context: Tensor,
+                pooled: Tensor | None, guidance: Tensor | None) -> Tensor:
+        """Velocity [B, C, h, w] of the base with this branch's residuals (strength 1)."""
         base = self.base
         ms = base.model_sampling
         dtype = base.dtype
         xc = ms.calculate_input(sigma, x_t).to(dtype)
         t = ms.timestep(sigma).float()
+        if base.is_flux2:
+            context, pooled = base.text_context(context), None
         # The branch computes in its own dtype (float32 weights, or autocast), whatever the frozen base holds.
         branch = self.branch_dtype
-        double, single = self.residuals(xc.to(branch), t, control.to(branch), embedding, pooled.to(branch))
+        double, single = self.residuals(xc.to(branch), t, control.to(branch), embedding,
+                                        None if pooled is None else pooled.to(branch))
         dm = base.dm
         ctrl = merge_control(None, [r.to(dtype) for r in double], [r.to(dtype) for r in single],
                              len(dm.double_blocks), len(dm.single_blocks))
@@ -123,7 +165,8 @@ class TrainableInfuseNet(nn.Module):
             # has no autograd history (frozen base, no grad-carrying input) autograd refuses the in-place
             # add. An input that carries grad gives every block output a history.
             xc = xc.detach().requires_grad_(True)
-        out = dm(xc, t, context.to(dtype), y=pooled.to(dtype), guidance=guidance, control=ctrl, transformer_options={})
+        y = None if pooled is None else pooled.to(dtype)
+        out = dm(xc, t, context.to(dtype), y=y, guidance=guidance, control=ctrl, transformer_options={})
         return out.float()
 
 
@@ -134,25 +177,45 @@ def resolution_shift(n_tokens: int, cfg: TimestepConfig) -> float:
     return cfg.base_shift + m * (n_tokens - 256)
 
 
-def sample_sigma(n_tokens: int, cfg: TimestepConfig, generator: torch.Generator) -> float:
-    """sigma = e^mu / (e^mu + 1/t - 1), t = sigmoid(u), u ~ N(logit_mean, logit_std) (FLUX / SD3)."""
+SHIFT_SOURCES = ("auto", "resolution", "base")
+
+
+def sample_sigma(n_tokens: int, cfg: TimestepConfig, generator: torch.Generator, mu: float | None = None) -> float:
+    """sigma = e^mu / (e^mu + 1/t - 1), t = sigmoid(u), u ~ N(logit_mean, logit_std) (FLUX / SD3); ``mu``: the
+    shift, by default FLUX.1's resolution shift of ``n_tokens`` (:func:`resolution_shift`)."""
     u = float(torch.randn((), generator=generator)) * cfg.logit_std + cfg.logit_mean
     t = min(max(1.0 / (1.0 + math.exp(-u)), 1e-5), 1.0 - 1e-5)
     if not cfg.shift:
         return t
-    e = math.exp(resolution_shift(n_tokens, cfg))
+    e = math.exp(resolution_shift(n_tokens, cfg) if mu is None else mu)
     return e / (e + (1.0 / t - 1.0))
 
 
-def sample_noise(positions: list[int], shape: tuple[int, ...], n_tokens: int, cfg: TimestepConfig, seed: int) -> tuple[Tensor, Tensor]:
+def sample_noise(positions: list[int], shape: tuple[int, ...], n_tokens: int, cfg: TimestepConfig, seed: int,
+                 mu: float | None = None) -> tuple[Tensor, Tensor]:
     """(sigmas [B], noise [B, *shape]) drawn per global sample position, so the draw of a sample does
-    not depend on the rank that holds it nor on a resume."""
+    not depend on the rank that holds it nor on a resume. ``mu``: see :func:`sample_sigma`."""
     sigmas, noise = [], []
     for p in positions:
         g = torch.Generator().manual_seed((seed * 1_000_003 + p * 7_919 + 17) % (2 ** 63))
-        sigmas.append(sample_sigma(n_tokens, cfg, g))
+        sigmas.append(sample_sigma(n_tokens, cfg, g, mu))
         noise.append(torch.randn(shape, generator=g))
     return torch.tensor(sigmas), torch.stack(noise)
+
+
+def shift_mu(base: FrozenBase, cfg: TimestepConfig) -> float | None:
+    """The constant mu of ``shift_source`` "base" (the base's own sampling shift; "auto" on FLUX.2), or None
+    for FLUX.1's resolution shift ("resolution"; "auto" on FLUX.1)."""
+    source = cfg.shift_source
+    if source not in SHIFT_SOURCES:
+        raise ValueError(f"timesteps.shift_source must be one of {SHIFT_SOURCES}, not {source!r}")
+    if source == "resolution" or (source == "auto" and not base.is_flux2):
+        return None
+    mu = host.sampling_shift(base.model_sampling)
+    if mu is None:
+        raise ValueError(f"timesteps.shift_source '{source}' takes the base's sampling shift, but its model_sampling "
+                         f"({type(base.model_sampling).__name__}) has none: use shift_source='resolution'")
+    return mu
 
 
 def flow_loss(module: nn.Module, base: FrozenBase, batch: dict[str, Tensor], sigmas: Tensor, noise: Tensor,
@@ -165,8 +228,8 @@ def flow_loss(module: nn.Module, base: FrozenBase, batch: dict[str, Tensor], sig
     sigmas, noise = sigmas.to(device), noise.to(device)
     x_t = ms.noise_scaling(sigmas, noise, x0)
     g = torch.full((x0.shape[0],), guidance, device=device) if base.dm.params.guidance_embed else None
-    v = module(x_t, sigmas, control, batch["embedding"].to(device), batch["context"].to(device),
-               batch["pooled"].to(device), g)
+    pooled = None if base.is_flux2 else batch["pooled"].to(device)
+    v = module(x_t, sigmas, control, batch["embedding"].to(device), batch["context"].to(device), pooled, g)
     return F.mse_loss(v.float(), (noise - x0).float())
 
 
@@ -183,10 +246,11 @@ def _bf16_supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def initial_modules(config: TrainConfig, base: FrozenBase) -> tuple[InfuseNet, Resampler]:
+def initial_modules(config: TrainConfig, base: FrozenBase) -> tuple[nn.Module, Resampler]:
     """Stage 1: copied from the base (:func:`init.init_from_base`). Stage 2: a stage-1 checkpoint folder
-    or an exported InfuseNet (folder or file, projection beside it or ``models.projection``)."""
-    from .init import init_from_base, new_infusenet
+    or an exported InfuseNet (folder or file, projection beside it or ``models.projection``). A FLUX.1 base
+    trains an :class:`InfuseNet`, a FLUX.2 base an :class:`~infusenet.model_flux2.InfuseNet2`."""
+    from .init import check_branch_fits_base, init_from_base
 
     source = config.models.init_from
     if config.stage == "pretrain" and source is None:
@@ -196,29 +260,38 @@ def initial_modules(config: TrainConfig, base: FrozenBase) -> tuple[InfuseNet, R
                          "checkpoint folder (step-XXXXXX) or an exported InfuseNet.")
     path = Path(source)
     if is_checkpoint(path):
-        return modules_from_trainable(read_trainable(path)[0], str(path))
-    from ..weights import config_from_state_dict, load_infusenet
+        net, resampler = modules_from_trainable(read_trainable(path)[0], str(path))
+    else:
+        net, resampler = modules_from_export(str(path), config.models.projection)
+    check_branch_fits_base(net, base.dm, str(path))
+    return net, resampler
 
-    bundle = load_infusenet(str(path), config.models.projection)
+
+def modules_from_export(path: str, projection: str | None = None) -> tuple[nn.Module, Resampler]:
+    """(InfuseNet, Resampler) in float32 from exported files, read by the pack's loader."""
+    from ..weights import load_infusenet
+    from .init import new_branch
+
+    bundle = load_infusenet(path, projection)
     if bundle.resampler is None:
-        raise ValueError(f"'{source}' has no identity projection beside it; set config.models.projection.")
+        raise ValueError(f"'{path}' has no identity projection beside it; set config.models.projection.")
     sd = {k: v.float() for k, v in bundle.model.state_dict().items()}
-    net = new_infusenet(config_from_state_dict(sd, str(path)))
+    net = new_branch(bundle.config)
     net.load_state_dict(sd)
     resampler = Resampler(bundle.resampler.config)
     resampler.load_state_dict(bundle.resampler.state_dict())
     return net.train(), resampler.train()
 
 
-def modules_from_trainable(sd: dict[str, Tensor], source: str = "") -> tuple[InfuseNet, Resampler]:
-    """(InfuseNet, Resampler) from the trained parameters (``infusenet.*``, ``resampler.*``), float32."""
-    from ..weights import config_from_state_dict
-    from .init import new_infusenet
+def modules_from_trainable(sd: dict[str, Tensor], source: str = "") -> tuple[nn.Module, Resampler]:
+    """(InfuseNet, Resampler) from the trained parameters (``infusenet.*``, ``resampler.*``), float32; an
+    :class:`~infusenet.model_flux2.InfuseNet2` when they are FLUX.2 weights."""
+    from .init import config_from_weights, new_branch
 
     sd = host.to_host_keys(sd)
     net_sd = {k[len("infusenet."):]: v.float() for k, v in sd.items() if k.startswith("infusenet.")}
     res_sd = {k[len("resampler."):]: v.float() for k, v in sd.items() if k.startswith("resampler.")}
-    net = new_infusenet(config_from_state_dict(net_sd, source))
+    net = new_branch(config_from_weights(net_sd, source))
     net.load_state_dict(net_sd)
     resampler = Resampler(ResamplerConfig.from_state_dict(res_sd))
     resampler.load_state_dict(res_sd)
@@ -242,6 +315,14 @@ def memory_gb(device: torch.device) -> float:
         return float("nan")
 
 
+def resolved_config(config: TrainConfig, base: FrozenBase) -> TrainConfig:
+    """A copy of ``config`` with the branch shape's defaults set for ``base`` (:func:`init.shape_for_base`), so a
+    run and its checkpoints state the numbers they train with."""
+    from .init import shape_for_base
+
+    return dataclasses.replace(copy.deepcopy(config), shape=shape_for_base(base.dm, config.shape))
+
+
 class Trainer:
     """One training run; ``run()`` trains to ``schedule.max_steps`` from where the checkpoint left off.
 
@@ -251,7 +332,7 @@ class Trainer:
     ``watcher.maybe_validate(step, trainer)``; :meth:`close` calls ``watcher.close()``."""
 
     def __init__(self, config: TrainConfig, base_patcher: "host.ModelPatcher", dataset: CachedDataset,
-                 modules: tuple[InfuseNet, Resampler] | None = None, watcher=None):
+                 modules: tuple[nn.Module, Resampler] | None = None, watcher=None):
         self.config = config
         self.dataset = dataset
         self.watcher = watcher
@@ -260,6 +341,8 @@ class Trainer:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         self.base = FrozenBase(host.patcher_on_device(base_patcher, device))
+        self.config = config = resolved_config(config, self.base)
+        self.mu = shift_mu(self.base, config.timesteps)   # None: FLUX.1's resolution shift, per batch
         device = self.base.load()
         self.ctx: DistContext = init_distributed(config.distributed, device)
         o = config.optim
@@ -348,7 +431,7 @@ class Trainer:
                 latent_shape = tuple(batch["latent"].shape[1:])
                 p = self.base.dm.patch_size
                 n_tokens = math.ceil(latent_shape[-2] / p) * math.ceil(latent_shape[-1] / p)
-                sigmas, noise = sample_noise(positions, latent_shape, n_tokens, cfg.timesteps, cfg.seed)
+                sigmas, noise = sample_noise(positions, latent_shape, n_tokens, cfg.timesteps, cfg.seed, self.mu)
                 with self._gradient_sync(micro == k - 1):
                     with torch.autocast(self.base.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
                         loss = flow_loss(self.wrapped, self.base, batch, sigmas, noise, cfg.timesteps.guidance)
@@ -392,7 +475,7 @@ class Trainer:
         return result
 
     # -------------------------------------------------------- whole modules
-    def full_modules(self, ema: bool = False) -> tuple[InfuseNet, Resampler] | None:
+    def full_modules(self, ema: bool = False) -> tuple[nn.Module, Resampler] | None:
         """Unsharded float32 copies of the trained InfuseNet and Resampler (or of their EMA) on the CPU.
         A collective under FSDP: every rank calls it, rank 0 gets the modules, the others None."""
         if ema and self.ema is None:
@@ -449,7 +532,7 @@ class Trainer:
         reads its own part, whatever world size wrote the checkpoint."""
         folder = Path(folder)
         state = read_state(folder)
-        differences = config_differences(state.get("config", {}), self.config.as_dict())
+        differences = config_differences(state.get("config", {}), self.config.as_dict(), TrainConfig().as_dict())
         if differences:
             raise ValueError(
                 f"Checkpoint '{folder}' was made with another configuration: {'; '.join(differences)}. Resume it "
@@ -483,11 +566,11 @@ class Trainer:
 
 def train(config: TrainConfig, base: "host.ModelPatcher | None" = None,
           dataset: CachedDataset | None = None, watcher=None) -> TrainResult:
-    """Train stage 1 or 2 as ``config`` says. ``base``: an already loaded FLUX ModelPatcher (else
-    ``config.models.base_model`` is loaded with ComfyUI); ``dataset``: else ``config.data.cache_dir``."""
+    """Train stage 1 or 2 as ``config`` says. ``base``: an already loaded FLUX.1 or FLUX.2 [klein] ModelPatcher
+    (else ``config.models.base_model`` is loaded with ComfyUI); ``dataset``: else ``config.data.cache_dir``."""
     if base is None:
         if not config.models.base_model:
-            raise ValueError("config.models.base_model is not set (a FLUX.1 diffusion model file).")
+            raise ValueError("config.models.base_model is not set (a FLUX.1 or FLUX.2 [klein] diffusion model file).")
         base = load_base(config.models.base_model)
     dataset = dataset if dataset is not None else open_dataset(config.data)
     trainer = Trainer(config, base, dataset, watcher=watcher)

@@ -63,12 +63,14 @@ ATTENTION_KINDS = ("flash", "math")
 @dataclass(frozen=True)
 class BaseDims:
     """A frozen FLUX base by its shape: ``params`` are the keyword arguments of ComfyUI's ``Flux``
-    (its ``FluxParams`` fields), ``weight_dtype`` the dtype its weights are held in."""
+    (its ``FluxParams`` fields), ``weight_dtype`` the dtype its weights are held in; ``licence`` the
+    licence its weights are published under (what a trained InfuseNet's use inherits), empty if unknown."""
 
     name: str
     params: dict
     weight_dtype: torch.dtype = torch.bfloat16
     text_tokens: int = 512          # the text encoder's sequence length the trainer feeds
+    licence: str = ""
 
     @property
     def hidden_size(self) -> int:
@@ -80,10 +82,11 @@ def flux1_dev(weight_dtype: torch.dtype = torch.bfloat16) -> BaseDims:
     return BaseDims("FLUX.1-dev", host.flux_params(
         in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=3072, mlp_ratio=4.0,
         num_heads=24, depth=19, depth_single_blocks=38, axes_dim=[16, 56, 56], theta=10_000, patch_size=2,
-        qkv_bias=True, guidance_embed=True), weight_dtype, 512)
+        qkv_bias=True, guidance_embed=True), weight_dtype, 512, "non-commercial licence")
 
 
-def _flux2(name: str, hidden: int, depth: int, single: int, text_width: int, weight_dtype: torch.dtype) -> BaseDims:
+def _flux2(name: str, hidden: int, depth: int, single: int, text_width: int, weight_dtype: torch.dtype,
+           licence: str) -> BaseDims:
     # As ComfyUI detects FLUX.2 (comfy/model_detection.py): 128-channel latents, patch 1, rotary axes
     # 4 x 32, global modulation, SiLU-gated MLP of ratio 3, no biases; the text is three hidden layers
     # of a Qwen3 model concatenated (comfy/text_encoders/flux.py), 512 tokens.
@@ -91,17 +94,17 @@ def _flux2(name: str, hidden: int, depth: int, single: int, text_width: int, wei
         in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=3 * text_width, hidden_size=hidden,
         mlp_ratio=3.0, num_heads=hidden // 128, depth=depth, depth_single_blocks=single, axes_dim=[32, 32, 32, 32],
         theta=2000, patch_size=1, qkv_bias=False, guidance_embed=False, txt_ids_dims=[3], global_modulation=True,
-        mlp_silu_act=True, ops_bias=False), weight_dtype, 512)
+        mlp_silu_act=True, ops_bias=False), weight_dtype, 512, licence)
 
 
 def flux2_klein_4b(weight_dtype: torch.dtype = torch.bfloat16) -> BaseDims:
     """FLUX.2 [klein] 4B: 5 double + 20 single blocks at 3072, Qwen3-4B text (3 x 2560)."""
-    return _flux2("FLUX.2 [klein] 4B", 3072, 5, 20, 2560, weight_dtype)
+    return _flux2("FLUX.2 [klein] 4B", 3072, 5, 20, 2560, weight_dtype, "Apache-2.0")
 
 
 def flux2_klein_9b(weight_dtype: torch.dtype = torch.bfloat16) -> BaseDims:
     """FLUX.2 [klein] 9B: 8 double + 24 single blocks at 4096, Qwen3-8B text (3 x 4096)."""
-    return _flux2("FLUX.2 [klein] 9B", 4096, 8, 24, 4096, weight_dtype)
+    return _flux2("FLUX.2 [klein] 9B", 4096, 8, 24, 4096, weight_dtype, "non-commercial licence")
 
 
 def _params_dict(params) -> dict:
@@ -114,7 +117,7 @@ def dims_of(base, text_tokens: int = 512) -> BaseDims:
     if dm is None:
         raise ValueError(f"expected a ComfyUI FLUX model (Flux, or a ModelPatcher holding one), got {type(base).__name__}")
     p = dm.params
-    name = f"FLUX {p.depth}+{p.depth_single_blocks} blocks at {p.hidden_size}"
+    name = f"FLUX{'.2' if host.is_flux2(dm) else ''} {p.depth}+{p.depth_single_blocks} blocks at {p.hidden_size}"
     return BaseDims(name, _params_dict(p), next(dm.parameters()).dtype, text_tokens)
 
 
@@ -156,21 +159,19 @@ def meta_branch(base: host.Flux, shape: InfuseNetShape, dtype: torch.dtype = tor
 
     FLUX.1 bases: the pack's :class:`~infusenet.model.InfuseNet` as the trainer builds it. FLUX.2 bases:
     :class:`~infusenet.model_flux2.InfuseNet2` of ``shape``'s depths, its identity tokens (the Resampler's
-    output) as wide as the base's text features."""
+    output) as wide as the base's text features. ``shape``'s unset fields take the base's defaults."""
     from ..model import InfuseNet
     from ..resampler import Resampler
-    from .init import branch_config, resampler_config
+    from .init import branch_config, resampler_config, shape_for_base
 
-    p = base.params
-    if not p.global_modulation and len(p.axes_dim) == 3:
-        with torch.device("meta"):
-            resampler = Resampler(resampler_config(shape)).to(dtype)
+    shape = shape_for_base(base, shape)
+    with torch.device("meta"):
+        resampler = Resampler(resampler_config(shape)).to(dtype)
+    if not host.is_flux2(base):
         net = InfuseNet(branch_config(base, shape), dtype=dtype, device="meta", operations=host.plain_operations)
         return net, resampler
     from ..model_flux2 import InfuseNet2, InfuseNet2Config
 
-    with torch.device("meta"):
-        resampler = Resampler(resampler_config(dataclasses.replace(shape, token_dim=p.context_in_dim))).to(dtype)
     config = InfuseNet2Config.from_base(base, shape.depth, shape.depth_single_blocks)
     return InfuseNet2(config, dtype=dtype, device="meta", operations=host.plain_operations), resampler
 
@@ -505,6 +506,9 @@ def activation_model(dims: BaseDims, shape: InfuseNetShape, workload: Workload, 
     computes in float32 and the base in its weight dtype."""
     if attention not in ATTENTION_KINDS:
         raise ValueError(f"attention must be one of {ATTENTION_KINDS}, not {attention!r}")
+    from .init import shape_for_base
+
+    shape = shape_for_base(meta_base(dims), shape)
     dims_key = (dims.name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in dims.params.items())),
                 dims.weight_dtype, dims.text_tokens)
     shape_key = tuple(sorted(vars(shape).items()))
@@ -565,6 +569,7 @@ class MemoryPlan:
     gpu_gib: float | None = None
     headroom: Headroom = field(default_factory=Headroom)
     optimizer: str = "adamw"
+    licence: str = ""               # the base's (BaseDims.licence)
 
     def row(self, strategy: str) -> StrategyPlan:
         for r in self.rows:
@@ -653,7 +658,7 @@ def plan_memory(config: TrainConfig, world_size: int, base=None, gpu_gb: float |
         terms = strategy_terms(s, counts, acts, world_size, base_bytes, optimizer, config.optim.ema_decay is not None)
         fits = None if gpu_gb is None else terms.total / GIB <= headroom.usable_gib(gpu_gb)
         rows.append(StrategyPlan(s, terms, fits))
-    return MemoryPlan(dims.name, world_size, workload, counts, acts, rows, gpu_gb, headroom, optimizer)
+    return MemoryPlan(dims.name, world_size, workload, counts, acts, rows, gpu_gb, headroom, optimizer, dims.licence)
 
 
 def plan_for_run(config: TrainConfig, world_size: int, base, device: torch.device | str,
@@ -675,7 +680,8 @@ def format_plan(plan: MemoryPlan) -> str:
     w = plan.workload
     p = plan.params
     a = plan.activations
-    head = (f"Memory per rank (GiB): {plan.base} + InfuseNet {p.branch / 1e9:.2f} B + Resampler "
+    licence = f" ({plan.licence})" if plan.licence else ""
+    head = (f"Memory per rank (GiB): {plan.base}{licence} + InfuseNet {p.branch / 1e9:.2f} B + Resampler "
             f"{p.resampler / 1e6:.1f} M params; {plan.world_size} process{'es' if plan.world_size > 1 else ''}, "
             f"{w.resolution[1]}x{w.resolution[0]} ({a.image_tokens} image + {w.text_tokens} text tokens), "
             f"batch {w.batch} per rank, gradient checkpointing {'on' if a.gradient_checkpointing else 'off'}, "

@@ -48,8 +48,8 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from .buckets import Bucket, aspect_buckets
-from .data import (CACHE_KEYS, EMPTY_TEXT_FILE, DataError, EncodedSample, Encoders, PrepareReport, Sample,
-                   SampleEncoder, check_loader, read_empty_text, read_manifest)
+from .data import (EMPTY_TEXT_FILE, DataError, EncodedSample, Encoders, PrepareReport, Sample,
+                   SampleEncoder, cache_tensors, check_loader, read_empty_text, read_manifest)
 from .text import T5_TOKENS
 
 log = logging.getLogger(__name__)
@@ -450,8 +450,7 @@ class ShardedDataset:
 
     def stored(self, i: int) -> dict[str, torch.Tensor]:
         """The cache keys of sample ``i`` as stored (bf16 views); :func:`~.data.collate` stacks, then converts."""
-        raw = self.read(i)
-        return {k: raw[k] for k in CACHE_KEYS}
+        return cache_tensors(self.read(i))
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v.float() for k, v in self.stored(i).items()}

@@ -30,12 +30,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class GenerationRequest:
     identity_id: str
-    tokens: torch.Tensor      # [1, Q, 4096]
+    tokens: torch.Tensor      # [1, Q, token width] (4096 for FLUX.1, the base's text width for FLUX.2)
     prompt: str
     seed: int
     width: int
     height: int
-    control: torch.Tensor | None = None  # raw VAE latent [1, 16, h, w] of a pose image; None: black control
+    control: torch.Tensor | None = None  # raw VAE latent [1, C, h, w] of a pose image; None: black control
 
 
 @dataclass
@@ -53,11 +53,15 @@ class SynthesisReport:
 
 
 def bundle_from_modules(infusenet: InfuseNet, resampler: Resampler) -> InfuseNetBundle:
-    """An InfuseNetBundle around trained modules (no file round trip), for Apply InfiniteYou."""
+    """An InfuseNetBundle around trained modules (no file round trip), for Apply InfiniteYou; a FLUX.2
+    :class:`~infusenet.model_flux2.InfuseNet2` serves FLUX.2 bases."""
     from .. import host
+    from .init import branch_kind
 
     patcher = host.new_patcher(infusenet.eval(), host.torch_device(), host.offload_device())
-    return InfuseNetBundle(patcher=patcher, config=infusenet.config, resampler=resampler.eval(), precision="fp32")
+    base = "flux2" if branch_kind(infusenet) == "FLUX.2" else "flux1"
+    return InfuseNetBundle(patcher=patcher, config=infusenet.config, resampler=resampler.eval(), precision="fp32",
+                           base=base)
 
 
 class ComfyGenerator:
@@ -74,13 +78,19 @@ class ComfyGenerator:
         cond, pooled = self.clip.encode_from_tokens(self.clip.tokenize(text), return_pooled=True)
         return [[cond, {"pooled_output": pooled, "guidance": self.guidance}]]
 
+    def empty_latent(self, width: int, height: int) -> torch.Tensor:
+        """The zero latent [1, C, H/f, W/f] of the base's latent format (FLUX.1: 16 channels, /8; FLUX.2: 128, /16)."""
+        fmt = self.base.model.latent_format
+        ratio = self.vae.spacial_compression_encode()
+        return torch.zeros((1, fmt.latent_channels, height // ratio, width // ratio))
+
     @torch.no_grad()
     def __call__(self, req: GenerationRequest) -> torch.Tensor:
         from .. import host
         from ..patch import apply_infiniteyou
 
         model = apply_infiniteyou(self.base, self.bundle, req.tokens, req.control, vae=self.vae)
-        latent = torch.zeros((1, 16, req.height // 8, req.width // 8))
+        latent = self.empty_latent(req.width, req.height)
         noise = host.prepare_noise(latent, req.seed)
         samples = host.sample(model, noise, self.steps, self.cfg, self.sampler, self.scheduler,
                                       self._cond(req.prompt), self._cond(self.negative), latent, seed=req.seed,

@@ -13,6 +13,11 @@ pipeline (which passes no mask to T5 nor to the transformer). The cache therefor
 [512, C] context; nothing is masked, at training time as at inference.
 
 CLIP-L keeps ComfyUI's 77-token windows; FLUX reads only its pooled output.
+
+FLUX.2 [klein]'s Qwen3 encoders are used as ComfyUI tokenizes them (padded to at least 512 tokens, never
+truncated); they give no pooled output, so the pooled vector is cached empty ([0]) and FLUX.2 training
+ignores it. ComfyUI's FLUX.2 model left-pads a shorter context to 512 tokens when it samples; the trainer
+does the same through the base (:meth:`infusenet.trainer.loop.FrozenBase.text_context`).
 """
 from __future__ import annotations
 
@@ -55,6 +60,8 @@ def tokenize_caption(clip, caption: str, t5_tokens: int = T5_TOKENS) -> dict:
 
 def encode_caption(clip, caption: str, t5_tokens: int = T5_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
     """ComfyUI CLIP -> (context [T, C], pooled [P]) float32 on CPU; T = ``t5_tokens`` for FLUX's T5,
-    ComfyUI's length for other encoders (77 per window for CLIP-L alone)."""
+    ComfyUI's length for other encoders (77 per window for CLIP-L alone); pooled [0] for encoders without
+    a pooled output (FLUX.2 [klein]'s)."""
     cond, pooled = clip.encode_from_tokens(tokenize_caption(clip, caption, t5_tokens), return_pooled=True)
-    return cond[0].float().cpu(), pooled[0].float().cpu()
+    pooled = torch.zeros(0) if pooled is None else pooled[0].float().cpu()
+    return cond[0].float().cpu(), pooled

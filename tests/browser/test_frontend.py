@@ -166,7 +166,11 @@ def test_a_validation_error_of_ours_is_visible(page, frontend):
     assert "start (0.9) is after end (0.2)" in error.inner_text()
     dialog = page.locator(".infu-doctor")
     dialog.wait_for(timeout=30_000)
-    assert "start (0.9) is after end (0.2)" in dialog.inner_text()
+    text = dialog.inner_text()
+    assert text.count("start (0.9) is after end (0.2)") == 1, text
+    # a refused value is not a model file: the pop-up says the run was refused, no model doctor in it
+    assert dialog.get_attribute("data-infu-dialog") == "refused" and "model doctor" not in text.lower(), text
+    assert page.locator(f'.infu-panel[data-infu-node="{apply}"] button').count() == 0
     shot(page, frontend, "validation-error-dialog")
     page.locator(".infu-doctor .infu-close").click()
     close_dialogs(page)

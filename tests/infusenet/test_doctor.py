@@ -68,6 +68,9 @@ def test_pickle_with_code_is_refused_and_tensors_pass(tmp_path):
 def test_every_spec_has_an_official_link_and_a_shell_line():
     for spec in doctor.SPECS:
         fix = doctor.fix_for(spec)
+        if spec.trained_by_you:  # a FLUX.2 InfuseNet: no one publishes one, the fix says how to get it
+            assert fix["url"] == fix["shell"] == "" and "train" in fix["what"] and "README" in fix["note"]
+            continue
         assert fix["url"].startswith("https://") and fix["shell"] and fix["folder"].endswith("/")
         if spec.archive:
             assert "unzip -o -j" in fix["shell"] and "insightface/models/antelopev2" in fix["shell"]
@@ -75,3 +78,27 @@ def test_every_spec_has_an_official_link_and_a_shell_line():
             assert fix["shell"].endswith(spec.url) and f"{spec.folders[0]}/{spec.name}" in fix["shell"]
         if spec.gated:
             assert "HF_TOKEN" in fix["shell"]
+
+
+def test_the_check_memory_is_bounded_and_forgets_the_least_recently_asked_for(tmp_path, monkeypatch):
+    from collections import OrderedDict
+
+    monkeypatch.setattr(doctor, "CHECKS_KEPT", 3)
+    monkeypatch.setattr(doctor, "_CACHE", OrderedDict())
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"vae_{i}.safetensors")
+        save_file({"w": torch.zeros(4, i + 1)}, str(paths[-1]))
+    first = [doctor.check_file(p, "vae") for p in paths[:3]]
+    assert all(check.status == doctor.STATUS_OK for check in first)
+    assert doctor.check_file(paths[0], "vae") is first[0]  # remembered, and now the most recent
+    later = [doctor.check_file(p, "vae") for p in paths[3:]]  # two more: the two least recent go
+    assert len(doctor._CACHE) == 3
+    assert doctor.check_file(paths[0], "vae") is first[0]
+    assert doctor.check_file(paths[4], "vae") is later[1]
+    assert doctor.check_file(paths[1], "vae") is not first[1]  # forgotten: checked again
+    for count in range(2, 12):  # one file rewritten again and again keeps one place, with its latest check
+        save_file({f"w{j}": torch.zeros(4) for j in range(count)}, str(paths[0]))
+        assert doctor.check_file(paths[0], "vae").info["tensors"] == count
+    assert len(doctor._CACHE) == 3
+    assert sum(key[0] == str(paths[0]) for key in doctor._CACHE) == 1

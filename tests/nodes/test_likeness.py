@@ -1,5 +1,5 @@
-"""Likeness controls through the node classes: an identity made with one InfuseNet applied with another
-(re-projected), the presets, and the sim_stage1 / aes_stage2 likeness blend against two chained Applies and
+"""Likeness controls through the node classes: an identity carrying the tokens of one InfuseNet applied with
+another (re-projected), the presets, and the sim_stage1 / aes_stage2 likeness blend against two chained Applies and
 against the diffusers reference with two branches."""
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def parts(tmp_path_factory, pack_nodes):
     embedding = torch.nn.functional.normalize(torch.randn(1, 512, generator=g), dim=1)
 
     def identity(bundle):
-        """An identity as Identity From Images makes it with ``bundle``'s loader."""
+        """An identity that brings the tokens of ``bundle``'s projection (made outside the nodes)."""
         ident = identity_mod.FaceIdentity(embedding, embedding[0], [[0, 0, 1, 1]], [[[0, 0]] * 5], [(1, 1)])
         ident.tokens = weights.project_identity(bundle, ident.embedding)
         return ident

@@ -187,7 +187,7 @@ def test_likeness_blend_with_sim_and_aes(comfy_server, photos):
     half = run(comfy_server, generation(blend_node(0.5), SIM_LOADER))
     shown = report(half, "12")
     assert [(b["socket"], b["variant"], b["strength"], b["ran"], b["reprojected"]) for b in shown["branches"]] == [
-        ("infusenet_sim", "sim_stage1", 0.5, True, True), ("infusenet_aes", "aes_stage2", 0.5, True, False)]
+        ("infusenet_sim", "sim_stage1", 0.5, True, False), ("infusenet_aes", "aes_stage2", 0.5, True, False)]
     assert shown["warnings"] == [] and shown["likeness"] == 0.5
     loader = json.loads(half.output("40")["infu_report"][0])
     assert loader["variant"] == "sim_stage1" and loader["tokens"] == 8

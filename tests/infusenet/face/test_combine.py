@@ -12,7 +12,7 @@ from infusenet.face.combine import COMBINE_MODES, combination_weights
 from infusenet.face.errors import FaceError
 from infusenet.face.identity import identity_from_images, merge_identities, photo_report_lines, photo_rows
 from infusenet.face.quality import face_quality, quality_score
-from infusenet.report import LIKELY_SAME
+from infusenet.face.similarity import LIKELY_SAME
 from tests.infusenet.face.people import draw_person
 
 BIG = draw_person((640, 480), [(200, 100, 360, 300)], 0)

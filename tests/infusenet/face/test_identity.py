@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from infusenet.face.errors import FaceError
-from infusenet.face.identity import combine_embeddings, identity_and_faces, identity_from_images, preview_image
+from infusenet.face.combine import mean_embedding
+from infusenet.face.identity import identity_and_faces, identity_from_images, preview_image
 from devtools.face_models import draw_faces
 
 A = draw_faces((640, 480), [(100, 100, 220, 260), (400, 150, 440, 200)], texture_seed=1)
@@ -59,7 +60,7 @@ def test_several_photos_combine_into_one_identity(encoder):
     torch.testing.assert_close(identity.embeddings.norm(dim=1), torch.ones(2))
     expected = torch.nn.functional.normalize(identity.embeddings.mean(0), dim=0)
     torch.testing.assert_close(identity.embedding, expected)
-    torch.testing.assert_close(identity.embedding, combine_embeddings(identity.embeddings))
+    torch.testing.assert_close(identity.embedding, mean_embedding(identity.embeddings))
     assert float(identity.embeddings[0] @ identity.embeddings[1]) < 0.9995  # two different "people"
     assert identity.boxes == [[100.0, 100.0, 220.0, 260.0], [300.0, 120.0, 420.0, 280.0]]
     assert len(identity.keypoints) == 2 and len(identity.keypoints[0]) == 5

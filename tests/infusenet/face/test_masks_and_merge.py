@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from infusenet.face.errors import FaceError
-from infusenet.face.identity import combine_embeddings, identity_from_images, merge_identities
+from infusenet.face.combine import mean_embedding
+from infusenet.face.identity import identity_from_images, merge_identities
 from infusenet.face.masks import box_mask, face_mask
 from devtools.face_models import draw_faces
 
@@ -40,6 +41,6 @@ def test_merging_identities_equals_one_batch_of_all_photos(encoder):
     merged = merge_identities(identity_from_images(encoder, torch.from_numpy(p1[None])),
                               identity_from_images(encoder, torch.from_numpy(p2[None])))
     torch.testing.assert_close(merged.embeddings, together.embeddings, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(merged.embedding, combine_embeddings(together.embeddings), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(merged.embedding, mean_embedding(together.embeddings), rtol=1e-5, atol=1e-6)
     assert merged.boxes == together.boxes and merged.tokens is None
     assert float(merged.embedding.norm()) == pytest.approx(1.0, abs=1e-5)

@@ -25,9 +25,10 @@ def test_cosine_per_image_and_none_without_a_face(encoder):
 
 def test_bands_at_and_around_the_published_thresholds():
     from infusenet import report
+    from infusenet.face.similarity import LIKELY_SAME, SAME_PERSON, SIMILARITY_BANDS
 
-    assert (report.SAME_PERSON, report.LIKELY_SAME) == (0.45, 0.32)
-    assert [b[1] for b in report.SIMILARITY_BANDS] == ["same", "likely", "unlikely"]
+    assert (SAME_PERSON, LIKELY_SAME) == (0.45, 0.32)
+    assert [b[1] for b in SIMILARITY_BANDS] == ["same", "likely", "unlikely"]
     expected = {1.0: "same", 0.791: "same", 0.45: "same", 0.4499: "likely", 0.40: "likely", 0.32: "likely",
                 0.3199: "unlikely", 0.228: "unlikely", 0.0: "unlikely", -1.0: "unlikely"}
     assert {s: report.similarity_band(s)["band"] for s in expected} == expected

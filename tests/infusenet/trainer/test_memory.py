@@ -41,6 +41,10 @@ def test_parameter_counts_of_the_published_shapes():
         two_five = dataclasses.replace(v1, depth=2, depth_single_blocks=5)   # the FLUX.2 InfuseNet's default
         assert m.count_params(m.flux2_klein_4b(), two_five).branch == 1_346_398_464
         assert m.count_params(m.flux2_klein_9b(), two_five).branch == 2_401_274_112
+        # the unset shape takes each base's default: 2 + 5 blocks and tokens as wide as its text (7680, 12288)
+        assert (klein4.branch, klein4.resampler) == (1_346_398_464, 89_194_240)
+        assert (klein9.branch, klein9.resampler) == (2_401_274_112, 95_106_304)
+        assert dev.resampler == 84_595_968                                  # FLUX.1: 4096-wide tokens
     else:   # a ComfyUI without FLUX.2 says so by name
         with pytest.raises(host.HostMismatch, match="cannot build that FLUX variant"):
             m.flux2_klein_4b()

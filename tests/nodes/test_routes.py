@@ -1,0 +1,82 @@
+"""What a running ComfyUI with this pack answers: a refused prompt names each of the pack's validation problems
+once per node (ComfyUI alone files a node's message once per input its validation takes), other nodes' errors
+as ComfyUI made them; and /object_info marks Apply InfiniteYou's expert inputs advanced. No model is needed:
+validation refuses before anything loads."""
+from __future__ import annotations
+
+import pytest
+
+from devtools.server import PromptRejected
+from tests.conftest import start_server
+
+APPLY_EXPERT = {"start", "end", "window", "infusenet_guidance", "follow_model_guidance", "apply_to"}
+"""Folded away as advanced; strength, the preset, the pose image, the mask and the sockets stay in view."""
+BACKWARDS = "Apply InfiniteYou: start (0.9) is after end (0.2): the InfuseNet would never run"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("routes-base"))
+    yield server
+    server.stop()
+
+
+def refused_prompt() -> dict:
+    """Apply with start after end, an identity node with an unknown detection size, loaders of files that are not
+    there, and core nodes refused by ComfyUI itself."""
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "no_such_flux.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "InfU_InfuseNetLoader", "inputs": {
+            "infusenet_name": "aes_stage2/no_such_infusenet.safetensors",
+            "projection": "auto (image_proj_model beside the InfuseNet)", "weight_dtype": "default"}},
+        "3": {"class_type": "InfU_FaceEncoderLoader", "inputs": {
+            "detector_pack": "antelopev2", "arcface": "recognition_arcface_ir_se50.pth", "providers": "auto"}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "no_such_photo.png"}},
+        "5": {"class_type": "InfU_IdentityFromImages", "inputs": {
+            "face_encoder": ["3", 0], "images": ["4", 0], "face_select": "largest", "face_index": 0, "det_size": "999",
+            "combine": "mean"}},
+        "6": {"class_type": "VAELoader", "inputs": {"vae_name": "no_such_vae.safetensors"}},
+        "7": {"class_type": "InfU_ApplyInfiniteYou", "inputs": {
+            "model": ["1", 0], "infusenet": ["2", 0], "identity": ["5", 0], "vae": ["6", 0], "strength": 1.0,
+            "start": 0.9, "end": 0.2, "window": "steps (reference)", "infusenet_guidance": 1.0,
+            "follow_model_guidance": False, "apply_to": "positive (reference)", "preset": "custom"}},
+        "8": {"class_type": "PreviewAny", "inputs": {"source": ["7", 0]}},
+    }
+
+
+def node_errors(server) -> dict:
+    with pytest.raises(PromptRejected) as refusal:
+        server.submit(refused_prompt())
+    return refusal.value.node_errors
+
+
+def test_each_validation_message_of_the_pack_comes_once_per_node(server):
+    errors = node_errors(server)
+    apply = errors["7"]["errors"]
+    assert [(e["type"], e["extra_info"]["input_name"], e["details"]) for e in apply] == [
+        ("custom_validation_failed", "start", f"start - {BACKWARDS}")]
+    (identity,) = errors["5"]["errors"]
+    assert identity["extra_info"]["input_name"] == "det_size"
+    assert identity["details"].startswith("det_size - InfiniteYou Identity From Images: det_size '999' is not one of")
+    for loader, name in (("2", "InfiniteYou InfuseNet Loader"), ("3", "InfiniteYou Face Encoder Loader")):
+        (message,) = errors[loader]["errors"]  # every file problem in one message, filed once
+        assert f" - {name}: " in message["details"] and message["details"].count(f"{name}:") == 1, message
+    assert server.alive()
+    assert "ComfyUI internals this pack relies on changed" not in server.log()  # the middleware hook included
+
+
+def test_other_nodes_errors_are_left_as_comfyui_made_them(server):
+    errors = node_errors(server)
+    assert errors["1"]["class_type"] == "UNETLoader"
+    assert [e["type"] for e in errors["1"]["errors"]] == ["value_not_in_list"]
+    assert errors["4"]["errors"] and all("no_such_photo.png" in e["details"] for e in errors["4"]["errors"])
+
+
+def test_apply_shows_what_a_person_changes_and_folds_away_the_rest(server):
+    apply = server.object_info()["InfU_ApplyInfiniteYou"]["input"]
+    inputs = {**apply["required"], **apply.get("optional", {})}
+    marked = {name for name, spec in inputs.items() if len(spec) > 1 and spec[1].get("advanced") is True}
+    assert marked == APPLY_EXPERT
+    assert {"model", "infusenet", "identity", "vae", "strength", "control_image", "mask", "preset"} <= set(inputs)
+    identity = server.object_info()["InfU_IdentityFromImages"]["input"]
+    assert "infusenet" not in identity["required"] and identity["optional"]["infusenet"][1]["advanced"] is True
