@@ -848,3 +848,15 @@ CONTRACT += (
     Contact("comfy.sd.VAE.decode", positional=("samples_in",)),
     Contact("comfy.sd.VAE", attributes=("latent_channels",)),
 )
+
+
+# ---- added for Apply's per-call plan (decided before the diffusion model, outside a compiled region)
+APPLY_MODEL_ARGS = ("x", "t", "c_concat", "c_crossattn", "control", "transformer_options")
+"""What ``BaseModel.apply_model`` passes to APPLY_MODEL wrappers and ``_apply_model``, in this order; the rest
+(``y``, ``guidance``... and a patch's own plan) are keyword arguments that ``_apply_model`` hands on to the
+diffusion model, and ``Flux.forward`` to its DIFFUSION_MODEL wrappers."""
+CONTRACT += (
+    Contact("comfy.patcher_extension.WrappersMP.APPLY_MODEL"),
+    Contact("comfy.model_base.BaseModel.apply_model", positional=APPLY_MODEL_ARGS),
+    Contact("comfy.model_base.BaseModel._apply_model", positional=APPLY_MODEL_ARGS),
+)

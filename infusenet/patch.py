@@ -145,22 +145,49 @@ def step_kept(i: int, n_steps: int, start: float, end: float) -> bool:
     return not (i / n_steps < start or (i + 1) / n_steps > end)
 
 
+RUNS_KEY = "infiniteyou_runs"
+"""Entry of a sampling run's own ``transformer_options`` (in the copy of the model options :meth:`outer_sample`
+makes for the run) that holds ``{wrapper key: RunState}``. The state lives and dies with the run, and a run nested
+in another with the same model (a detailer, a guider that samples inside a sample) has its own."""
+
+
+@dataclass(frozen=True, eq=False)
+class CallPlan:
+    """What the branch needs for one model call, decided before the diffusion model runs.
+
+    The APPLY_MODEL wrapper makes it (eager Python, outside the diffusion model that ``TorchCompileModel``
+    compiles) and hands it to the DIFFUSION_MODEL wrapper as a keyword argument of the diffusion model: unlike
+    ``transformer_options``, whose guards ``TorchCompileModel`` drops, keyword arguments are guarded, so a compiled
+    model recompiles when the plan changes shape (branch on or off, which rows) instead of reusing a graph made for
+    another step. The tensors are built once per run and shape; the compiled region only reads them."""
+
+    net: torch.nn.Module
+    rows: Tensor | None       # rows of the batch that get residuals (the kept cond chunks); None: every row
+    control: Tensor           # packed control latent, one row per branch row [n, L, C*4], branch dtype
+    tokens: Tensor            # identity tokens [n, Q, width], branch dtype
+    guidance: Tensor          # the branch's fixed guidance [n] (float32)
+    follow_base: bool         # the base's guidance instead, where the base has one
+    scale: Tensor | None      # strength x mask per row [1 or n, L, 1] (float32); None: no mask
+    strength: float
+
+
 @dataclass
 class RunState:
     """What one sampling run computes once and reuses at every model call, released when the run ends
     (like core's EasyCache holder): nothing stays on the device from one run to the next."""
 
+    nets: dict[str, torch.nn.Module] = field(default_factory=dict)  # device -> this patch's InfuseNet there
+    model_sampling: object | None = None   # the run's model sampling (sigma window)
     control: dict[tuple, Tensor] = field(default_factory=dict)  # latent (h, w) -> processed control [b, C, h, w]
-    packed: dict[tuple, Tensor] = field(default_factory=dict)   # (h, w, device, dtype) -> packed [b, L, C*4]
-    masks: dict[tuple, Tensor] = field(default_factory=dict)    # (h_tok, w_tok, device, dtype) -> [1, L, 1]
-    tokens: dict[tuple, Tensor] = field(default_factory=dict)   # (per_chunk, chunks, device, dtype) -> tokens
+    plans: dict[tuple, CallPlan] = field(default_factory=dict)  # (chunks, n_chunks, per_chunk, h, w, device)
     schedule_source: Tensor | None = None  # transformer_options["sample_sigmas"] last seen
     schedule: Tensor | None = None         # its float32 CPU copy
-    nets: dict[str, torch.nn.Module] = field(default_factory=dict)  # device -> this patch's InfuseNet there
+    window_sigmas: Tensor | None = None    # transformer_options["sigmas"] of the step last decided...
+    window_active: bool = True             # ...and whether the window held it: one decision (one sync) per step
 
 
 class InfiniteYouPatch:
-    """Per-apply settings and inputs, the two wrappers, and the current sampling run's :class:`RunState`."""
+    """Per-apply settings and inputs, and the three wrappers; per-run state lives in the run (:data:`RUNS_KEY`)."""
 
     def __init__(
         self, bundle: InfuseNetBundle, id_tokens: Tensor, control_latent, strength: float, start: float, end: float,
@@ -174,47 +201,52 @@ class InfiniteYouPatch:
         self.window = window
         self.guidance = guidance
         self.apply_to = apply_to
-        self.mask = mask
+        self.mask = None if mask is None else mask_batch(mask)
         self.vae = vae
         self.latent_format = latent_format
-        self.model_sampling = None
-        self.run: RunState | None = None
-
-    @property
-    def state(self) -> RunState:
-        """The current run's state (created on first use outside a sampling run, e.g. by a direct call)."""
-        if self.run is None:
-            self.run = RunState()
-        return self.run
+        self.model_sampling = None  # for a sigma window decided outside a sampling run (set by the caller)
+        self.key = f"{WRAPPER_PREFIX}{uuid.uuid4().hex}"
 
     # ------------------------------------------------------------ per sampling run
     def outer_sample(self, executor, noise: Tensor, *args, **kwargs):
+        """OUTER_SAMPLE: the run's own copy of the model options, with this patch's :class:`RunState` in it and
+        InfiniteYou's DIFFUSION_MODEL wrappers innermost, next to the FLUX forward. A wrapper that skips the model
+        on some steps (core's EasyCache, added after Apply InfiniteYou in the graph) then skips the InfuseNet too,
+        instead of dropping residuals it had us compute."""
         guider = executor.class_obj
-        self.model_sampling = host.model_object(guider.model_patcher, "model_sampling")
-        self.run = RunState(nets=self.branch_models(guider.model_patcher))
+        original = guider.model_options
+        options = host.model_options_clone(original)
+        host.wrappers_innermost(options, host.WrappersMP.DIFFUSION_MODEL, lambda key: key.startswith(WRAPPER_PREFIX))
+        run = RunState(nets=self.branch_models(guider.model_patcher),
+                       model_sampling=host.model_object(guider.model_patcher, "model_sampling"))
+        options.setdefault("transformer_options", {}).setdefault(RUNS_KEY, {})[self.key] = run
+        guider.model_options = options
         try:
-            self.control_for(noise.shape[-2], noise.shape[-1])
+            self.control_for(run, noise.shape[-2], noise.shape[-1])
             return executor(noise, *args, **kwargs)
         finally:
-            self.run = None
-            self.model_sampling = None
+            guider.model_options = original
 
     def branch_models(self, patcher) -> dict[str, "torch.nn.Module"]:
         """This patch's InfuseNet on each device of the run. In ComfyUI's multi-GPU mode every device
         has its own clone of the additional models (same ``clone_base_uuid``); elsewhere just one."""
         mine = getattr(self.bundle.patcher, "clone_base_uuid", None)
         nets: dict[str, torch.nn.Module] = {}
-        for p in [patcher, *host.additional_models(patcher, "multigpu")]:
+        for p in [patcher, *host.additional_models(patcher, host.MULTIGPU_KEY)]:
             for extra in host.additional_models(p, ADDITIONAL_MODELS_KEY):
                 if extra is self.bundle.patcher or (mine is not None and getattr(extra, "clone_base_uuid", None) == mine):
                     nets.setdefault(str(extra.load_device), extra.model)
         return nets
 
-    def control_for(self, h: int, w: int) -> Tensor:
-        """The processed control latent [b, C, h, w] for a latent of spatial size h x w (cached)."""
+    def run_of(self, transformer_options: dict) -> RunState:
+        """The sampling run's state; outside a run (a direct model call) a state for this call alone."""
+        run = (transformer_options.get(RUNS_KEY) or {}).get(self.key)
+        return run if run is not None else RunState()
+
+    def control_for(self, run: RunState, h: int, w: int) -> Tensor:
+        """The processed control latent [b, C, h, w] for a latent of spatial size h x w (once per run)."""
         key = (h, w)
-        cache = self.state.control
-        if key not in cache:
+        if key not in run.control:
             src = self.control_source
             if callable(src):
                 src = src(h, w)
@@ -231,135 +263,164 @@ class InfiniteYouPatch:
             if src.shape[-2:] != (h, w):
                 logging.info("InfiniteYou: control latent %s resized to the latent size %sx%s", list(src.shape), h, w)
                 src = host.resize(src, w, h)
-            cache[key] = self.latent_format.process_in(src)
-        return cache[key]
+            run.control[key] = self.latent_format.process_in(src)
+        return run.control[key]
 
-    # ------------------------------------------------------------ per model call
-    def is_active(self, transformer_options: dict) -> bool:
-        sigma = transformer_options.get("sigmas")
-        if sigma is None:
+    # ------------------------------------------------------------ per model call, before the diffusion model
+    def is_active(self, transformer_options: dict, run: RunState | None = None) -> bool:
+        """Whether the window holds this call's step. Decided once per step: the sampler hands every call of a
+        step the same ``sigmas`` tensor, so its one host read (``float``) happens once, outside any compiled model."""
+        sigmas = transformer_options.get("sigmas")
+        if sigmas is None:
             return True
-        sigma = float(sigma.flatten()[0])
-        schedule = transformer_options.get("sample_sigmas")
+        if run is not None and sigmas is run.window_sigmas:
+            return run.window_active
+        active = self.window_holds(float(sigmas.flatten()[0]), transformer_options.get("sample_sigmas"), run)
+        if run is not None:
+            run.window_sigmas, run.window_active = sigmas, active
+        return active
+
+    def window_holds(self, sigma: float, schedule: Tensor | None, run: RunState | None) -> bool:
         if self.window == "steps" and schedule is not None and len(schedule) > 1:
-            run = self.state
+            if run is None:
+                return step_kept(step_index(sigma, schedule), len(schedule) - 1, self.start, self.end)
             if schedule is not run.schedule_source:  # copy the schedule off the device once per run
                 run.schedule_source, run.schedule = schedule, schedule.detach().float().cpu()
             return step_kept(step_index(sigma, run.schedule), len(run.schedule) - 1, self.start, self.end)
-        if self.model_sampling is None or (self.start <= 0.0 and self.end >= 1.0):
+        model_sampling = run.model_sampling if run is not None and run.model_sampling is not None else self.model_sampling
+        if model_sampling is None or (self.start <= 0.0 and self.end >= 1.0):
             return True
-        hi = self.model_sampling.percent_to_sigma(self.start)
-        lo = self.model_sampling.percent_to_sigma(self.end)
+        hi = model_sampling.percent_to_sigma(self.start)
+        lo = model_sampling.percent_to_sigma(self.end)
         return lo <= sigma <= hi
 
-    def _packed_control(self, base, h: int, w: int, device, dtype) -> Tensor:
-        key = (h, w, device, dtype)
-        cache = self.state.packed
-        if key not in cache:
-            packed, _ = base.process_img(self.control_for(h, w))
-            cache[key] = packed.to(device=device, dtype=dtype)
-        return cache[key]
-
-    def _token_mask(self, h_tok: int, w_tok: int, device, dtype) -> Tensor | None:
-        if self.mask is None:
+    def plan_call(self, base, x: Tensor, transformer_options: dict) -> CallPlan | None:
+        """This call's :class:`CallPlan`, or None when the branch does not run (outside the window, or no chunk
+        of the batch gets residuals). ``base``: the FLUX diffusion model; ``x``: the model input [B, C, h, w] (its
+        size and device are read)."""
+        run = self.run_of(transformer_options)
+        if not self.is_active(transformer_options, run):
             return None
-        key = (h_tok, w_tok, device, dtype)
-        cache = self.state.masks
-        if key not in cache:
-            m = self.mask.float().reshape(-1, *self.mask.shape[-2:])[:1].unsqueeze(0)
-            m = F.interpolate(m, size=(h_tok, w_tok), mode="bilinear", align_corners=False)
-            cache[key] = m.reshape(1, h_tok * w_tok, 1).to(device=device, dtype=dtype)
-        return cache[key]
-
-    def _id_tokens(self, per_chunk: int, n_chunks: int, device, dtype) -> Tensor:
-        key = (per_chunk, n_chunks, device, dtype)
-        cache = self.state.tokens
-        if key not in cache:
-            t = self.id_tokens
-            if t.shape[0] not in (1, per_chunk):
-                raise InfiniteYouError(f"Identity tokens have batch {t.shape[0]}; expected 1 or the latent batch {per_chunk}.")
-            t = t.expand(per_chunk, -1, -1).repeat(n_chunks, 1, 1)
-            cache[key] = t.to(device=device, dtype=dtype)
-        return cache[key]
-
-    def residuals(self, base, x: Tensor, timestep: Tensor, y: Tensor | None, guidance: Tensor | None,
-                  transformer_options: dict) -> tuple[list[Tensor], list[Tensor]] | None:
-        """Branch residuals for the whole batch [B, L, hidden] (zeros on skipped chunks), or None."""
         cond_or_uncond = transformer_options.get("cond_or_uncond") or [0]
         n_chunks = len(cond_or_uncond)
-        per_chunk = x.shape[0] // n_chunks
-        chunks = [k for k, c in enumerate(cond_or_uncond) if c == 0 or self.apply_to == "both"]
+        chunks = tuple(k for k, c in enumerate(cond_or_uncond) if c == 0 or self.apply_to == "both")
         if not chunks:
             return None
+        per_chunk = x.shape[0] // n_chunks
+        h, w = x.shape[-2:]
+        key = (chunks, n_chunks, per_chunk, h, w, x.device)
+        if key not in run.plans:
+            run.plans[key] = self.new_plan(base, run, chunks, n_chunks, per_chunk, h, w, x.device)
+        return run.plans[key]
+
+    def new_plan(self, base, run: RunState, chunks: tuple, n_chunks: int, per_chunk: int, h: int, w: int,
+                 device) -> CallPlan:
+        net = run.nets.get(str(device), self.bundle.model)
+        dtype = net.compute_dtype
+        n = len(chunks) * per_chunk
         rows = None if len(chunks) == n_chunks else torch.cat(
-            [torch.arange(k * per_chunk, (k + 1) * per_chunk, device=x.device) for k in chunks])
+            [torch.arange(k * per_chunk, (k + 1) * per_chunk, device=device) for k in chunks])
+        control, _ = base.process_img(self.control_for(run, h, w))
+        control = control.to(device=device, dtype=dtype)
+        control = per_row(control, per_chunk, len(chunks)) if control.shape[0] in (1, per_chunk) else control[:1].expand(n, -1, -1)
+        return CallPlan(
+            net=net, rows=rows, control=control, tokens=self.branch_tokens(per_chunk, len(chunks), device, dtype),
+            guidance=torch.full((n,), 1.0 if self.guidance is None else float(self.guidance), device=device),
+            follow_base=self.guidance is None,
+            scale=self.residual_scale(h, w, base.patch_size, per_chunk, len(chunks), device),
+            strength=self.strength)
+
+    def branch_tokens(self, per_chunk: int, n_chunks: int, device, dtype) -> Tensor:
+        t = self.id_tokens
+        if t.shape[0] not in (1, per_chunk):
+            raise InfiniteYouError(f"Identity tokens have batch {t.shape[0]}; expected 1 or the latent batch {per_chunk}.")
+        return per_row(t, per_chunk, n_chunks).to(device=device, dtype=dtype)
+
+    def residual_scale(self, h: int, w: int, p: int, per_chunk: int, n_chunks: int, device) -> Tensor | None:
+        """strength x mask, at token resolution, one row per branch row (or one for all): [1 or n, L, 1]."""
+        if self.mask is None:
+            return None
+        if self.mask.shape[0] not in (1, per_chunk):
+            raise InfiniteYouError(
+                f"The mask batch has {self.mask.shape[0]} masks but the latent batch has {per_chunk} images: give "
+                f"one mask (used for every image) or one mask per image ({per_chunk}).")
+        h_tok, w_tok = (h + p // 2) // p, (w + p // 2) // p
+        m = F.interpolate(self.mask.float().unsqueeze(1), size=(h_tok, w_tok), mode="bilinear", align_corners=False)
+        m = m.reshape(m.shape[0], h_tok * w_tok, 1) * self.strength
+        return (m if m.shape[0] == 1 else per_row(m, per_chunk, n_chunks)).to(device)
+
+    def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
+                    **kwargs):
+        """APPLY_MODEL: decide this call's plan (window, rows, inputs) before the diffusion model runs, and hand it
+        to the DIFFUSION_MODEL wrapper as the diffusion model's keyword argument ``self.key``."""
+        if self.strength != 0.0:
+            kwargs[self.key] = self.plan_call(executor.class_obj.diffusion_model, x, transformer_options)
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    # ------------------------------------------------------------ per model call, inside the diffusion model
+    def residuals(self, base, plan: CallPlan, x: Tensor, timestep: Tensor, y: Tensor | None, guidance: Tensor | None,
+                  transformer_options: dict) -> tuple[list[Tensor], list[Tensor]]:
+        """Branch residuals for the whole batch [B, L, hidden] (zeros on rows the plan leaves out)."""
+        rows = plan.rows
 
         def pick(t: Tensor) -> Tensor:
             return t if rows is None else t.index_select(0, rows)
 
-        net = self.state.nets.get(str(x.device), self.bundle.model)
+        net = plan.net
         dtype = net.compute_dtype
         img, img_ids = base.process_img(noisy_latent(base, x), transformer_options=transformer_options)
-        h, w = x.shape[-2:]
-        n = len(chunks) * per_chunk
-        control = self._packed_control(base, h, w, x.device, dtype)
-        control = control.expand(per_chunk, -1, -1).repeat(len(chunks), 1, 1) if control.shape[0] in (1, per_chunk) else control[:1].expand(n, -1, -1)
         pooled = ()  # FLUX.1's branch reads the pooled text (zeros when there is none); FLUX.2 has none
         if self.bundle.pooled_text_width is not None:
-            pooled = (pick(y if y is not None else torch.zeros((x.shape[0], self.bundle.pooled_text_width),
-                                                                device=x.device)).to(dtype),)
-        if self.guidance is None and guidance is not None:
-            g = pick(guidance).float()
-        else:
-            g = torch.full((n,), 1.0 if self.guidance is None else float(self.guidance), device=x.device)
-        double, single = run_branch(
-            net, pick(img).to(dtype), pick(img_ids), control, self._id_tokens(per_chunk, len(chunks), x.device, dtype),
-            pick(timestep).float(), *pooled, g, base.pe_embedder,
-        )
-        p = base.patch_size
-        mask = self._token_mask((h + p // 2) // p, (w + p // 2) // p, x.device, x.dtype)
+            pooled = (pick(y).to(dtype) if y is not None else
+                      plan.control.new_zeros((plan.control.shape[0], self.bundle.pooled_text_width)),)
+        g = pick(guidance).float() if plan.follow_base and guidance is not None else plan.guidance
+        double, single = run_branch(net, pick(img).to(dtype), pick(img_ids), plan.control, plan.tokens,
+                                    pick(timestep).float(), *pooled, g, base.pe_embedder)
+        scale = None if plan.scale is None else plan.scale.to(x.dtype)
 
         def finish(r: Tensor) -> Tensor:
-            r = r.to(x.dtype) * self.strength
-            if mask is not None:
-                r = r * mask
+            r = r.to(x.dtype)
+            if scale is not None:
+                r = r * scale
+            elif plan.strength != 1.0:
+                r = r * plan.strength
             if rows is None:
                 return r
-            full = torch.zeros((x.shape[0],) + tuple(r.shape[1:]), device=r.device, dtype=r.dtype)
-            return full.index_copy_(0, rows, r)
+            return r.new_zeros((x.shape[0],) + tuple(r.shape[1:])).index_copy_(0, rows, r)
 
         return [finish(r) for r in double], [finish(r) for r in single]
 
     def diffusion_model(self, executor, x, timestep, context, y=None, guidance=None, ref_latents=None, control=None,
                         transformer_options={}, **kwargs):
+        """DIFFUSION_MODEL: add the residuals the plan asks for to the ``control`` the FLUX forward gets. Without
+        a plan from :meth:`apply_model` (the diffusion model called directly) the plan is made here."""
         base = executor.class_obj
-        out = None
-        if self.strength != 0.0 and self.is_active(transformer_options):
-            out = self.residuals(base, x, timestep, y, guidance, transformer_options)
-        if out is not None:
-            control = merge_control(control, out[0], out[1], len(base.double_blocks), len(base.single_blocks))
+        if self.key in kwargs:
+            plan = kwargs.pop(self.key)
+        else:
+            plan = self.plan_call(base, x, transformer_options) if self.strength != 0.0 else None
+        if plan is not None:
+            double, single = self.residuals(base, plan, x, timestep, y, guidance, transformer_options)
+            control = merge_control(control, double, single, len(base.double_blocks), len(base.single_blocks))
         return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
 
 
-def branch_innermost(executor, *args, **kwargs):
-    """OUTER_SAMPLE: for this run, InfiniteYou's DIFFUSION_MODEL wrappers go innermost, next to the FLUX
-    forward. A wrapper that skips the model on some steps (core's EasyCache, added after Apply InfiniteYou
-    in the graph) then skips the InfuseNet too, instead of dropping residuals it had us compute."""
-    guider = executor.class_obj
-    original = guider.model_options
-    guider.model_options = host.model_options_clone(original)
-    host.wrappers_innermost(guider.model_options, host.WrappersMP.DIFFUSION_MODEL, lambda key: key.startswith(WRAPPER_PREFIX))
-    try:
-        return executor(*args, **kwargs)
-    finally:
-        guider.model_options = original
+def mask_batch(mask: Tensor) -> Tensor:
+    """A mask as [B, H, W]: ComfyUI's MASK is [B, H, W]; [H, W] is one mask."""
+    if mask.ndim < 2 or (mask.ndim > 3 and any(s != 1 for s in mask.shape[1:-2])):
+        raise InfiniteYouError(f"The mask must be [height, width] or [batch, height, width]; got {list(mask.shape)}.")
+    return mask.detach().reshape(-1, *mask.shape[-2:])
 
 
-@torch.compiler.disable
+def per_row(t: Tensor, per_chunk: int, n_chunks: int) -> Tensor:
+    """``t`` ([1 or per_chunk, ...]) as one row per branch row: the latent batch, once per kept chunk."""
+    return t.expand(per_chunk, *t.shape[1:]).repeat(n_chunks, *([1] * (t.ndim - 1)))
+
+
 def run_branch(net: torch.nn.Module, *args):
-    """The InfuseNet forward, kept eager under ``TorchCompileModel``: that node compiles the base with its
-    ``transformer_options`` guards dropped, so compiled FLUX block code must not be re-entered by the
-    InfuseNet's blocks (same classes, no ``transformer_options``); the base stays compiled."""
+    """The InfuseNet forward. Under ``TorchCompileModel`` it is traced with the base, in the same graph: the
+    window and the rows were decided before the compiled diffusion model ran (:class:`CallPlan`), so nothing
+    here reads a host value or a ``transformer_options`` entry whose guard that node drops."""
     return net(*args)
 
 
@@ -412,7 +473,8 @@ def apply_infiniteyou(
     start/end: fraction of steps (window="steps", the reference) or sigma percent (window="sigma").
     guidance: the branch's guidance (reference 1.0); None follows the base model's guidance.
     apply_to: "positive" (reference: the negative pass gets nothing) or "both".
-    mask: [H, W] (or [1, H, W]) in [0, 1], any resolution; limits the residuals to a region.
+    mask: [H, W] or [B, H, W] in [0, 1], any resolution; limits the residuals to a region. A batch of masks gives
+    each image of the latent batch its own (B must be 1 or the latent batch; other sizes are refused when sampling).
     """
     dm = flux_diffusion_model(model, bundle.base)
     check_compatible(dm, bundle, id_tokens)
@@ -432,10 +494,9 @@ def apply_infiniteyou(
         return clone  # bit-identical to the input model
     state = InfiniteYouPatch(bundle, id_tokens.detach(), control_latent, strength, start, end, window, guidance, apply_to,
                              mask, vae, model.model.latent_format)
-    key = f"{WRAPPER_PREFIX}{uuid.uuid4().hex}"
-    host.add_wrapper(clone, host.WrappersMP.OUTER_SAMPLE, key, branch_innermost)
-    host.add_wrapper(clone, host.WrappersMP.OUTER_SAMPLE, key, state.outer_sample)
-    host.add_wrapper(clone, host.WrappersMP.DIFFUSION_MODEL, key, state.diffusion_model)
+    host.add_wrapper(clone, host.WrappersMP.OUTER_SAMPLE, state.key, state.outer_sample)
+    host.add_wrapper(clone, host.WrappersMP.APPLY_MODEL, state.key, state.apply_model)
+    host.add_wrapper(clone, host.WrappersMP.DIFFUSION_MODEL, state.key, state.diffusion_model)
     others = [m for m in host.additional_models(clone, ADDITIONAL_MODELS_KEY) if m is not bundle.patcher]
     host.set_additional_models(clone, ADDITIONAL_MODELS_KEY, others + [bundle.patcher])
     return clone

@@ -151,11 +151,17 @@ def to_comfy_keys(sd: dict[str, Tensor], source: str = "") -> dict[str, Tensor]:
     Raises InfiniteYouError listing the expected keys that are missing.
     """
     sd = _strip_prefix(dict(sd))
+    controlnet = [] if "controlnet_x_embedder.weight" in sd else ["controlnet_x_embedder.weight"]
+    if not any(k.startswith(("controlnet_blocks.", "controlnet_single_blocks.")) for k in sd):
+        controlnet.append("controlnet_blocks.0.weight or controlnet_single_blocks.0.weight")
+    if controlnet:
+        sample = ", ".join(sorted(sd)[:3]) or "no tensors"
+        raise InfiniteYouError(
+            f"'{source}' is not an InfuseNet (a FLUX ControlNet): expected keys missing: {', '.join(controlnet)}. "
+            f"Found {len(sd)} tensors, e.g. {sample}: another model was saved under this name?")
     if FLUX2_KEY in sd or ("img_in.weight" in sd and "txt_in.weight" in sd):
         return host.to_host_keys(sd)  # already in ComfyUI layout (every FLUX.2 InfuseNet is)
     missing = [k for k in REQUIRED_DIFFUSERS_KEYS if k not in sd]
-    if not any(k.startswith(("controlnet_blocks.", "controlnet_single_blocks.")) for k in sd):
-        missing.append("controlnet_blocks.0.weight or controlnet_single_blocks.0.weight")
     if missing:
         sample = ", ".join(sorted(sd)[:6]) or "no tensors"
         raise InfiniteYouError(
@@ -234,8 +240,20 @@ def network_for(sd: dict[str, Tensor], source: str = "") -> tuple[InfuseNetConfi
         raise InfiniteYouError(
             f"'{source}' is an InfuseNet for FLUX.2 [klein], which {host.host_label()} cannot load: it lacks {lacks}. "
             "The file is fine; update ComfyUI to a release that loads FLUX.2 [klein] (0.30.0 does).")
+    return infusenet_shape(sd, source)[0], InfuseNet2
+
+
+def infusenet_shape(sd: dict[str, Tensor], source: str = "") -> tuple[InfuseNetConfig | InfuseNet2Config, str]:
+    """The shape and base family (``"flux1"``/``"flux2"``) of the InfuseNet whose tensors ``sd`` holds, in either key
+    layout: every check the loader makes before it builds a network. ``sd`` may hold ``meta`` tensors made from a
+    file's header (the model doctor checks files that way, without reading their weights).
+    Raises InfiniteYouError naming what is missing."""
+    sd = to_comfy_keys(sd, source)
+    base = base_family(sd)
+    if base == "flux1":
+        return config_from_state_dict(sd, source), base
     try:
-        return InfuseNet2Config.from_state_dict(sd, source), InfuseNet2
+        return InfuseNet2Config.from_state_dict(sd, source), base
     except ValueError as e:
         raise InfiniteYouError(f"'{source}' is not a complete InfuseNet for FLUX.2: {e}.") from e
 
@@ -345,18 +363,30 @@ def read_resampler_state_dict(path: str) -> dict[str, Tensor]:
             ) from e
         except Exception as e:
             raise InfiniteYouError(f"Could not read '{path}' as a torch file (truncated or corrupt?): {e}") from e
-        if not isinstance(obj, dict):
-            raise InfiniteYouError(f"'{path}' holds a {type(obj).__name__}; expected a dict {{'image_proj': state_dict}}.")
-        sd = obj.get("image_proj", obj)
+        sd = obj
+    return projection_state_dict(sd, path)
+
+
+def projection_state_dict(obj, source: str) -> dict[str, Tensor]:
+    """The Resampler tensors in what a projection file holds (``{"image_proj": state_dict}``, the state dict itself,
+    or keys under ``image_proj.``), checked for the Resampler's keys and sizes (:class:`ResamplerConfig`): the
+    loader's checks, which the model doctor runs on the same files. Raises InfiniteYouError."""
+    if not isinstance(obj, dict):
+        raise InfiniteYouError(f"'{source}' holds a {type(obj).__name__}; expected a dict {{'image_proj': state_dict}}.")
+    sd = obj.get("image_proj", obj)
     if isinstance(sd, dict) and sd and all(k.startswith("image_proj.") for k in sd):
         sd = {k[len("image_proj."):]: v for k, v in sd.items()}
     missing = [k for k in REQUIRED_RESAMPLER_KEYS if not (isinstance(sd, dict) and k in sd)]
     if missing:
         keys = sorted(sd)[:6] if isinstance(sd, dict) else []
         raise InfiniteYouError(
-            f"'{path}' is not an InfiniteYou identity projection (Resampler): expected keys missing: "
+            f"'{source}' is not an InfiniteYou identity projection (Resampler): expected keys missing: "
             f"{', '.join(missing)}. Found e.g. {keys}."
         )
+    try:
+        ResamplerConfig.from_state_dict(sd)
+    except (KeyError, ValueError, IndexError) as e:
+        raise InfiniteYouError(f"'{source}': the identity projection weights do not form a Resampler: {e}") from e
     return sd
 
 

@@ -119,14 +119,17 @@ class ApplyInfiniteYou(io.ComfyNode):
                         "not changed. Chain several (each with a mask) for several people in one image. Works on "
                         "FLUX.1 dev/schnell (also GGUF or fp8), Fill and Kontext: the InfuseNet reads only the noisy "
                         "latent (Fill's mask and masked image go to the base alone) and adds to the generated "
-                        "image tokens only (never to Kontext's reference tokens). FLUX.2 and Chroma are refused.",
+                        "image tokens only (never to Kontext's reference tokens). With an InfuseNet made for FLUX.2 "
+                        "[klein] (trained with the pack's trainer: README) it works on that klein size. Chroma "
+                        "and other families are refused, as is an InfuseNet on the FLUX family it was not made for.",
             inputs=[
-                io.Model.Input("model", tooltip="A FLUX.1 model (dev, schnell, Fill, Kontext; bf16, fp8 or GGUF; with LoRAs...)."),
+                io.Model.Input("model", tooltip="A model of the family the InfuseNet was made for: FLUX.1 (dev, "
+                               "schnell, Fill, Kontext; bf16, fp8 or GGUF; with LoRAs...) or FLUX.2 [klein]."),
                 InfuseNetType.Input("infusenet", tooltip="From InfiniteYou InfuseNet Loader."),
                 IdentityType.Input("identity", tooltip="From InfiniteYou Identity From Images: its embedding is "
                                    "projected into tokens by this InfuseNet's own projection."),
-                io.Vae.Input("vae", tooltip="The FLUX VAE: encodes the control image (or the black image the "
-                             "reference uses when there is no pose)."),
+                io.Vae.Input("vae", tooltip="The model's VAE (FLUX.1's, or FLUX.2's for klein): encodes the control "
+                             "image (or the black image the reference uses when there is no pose)."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.01,
                                tooltip="Scale of the residuals (the reference's conditioning scale). 0 leaves the model "
                                        "unchanged. If the face looks pasted, try 0.9 or start 0.1 (see preset)."),

@@ -16,39 +16,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-HF_FLUX_DEV = "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/"
-HF_FLUX_SCHNELL = "https://huggingface.co/black-forest-labs/FLUX.1-schnell/resolve/main/"
-HF_TEXT = "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/"
-HF_INFU = "https://huggingface.co/ByteDance/InfiniteYou/resolve/main/infu_flux_v1.0/"
-HF_FLUX_GGUF = "https://huggingface.co/city96/FLUX.1-dev-gguf/resolve/main/"
-HF_FLUX_FILL = "https://huggingface.co/black-forest-labs/FLUX.1-Fill-dev/resolve/main/"
-HF_FLUX_KONTEXT = "https://huggingface.co/black-forest-labs/FLUX.1-Kontext-dev/resolve/main/"
-FACEXLIB_ARCFACE = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth"
-HF_KLEIN = "https://huggingface.co/Comfy-Org/flux2-klein/resolve/main/split_files/"
-HF_FLUX2_VAE = "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/vae/"
-"""FLUX.2 [klein] as ComfyUI's own klein templates link it (Comfy-Org's split files)."""
+from infusenet import catalogue  # noqa: E402  (after the repository root is on the path)
 
-MODELS = {
-    "flux1-dev.safetensors": (HF_FLUX_DEV + "flux1-dev.safetensors", "diffusion_models"),
-    "flux1-schnell.safetensors": (HF_FLUX_SCHNELL + "flux1-schnell.safetensors", "diffusion_models"),
-    "ae.safetensors": (HF_FLUX_DEV + "ae.safetensors", "vae"),
-    "clip_l.safetensors": (HF_TEXT + "clip_l.safetensors", "text_encoders"),
-    "t5xxl_fp16.safetensors": (HF_TEXT + "t5xxl_fp16.safetensors", "text_encoders"),
-    "t5xxl_fp8_e4m3fn.safetensors": (HF_TEXT + "t5xxl_fp8_e4m3fn.safetensors", "text_encoders"),
-    "aes_stage2/infusenet_aes_bf16.safetensors": (HF_INFU + "aes_stage2/infusenet_aes_bf16.safetensors", "infiniteyou"),
-    "aes_stage2/infusenet_aes_fp8e4m3fn.safetensors": (HF_INFU + "aes_stage2/infusenet_aes_fp8e4m3fn.safetensors", "infiniteyou"),
-    "aes_stage2/image_proj_model.bin": (HF_INFU + "aes_stage2/image_proj_model.bin", "infiniteyou"),
-    "sim_stage1/infusenet_sim_bf16.safetensors": (HF_INFU + "sim_stage1/infusenet_sim_bf16.safetensors", "infiniteyou"),
-    "sim_stage1/image_proj_model.bin": (HF_INFU + "sim_stage1/image_proj_model.bin", "infiniteyou"),
-    "recognition_arcface_ir_se50.pth": (FACEXLIB_ARCFACE, "facexlib"),
-    "flux1-dev-Q4_0.gguf": (HF_FLUX_GGUF + "flux1-dev-Q4_0.gguf", "diffusion_models"),
-    "flux1-fill-dev.safetensors": (HF_FLUX_FILL + "flux1-fill-dev.safetensors", "diffusion_models"),
-    "flux1-kontext-dev.safetensors": (HF_FLUX_KONTEXT + "flux1-kontext-dev.safetensors", "diffusion_models"),
-    "flux-2-klein-4b.safetensors": (HF_KLEIN + "diffusion_models/flux-2-klein-4b.safetensors", "diffusion_models"),
-    "qwen_3_4b.safetensors": (HF_KLEIN + "text_encoders/qwen_3_4b.safetensors", "text_encoders"),
-    "flux2-vae.safetensors": (HF_FLUX2_VAE + "flux2-vae.safetensors", "vae"),
-}
-TRAINED_BY_YOU = {"flux2_klein_4b/InfuseNetModel": "README.md#flux2-klein-train-your-own-infusenet"}
+MODELS = catalogue.workflow_models()
+"""name -> (download link, ComfyUI folder) for ``properties.models``: the pack's one model list (the model doctor
+and the README table read it too)."""
+TRAINED_BY_YOU = catalogue.trained_by_you()
 """Models no one publishes, which the user trains (the README's recipe): their loaders offer no download."""
 OTHER_PACKS = {"UnetLoaderGGUF": "comfyui-gguf"}
 """Node types from other packs the workflows use (their registry id, for the frontend's missing-node help)."""

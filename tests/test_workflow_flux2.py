@@ -154,6 +154,172 @@ def test_workflow_15_runs_end_to_end_and_the_identity_changes_the_image(comfy_se
     assert changed > 0.5
 
 
+# ------------------------------------------------------------------------------------------ trained here, served
+TRAIN_SIZE = (64, 64)
+"""Width and height of the training images (4x4 FLUX.2 latents)."""
+TRAINED_DEPTH = (1, 2)
+"""The trained branch's double and single blocks, set explicitly: not the fixture InfuseNet's 1 + 1, so the
+Loader's report tells the two apart."""
+TRAINED_TOKENS = 4
+PEOPLE = {"ann": (12, 10, 44, 50), "bob": (20, 6, 50, 40)}
+"""Two people, two photos each (a face box, the same colours per person)."""
+
+
+def write_training_photos(folder) -> dict[str, list]:
+    """data/photos/<person>/<n>.png, as the recipe's folder of photos; the test detector finds these faces."""
+    from PIL import Image
+
+    from devtools.face_models import draw_faces
+
+    photos = {}
+    for seed, (person, (x1, y1, x2, y2)) in enumerate(PEOPLE.items()):
+        (folder / person).mkdir(parents=True)
+        photos[person] = []
+        for n, shift in enumerate((0, 4)):
+            pixels = draw_faces(TRAIN_SIZE, [(x1 + shift, y1, x2 + shift, y2)], texture_seed=seed)
+            path = folder / person / f"{n}.png"
+            Image.fromarray((pixels * 255).round().astype(np.uint8)).save(path)
+            photos[person].append(path)
+    return photos
+
+
+def tiny_train_config(stage: str, klein: str, cache, out, steps: int, init_from: str | None = None):
+    """The recipe's TrainConfig, made tiny: depth, Resampler and token count set explicitly, float32, a
+    learning rate a handful of steps can move, a checkpoint at the last step."""
+    from infusenet.trainer import config as c
+
+    return c.TrainConfig(
+        stage=stage, models=c.ModelPaths(base_model=klein, init_from=init_from),
+        shape=c.InfuseNetShape(depth=TRAINED_DEPTH[0], depth_single_blocks=TRAINED_DEPTH[1], resampler_dim=64,
+                               resampler_depth=1, resampler_heads=1, num_tokens=TRAINED_TOKENS),
+        data=c.DataConfig(cache_dir=str(cache), batch_size=2), optim=c.OptimConfig(lr=1e-3),
+        schedule=c.ScheduleConfig(max_steps=steps, log_every=1, progress=False),
+        precision=c.PrecisionConfig(mixed="fp32", gradient_checkpointing=False),
+        checkpoint=c.CheckpointConfig(output_dir=str(out), every=steps, resume=None))
+
+
+def train_as_the_readme_says(model_dir, work) -> tuple[dict, dict]:
+    """The README's recipe ("FLUX.2 [klein]: train your own InfuseNet") on the fixture files, at 64x64 with a
+    handful of steps: SPSS cache from a folder of photos, stage 1, its export, SPMS synthesis with the stage-1
+    model through ComfyUI's sampler, stage 2 from the stage-1 checkpoint, and the export workflow 15 loads
+    (written to ``work/infiniteyou/flux2_klein_4b``). Returns the losses and the SPMS synthesis counts.
+
+    Substitution: CLIP-L (type stable_diffusion) for Qwen3-4B, as in the workflow (module docstring). The stage-2
+    set is what the synthesis kept: the self-test face models find a face in a bright patch of the random images
+    and score it against the photo, so images pass the recipe's 0.6 similarity as real faces would."""
+    import comfy.sd
+    import comfy.utils
+
+    from infusenet.face.encoder import load_face_encoder
+    from infusenet.trainer import train
+    from infusenet.trainer.data import Encoders, prepare_cache, write_manifest
+    from infusenet.trainer.export import export_checkpoint
+    from infusenet.trainer.loop import load_base
+    from infusenet.trainer.spms import ComfyGenerator, synthesize_spms
+    from infusenet.weights import load_infusenet
+    from tests.fixtures.model_set import CLIP_L
+
+    klein = str(model_dir / "diffusion_models" / FLUX2_KLEIN)
+    clip = comfy.sd.load_clip([str(model_dir / "text_encoders" / CLIP_L)],
+                              clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(model_dir / "vae" / FLUX2_VAE)))
+    face = load_face_encoder(model_dir / "insightface", model_dir / "insightface" / "recognition_arcface_ir_se50.pth")
+    encoders = Encoders(face, clip, vae)
+    data, models = work / "data", work / "infiniteyou"
+    photos = write_training_photos(data / "photos")
+
+    # 1. Data: one SPSS record per photo.
+    records = [{"id": f"{person}/{p.stem}", "identity": str(p.relative_to(data)), "caption": "a photo of a person",
+                "pose": "auto"} for person, paths in photos.items() for p in paths]
+    write_manifest(data / "spss.jsonl", records)
+    spss = prepare_cache(data / "spss.jsonl", work / "cache" / "spss", encoders, resolution=TRAIN_SIZE)
+    assert len(spss.prepared) == 4 and not spss.skipped, spss.skipped
+
+    # 2. Stage 1 (SPSS).
+    stage1 = train(tiny_train_config("pretrain", klein, work / "cache" / "spss", work / "runs" / "stage1", 4))
+    export_checkpoint(stage1.last_checkpoint, models / "flux2_klein_4b_stage1")
+
+    # 3. SPMS with the stage-1 model, klein's distilled sampling (4 steps, CFG 1).
+    stage1_net = load_infusenet(str(models / "flux2_klein_4b_stage1" / "InfuseNetModel"))
+    people = [(r["id"], str(data / r["identity"])) for r in records[::2]]
+    prompts = ["a photo of a person hiking in the mountains", "a portrait of a person in a cafe, warm light"]
+    synthesis = synthesize_spms(people, prompts, face, stage1_net.resampler,
+                                ComfyGenerator(load_base(klein), stage1_net, clip, vae, steps=4, cfg=1.0),
+                                data / "spms", width=TRAIN_SIZE[0], height=TRAIN_SIZE[1])
+    assert synthesis.accepted > 0, f"SPMS kept no image (similarities {synthesis.scores}): nothing for stage 2"
+    spms = prepare_cache(data / "spms" / "spms.jsonl", work / "cache" / "spms", encoders, resolution=TRAIN_SIZE)
+    assert len(spms.prepared) == synthesis.accepted and not spms.skipped, spms.skipped
+
+    # 4. Stage 2 (SPMS) from the stage-1 checkpoint, then the files workflow 15 loads.
+    stage2 = train(tiny_train_config("sft", klein, work / "cache" / "spms", work / "runs" / "stage2", 2,
+                                     init_from=stage1.last_checkpoint))
+    export_checkpoint(stage2.last_checkpoint, models / "flux2_klein_4b")
+    losses = {"stage 1": stage1.losses, "stage 2": stage2.losses}
+    return losses, {"generated": sum(len(s) for s in synthesis.scores.values()), "kept": synthesis.accepted,
+                    "similarities": [round(x, 3) for s in synthesis.scores.values() for x in s if x is not None]}
+
+
+def serve_models_from(server, folder):
+    """Point the running server's models/infiniteyou at ``folder`` (the fixture set's files linked in beside what
+    it holds); returns a function that puts the fixture folder back. Outputs ComfyUI cached from the old folder's
+    files are dropped both times (/free), so a prompt loads from the folder now served."""
+    link = server.base_dir / "models" / "infiniteyou"
+    fixture = link.resolve()
+    for entry in fixture.iterdir():
+        if not (folder / entry.name).exists():
+            (folder / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+
+    def point_to(target):
+        link.unlink()
+        link.symlink_to(target, target_is_directory=True)
+        drop_cached_outputs(server)
+
+    point_to(folder)
+    return lambda: point_to(fixture)
+
+
+def drop_cached_outputs(server) -> None:
+    """ComfyUI's /free with free_memory: the prompt worker, idle now, empties its output cache when woken."""
+    status, _ = server.request("/free", {"unload_models": True, "free_memory": True})
+    assert status == 200
+    time.sleep(1.0)  # the idle worker wakes on the flag and resets before the next prompt is queued
+
+
+@needs_klein
+def test_an_infusenet_trained_with_the_readme_recipe_runs_in_workflow_15(comfy_server, photos, model_dir, tmp_path):
+    """The end-to-end proof: a FLUX.2 InfuseNet trained here with the trainer's public API as the README says,
+    exported under the name workflow 15 loads, runs in the shipped workflow on the server; its Loader reports the
+    trained depth and FLUX.2, and the image differs from the same graph at strength 0."""
+    started = time.monotonic()
+    losses, synthesis = train_as_the_readme_says(model_dir, tmp_path)
+    trained_s = time.monotonic() - started
+    assert [len(v) for v in losses.values()] == [4, 2] and all(np.isfinite(v).all() for v in losses.values())
+    assert synthesis["generated"] == 2 * 2                       # each person, each prompt, through ComfyUI
+    trained = tmp_path / "infiniteyou" / FLUX2_INFUSENET
+    assert json.loads((trained / "config.json").read_text())["num_single_layers"] == TRAINED_DEPTH[1]
+
+    prompt = api_prompt(comfy_server, WORKFLOW)
+    loader_id, loader = node_of(prompt, "InfU_InfuseNetLoader")
+    assert loader["inputs"]["infusenet_name"] == FLUX2_INFUSENET and loader["inputs"]["projection"].startswith("auto")
+    put_back = serve_models_from(comfy_server, tmp_path / "infiniteyou")
+    try:
+        result = run_ok(comfy_server, prompt)
+        strong = saved_pixels(comfy_server, result)
+        node_of(prompt, "InfU_ApplyInfiniteYou")[1]["inputs"]["strength"] = 0.0
+        zero = saved_pixels(comfy_server, run_ok(comfy_server, prompt))
+    finally:
+        put_back()
+    shown = json.loads(result.output(loader_id)["infu_report"][0])
+    summary = json.loads(result.output(loader_id)["infu_infusenet"][0])
+    assert (shown["double_blocks"], shown["single_blocks"]) == TRAINED_DEPTH and shown["base"] == "FLUX.2"
+    assert shown["tokens"] == TRAINED_TOKENS and shown["hidden_size"] == 256 and summary["base"] == "flux2"
+    assert "FLUX.2" in result.output(loader_id)["text"][0]
+    changed = np.abs(strong.astype(int) - zero.astype(int)).mean()
+    print(f"\ntrained in {trained_s:.1f} s (losses {losses}), SPMS {synthesis}; workflow 15 with it: strength 1 vs 0 "
+          f"mean |difference| {changed:.2f}/255; {time.monotonic() - started:.1f} s in all")
+    assert strong.shape == (*TEST_SIZE, 3) and changed > 0.5
+
+
 @refuses_klein
 def test_workflow_15_is_refused_with_the_comfyui_version_and_the_server_keeps_serving(comfy_server, photos):
     """Queued on a ComfyUI without FLUX.2 [klein], the InfuseNet Loader refuses before any model loads, naming the

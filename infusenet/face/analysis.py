@@ -72,31 +72,34 @@ def _listing(folder: Path, limit: int = 12) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def check_onnx_file(path: Path, role: str) -> None:
+def check_onnx_file(path: Path, role: str, shown: str | None = None):
     """Raise ``FaceError`` unless ``path`` parses as an ONNX model (catches truncated downloads,
-    HTML pages saved as .onnx and empty files, which ONNX Runtime reports as INVALID_PROTOBUF)."""
+    HTML pages saved as .onnx and empty files, which ONNX Runtime reports as INVALID_PROTOBUF). ``shown``: how
+    messages name the file (the model doctor names it relative to the models folder). Returns the parsed model."""
     import onnx
 
+    where = shown or path
     size = path.stat().st_size
     if size == 0:
-        raise FaceError(f"The {role} {path} is empty (0 bytes): the download did not complete. "
+        raise FaceError(f"The {role} {where} is empty (0 bytes): the download did not complete. "
                         f"Download the {PACK_NAME} pack again and replace the file.")
     with open(path, "rb") as fh:
         head = fh.read(256).lstrip().lower()
     if head.startswith(b"<") or head.startswith(b"{"):
-        raise FaceError(f"The {role} {path} is a web page or text ({size} bytes), not an ONNX model "
+        raise FaceError(f"The {role} {where} is a web page or text ({size} bytes), not an ONNX model "
                         "(INVALID_PROTOBUF). Download the file itself, not the page that links to it.")
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # DecodeError and friends: the protobuf cannot be parsed
         raise FaceError(
-            f"The {role} {path} is not a valid ONNX model (INVALID_PROTOBUF: {type(exc).__name__}); "
+            f"The {role} {where} is not a valid ONNX model (INVALID_PROTOBUF: {type(exc).__name__}); "
             f"found a {size}-byte file that is truncated or corrupt. Download the {PACK_NAME} pack "
             "again and replace the file."
         ) from exc
     if role == "face detector" and len(model.graph.output) < 5:
-        raise FaceError(f"The face detector {path} has {len(model.graph.output)} outputs; the "
+        raise FaceError(f"The face detector {where} has {len(model.graph.output)} outputs; the "
                         f"{PACK_NAME} SCRFD detector has 9. Another model was saved under its name.")
+    return model
 
 
 def check_pack(pack_dir: Path) -> Path:

@@ -94,8 +94,14 @@ def load_arcface_state_dict(path: Path, searched: Sequence[Path] = ()) -> dict[s
                         "download it again.") from exc
     except host.HostMismatch as exc:  # ComfyUI's loader changed: the file is not the problem
         raise FaceError(f"ArcFace weights {path} could not be read: {exc}") from exc
+    return arcface_state_dict(state, str(path))
+
+
+def arcface_state_dict(state, source: str) -> dict[str, torch.Tensor]:
+    """``state`` checked against :class:`ArcFaceIRSE50` (every tensor, by name and shape; a ``module.`` prefix is
+    dropped): the loader's check, which the model doctor runs on the same files (on their shapes only)."""
     if not isinstance(state, dict):
-        raise FaceError(f"ArcFace weights {path} hold a {type(state).__name__}, not a state dict.")
+        raise FaceError(f"ArcFace weights {source} hold a {type(state).__name__}, not a state dict.")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     with torch.device("meta"):
@@ -107,7 +113,7 @@ def load_arcface_state_dict(path: Path, searched: Sequence[Path] = ()) -> dict[s
         hint = " It looks like the InfiniteYou projection file." if "image_proj" in state or any(
             k.startswith("latents") or k.startswith("proj_in") for k in state) else ""
         raise FaceError(
-            f"{path} is not the IR-SE50 ArcFace ({ARCFACE_FILE}, {len(expected)} tensors): "
+            f"{source} is not the IR-SE50 ArcFace ({ARCFACE_FILE}, {len(expected)} tensors): "
             f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
             f"{len(wrong)} of the wrong shape (e.g. {wrong[:2]}).{hint}"
         )

@@ -100,7 +100,7 @@ def test_the_graph_sees_lazy_imports_and_relative_names():
     assert "infusenet.face.similarity" in graph["infusenet.face.identity"]  # from .similarity import LIKELY_SAME
     assert "infusenet.face.identity" in graph["infusenet.report"]
     assert "infusenet.doctor" in graph["nodes.routes"]  # from ..infusenet import doctor
-    assert "infusenet.paths" in graph["infusenet.doctor"]  # inside a function
+    assert "infusenet.paths" in graph["infusenet.doctor.report"]  # inside a function
     assert "infusenet.face.identity" not in graph["infusenet.face.similarity"]  # type-checking only
 
 
