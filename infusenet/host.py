@@ -222,6 +222,49 @@ def operations_for(dtype: torch.dtype, manual_cast: torch.dtype | None, device: 
     return comfy.ops.pick_operations(dtype, manual_cast, load_device=device)
 
 
+SCALE_WEIGHT = ".scale_weight"
+"""The per-layer weight scale of ComfyUI's scaled fp8 checkpoints (``<layer>.scale_weight``, a float32 scalar: the
+layer computes with ``weight * scale``); newer ComfyUI names it ``<layer>.weight_scale``."""
+SCALED_FP8_MARKER = "scaled_fp8"
+"""The key that marks a scaled fp8 checkpoint (an empty tensor of the fp8 dtype)."""
+
+
+def scaled_fp8_machinery() -> str | None:
+    """How this ComfyUI computes with scaled fp8 weights: ``"scaled_fp8_ops"`` (``pick_operations(scaled_fp8=...)``,
+    ComfyUI 0.3.x), ``"quantized"`` (``convert_old_quants`` then the quantised-tensor operations
+    ``pick_operations(model_config=...)`` chooses, later releases), or None where it has neither."""
+    params = inspect.signature(comfy.ops.pick_operations).parameters
+    if "scaled_fp8" in params and hasattr(comfy.ops, "scaled_fp8_ops"):
+        return "scaled_fp8_ops"
+    if "model_config" in params and hasattr(comfy.utils, "convert_old_quants") and hasattr(comfy.ops, "mixed_precision_ops"):
+        return "quantized"
+    return None
+
+
+def scaled_fp8_operations(sd: dict, weight_dtype: torch.dtype, manual_cast: torch.dtype | None,
+                          device: torch.device) -> tuple[Any, dict]:
+    """ComfyUI's own layer classes for a scaled fp8 state dict (ComfyUI keys, ``<layer>.scale_weight`` beside each
+    scaled weight), and the state dict in the form those layers load. They compute with ``weight * scale``, as
+    ComfyUI runs its own scaled fp8 checkpoints on this device. HostMismatch on a ComfyUI without them."""
+    machinery = scaled_fp8_machinery()
+    if machinery == "scaled_fp8_ops":
+        return comfy.ops.pick_operations(weight_dtype, manual_cast, load_device=device, scaled_fp8=weight_dtype), sd
+    if machinery == "quantized":
+        marked = {**sd, SCALED_FP8_MARKER: torch.empty(0, dtype=weight_dtype)}
+        converted, _ = comfy.utils.convert_old_quants(marked, "", {})
+        config = _QuantConfig(quant_config={"mixed_ops": True})
+        return comfy.ops.pick_operations(weight_dtype, manual_cast, load_device=device, model_config=config), converted
+    raise HostMismatch(f"{host_label()} has none of ComfyUI's scaled fp8 operations (comfy.ops.scaled_fp8_ops, or "
+                       f"comfy.utils.convert_old_quants with comfy.ops.mixed_precision_ops). {version_note()}")
+
+
+@dataclass
+class _QuantConfig:
+    """What ``pick_operations`` reads of a model config to choose the quantised-tensor operations."""
+
+    quant_config: dict
+
+
 plain_operations = comfy.ops.disable_weight_init
 """Layer classes without weight initialisation (for building a model that is loaded next)."""
 
@@ -493,7 +536,8 @@ class Contact:
     #                                   source of the class or of a base (attributes made in ``__init__``)
     keys: tuple[str, ...] = ()        # dict keys the source sets (``["key"] = ...``), e.g. the transformer_options
     #                                   keys the pack reads
-    literals: tuple[str, ...] = ()    # strings the source uses, e.g. the key of multi-GPU additional models
+    literals: tuple[str, ...] = ()    # text in string constants of the source, e.g. the key of multi-GPU additional
+    #                                   models, the key names of a checkpoint format
     when: str = ""                    # checked only where this symbol exists: a feature of newer ComfyUI releases
     #                                   that the pack uses when it is there
     server_only: bool = False         # only inside a running ComfyUI server (its ``server`` module is loaded)
@@ -636,7 +680,7 @@ def _source_problem(contact: Contact, obj) -> str | None:
     unset = [k for k in contact.keys if not re.search(rf"\[\s*['\"]{re.escape(k)}['\"]\s*\]\s*=(?!=)", source)]
     if unset:
         return f"no longer sets the keys {unset} on {host_label()}"
-    unused = [t for t in contact.literals if not re.search(rf"['\"]{re.escape(t)}['\"]", source)]
+    unused = [t for t in contact.literals if not re.search(rf"['\"][^'\"\n]*{re.escape(t)}[^'\"\n]*['\"]", source)]
     if unused:
         return f"no longer uses {unused} on {host_label()}"
     return None
@@ -859,4 +903,16 @@ CONTRACT += (
     Contact("comfy.patcher_extension.WrappersMP.APPLY_MODEL"),
     Contact("comfy.model_base.BaseModel.apply_model", positional=APPLY_MODEL_ARGS),
     Contact("comfy.model_base.BaseModel._apply_model", positional=APPLY_MODEL_ARGS),
+)
+
+
+# ---- scaled fp8 InfuseNets: ComfyUI's own operations, whichever this ComfyUI has
+CONTRACT += (
+    Contact("comfy.ops.pick_operations", ("weight_dtype", "compute_dtype", "load_device", "scaled_fp8"),
+            when="comfy.ops.scaled_fp8_ops"),
+    Contact("comfy.ops.pick_operations", ("weight_dtype", "compute_dtype", "load_device", "model_config"),
+            when="comfy.utils.convert_old_quants"),
+    Contact("comfy.utils.convert_old_quants", ("state_dict", "model_prefix", "metadata"),
+            literals=(SCALED_FP8_MARKER, SCALE_WEIGHT, ".weight_scale", ".comfy_quant"), when="comfy.utils.convert_old_quants"),
+    Contact("comfy.ops.mixed_precision_ops", when="comfy.utils.convert_old_quants"),
 )

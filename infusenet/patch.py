@@ -417,6 +417,7 @@ def per_row(t: Tensor, per_chunk: int, n_chunks: int) -> Tensor:
     return t.expand(per_chunk, *t.shape[1:]).repeat(n_chunks, *([1] * (t.ndim - 1)))
 
 
+@torch.compiler.disable
 def run_branch(net: torch.nn.Module, *args):
     """The InfuseNet forward. Under ``TorchCompileModel`` it is traced with the base, in the same graph: the
     window and the rows were decided before the compiled diffusion model ran (:class:`CallPlan`), so nothing

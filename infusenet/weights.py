@@ -3,6 +3,8 @@
 * ``.../InfuseNetModel/`` diffusers folder: ``config.json`` + sharded safetensors + index json.
 * single safetensors files in bf16 or fp8 e4m3fn (diffusers key names); fp8 stays fp8 in memory and
   is cast per layer for compute by ComfyUI's ``manual_cast`` operations, like ComfyUI's fp8 models.
+* scaled fp8 files (a scale per weight, ``<layer>.scale_weight`` or ``<layer>.weight_scale``, as ComfyUI's scaled
+  fp8 checkpoints hold them), computed by ComfyUI's own scaled fp8 operations (:func:`host.scaled_fp8_operations`).
 * ``image_proj_model.bin`` (``{"image_proj": state_dict}``, read with ``weights_only=True``) or a
   safetensors file holding the same state dict (optionally with the ``image_proj.`` prefix).
 * InfuseNets for FLUX.2 [klein], in the same folder or single-file forms but with ComfyUI's own FLUX.2 key
@@ -40,6 +42,12 @@ REQUIRED_DIFFUSERS_KEYS = (
 REQUIRED_RESAMPLER_KEYS = ("latents", "proj_in.weight", "proj_out.weight", "norm_out.weight", "layers.0.0.to_q.weight")
 FLUX2_KEY = "double_stream_modulation_img.lin.weight"
 """The tensor that tells a FLUX.2 InfuseNet (global modulation) from a FLUX.1 one."""
+WEIGHT_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
+"""Per-layer weight scales of scaled fp8 files: ComfyUI's scaled fp8 checkpoints (``scale_weight``) and its newer
+quantised ones (``weight_scale``). The layer computes with ``weight * scale``."""
+INPUT_SCALE_SUFFIXES = (".scale_input", ".input_scale")
+"""Activation scales, which only fp8 matrix products use; the pack computes in the layers' compute dtype."""
+FP8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
 BASE_NAMES = {"flux1": "FLUX.1", "flux2": "FLUX.2"}
 """The base families an InfuseNet is made for, as the nodes and messages name them."""
 
@@ -143,6 +151,52 @@ def _count(sd: dict[str, Tensor], pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
+def split_fp8_scales(sd: dict[str, Tensor], source: str = "") -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(the tensors, weight key -> its scale) of a scaled fp8 state dict; an unscaled one gives no scales. The marker
+    ``scaled_fp8`` and activation scales are dropped. Raises InfiniteYouError for a quantisation other than one fp8
+    scale per tensor (block scales, NVFP4, int8), naming the key."""
+    tensors: dict[str, Tensor] = {}
+    scales: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if key == host.SCALED_FP8_MARKER or key.endswith(INPUT_SCALE_SUFFIXES):
+            continue
+        if key.endswith(".comfy_quant"):
+            if value.device.type != "meta":  # the model doctor reads headers only: no format to read
+                quant = json.loads(bytes(value.tolist()).decode("utf-8")).get("format")
+                if quant not in FP8_FORMATS:
+                    raise InfiniteYouError(
+                        f"'{source}' quantises {key[:-len('.comfy_quant')]} as {quant!r}; an InfuseNet is read in bf16, "
+                        f"fp16, fp32, fp8, or scaled fp8 (one scale per weight: <layer>.scale_weight or "
+                        f"<layer>.weight_scale). Use the bf16 or fp8 file.")
+            continue
+        suffix = next((x for x in WEIGHT_SCALE_SUFFIXES if key.endswith(x)), None)
+        if suffix is None:
+            tensors[key] = value
+        elif value.numel() != 1:
+            raise InfiniteYouError(
+                f"'{source}' holds {key} with {value.numel()} scales (block-wise quantisation); an InfuseNet is read "
+                "with one fp8 scale per weight (ComfyUI's scaled fp8). Use the bf16 or fp8 file.")
+        else:
+            scales[key[:-len(suffix)] + ".weight"] = value.reshape(()).float()
+    return tensors, scales
+
+
+def _scale_key(weight_key: str) -> str:
+    return weight_key[:-len(".weight")] + host.SCALE_WEIGHT
+
+
+def _fuse(parts: list[tuple[int, Tensor, Tensor | None]]) -> tuple[Tensor, Tensor | None]:
+    """Split projections (q, k, v, ...) fused in offset order. Scaled fp8 parts share the largest of their scales:
+    the others are rounded to fp8 once more on it (one layer computes with one scale)."""
+    parts = sorted(parts, key=lambda p: p[0])
+    scales = [s for _, _, s in parts if s is not None]
+    if not scales:
+        return torch.cat([t for _, t, _ in parts], dim=0), None
+    shared = torch.stack(scales).amax()
+    rescaled = [(t.float() * ((s if s is not None else torch.ones(())) / shared)).to(t.dtype) for _, t, s in parts]
+    return torch.cat(rescaled, dim=0), shared
+
+
 def to_comfy_keys(sd: dict[str, Tensor], source: str = "") -> dict[str, Tensor]:
     """Diffusers ``FluxControlNetModel`` keys -> this pack's :class:`InfuseNet` keys.
 
@@ -150,7 +204,7 @@ def to_comfy_keys(sd: dict[str, Tensor], source: str = "") -> dict[str, Tensor]:
     projections are fused in offset order. ``controlnet_*`` keys keep their names.
     Raises InfiniteYouError listing the expected keys that are missing.
     """
-    sd = _strip_prefix(dict(sd))
+    sd, scales = split_fp8_scales(_strip_prefix(dict(sd)), source)
     controlnet = [] if "controlnet_x_embedder.weight" in sd else ["controlnet_x_embedder.weight"]
     if not any(k.startswith(("controlnet_blocks.", "controlnet_single_blocks.")) for k in sd):
         controlnet.append("controlnet_blocks.0.weight or controlnet_single_blocks.0.weight")
@@ -159,8 +213,8 @@ def to_comfy_keys(sd: dict[str, Tensor], source: str = "") -> dict[str, Tensor]:
         raise InfiniteYouError(
             f"'{source}' is not an InfuseNet (a FLUX ControlNet): expected keys missing: {', '.join(controlnet)}. "
             f"Found {len(sd)} tensors, e.g. {sample}: another model was saved under this name?")
-    if FLUX2_KEY in sd or ("img_in.weight" in sd and "txt_in.weight" in sd):
-        return host.to_host_keys(sd)  # already in ComfyUI layout (every FLUX.2 InfuseNet is)
+    if FLUX2_KEY in sd or ("img_in.weight" in sd and "txt_in.weight" in sd):  # already in ComfyUI layout
+        return host.to_host_keys({**sd, **{_scale_key(k): v for k, v in scales.items()}})  # (every FLUX.2 one is)
     missing = [k for k in REQUIRED_DIFFUSERS_KEYS if k not in sd]
     if missing:
         sample = ", ".join(sorted(sd)[:6]) or "no tensors"
@@ -172,22 +226,26 @@ def to_comfy_keys(sd: dict[str, Tensor], source: str = "") -> dict[str, Tensor]:
     key_map = host.diffusers_key_map(_count(sd, r"transformer_blocks\.(\d+)\."),
                                      _count(sd, r"single_transformer_blocks\.(\d+)\."), hidden)
     out: dict[str, Tensor] = {}
-    fused: dict[str, list[tuple[int, Tensor]]] = {}
+    fused: dict[str, list[tuple[int, Tensor, Tensor | None]]] = {}
     for key, tensor in sd.items():
-        if key.startswith("controlnet_"):
-            out[key] = tensor
-            continue
-        target = key_map.get(key)
+        target = key if key.startswith("controlnet_") else key_map.get(key)
         if target is None:
             logging.debug("InfiniteYou: ignoring tensor %s in %s", key, source)
         elif isinstance(target, str):
             out[target] = tensor
+            if key in scales:
+                out[_scale_key(target)] = scales[key]
         elif target[1] is not None:
-            fused.setdefault(target[0], []).append((target[1][1], tensor))
+            fused.setdefault(target[0], []).append((target[1][1], tensor, scales.get(key)))
+        elif key in scales:
+            raise InfiniteYouError(f"'{source}': the scaled fp8 weight {key} is rearranged when read ({target[0]}), "
+                                   "which a scale cannot follow. Use the bf16 or fp8 file.")
         else:
             out[target[0]] = target[2](tensor)
     for target, parts in fused.items():
-        out[target] = torch.cat([t for _, t in sorted(parts, key=lambda p: p[0])], dim=0)
+        out[target], scale = _fuse(parts)
+        if scale is not None:
+            out[_scale_key(target)] = scale
     return host.to_host_keys(out)
 
 
@@ -314,8 +372,19 @@ def build_infusenet(
             dtype = file_dtype
         else:
             dtype = host.unet_dtype(sum(t.numel() for t in sd.values()), supported, file_dtype)
+    scaled = [k for k in sd if k.endswith(host.SCALE_WEIGHT)]
+    if scaled and dtype not in FP8_DTYPES:  # asked for a wider dtype: the scales go into the weights
+        sd, scaled = dequantized(sd), []
     manual_cast = host.manual_cast_dtype(dtype, load_device, supported)
-    operations = host.operations_for(dtype, manual_cast, load_device)
+    if scaled:
+        try:
+            operations, sd = host.scaled_fp8_operations(sd, dtype, manual_cast, load_device)
+        except host.HostMismatch as e:
+            raise InfiniteYouError(
+                f"'{source}' is a scaled fp8 InfuseNet ({len(scaled)} weights carry a scale, e.g. {scaled[0]}), and "
+                f"this ComfyUI cannot compute with scaled fp8 weights: {e} Use the bf16 or the plain fp8 file.") from e
+    else:
+        operations = host.operations_for(dtype, manual_cast, load_device)
     model = network(config, dtype=dtype, device=offload_device, operations=operations)
     model.compute_dtype = manual_cast or dtype
     missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -335,6 +404,21 @@ def build_infusenet(
     model.eval().requires_grad_(False)
     patcher = host.new_patcher(model, load_device, offload_device, reload=reload, dynamic=dynamic)
     return patcher, config, file_dtype
+
+
+def dequantized(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A scaled fp8 state dict (ComfyUI keys) with each scale multiplied into its weight (float32) and dropped."""
+    out = {k: v for k, v in sd.items() if not k.endswith(host.SCALE_WEIGHT)}
+    for key, scale in sd.items():
+        if key.endswith(host.SCALE_WEIGHT):
+            weight = key[:-len(host.SCALE_WEIGHT)] + ".weight"
+            out[weight] = out[weight].float() * scale.float()
+    return out
+
+
+def is_scaled(sd: dict[str, Tensor]) -> bool:
+    """Whether ComfyUI-layout weights carry fp8 scales (see :func:`split_fp8_scales`)."""
+    return any(k.endswith(host.SCALE_WEIGHT) for k in sd)
 
 
 def reload_infusenet_patcher(path: str, dtype: torch.dtype | None = None, disable_dynamic: bool = False):
@@ -416,7 +500,7 @@ def load_infusenet(path: str, projection_path: str | None = None, dtype: torch.d
     sd, files = read_infusenet_state_dict(path)
     sd = to_comfy_keys(sd, path)
     patcher, config, file_dtype = build_infusenet(sd, path, dtype, reload=(reload_infusenet_patcher, (path, dtype)))
-    base = base_family(sd)
+    base, scaled = base_family(sd), is_scaled(sd)
     del sd
     resampler = projection = None
     if projection_path is None:
@@ -428,7 +512,8 @@ def load_infusenet(path: str, projection_path: str | None = None, dtype: torch.d
         files.append(projection_path)
     return InfuseNetBundle(
         patcher=patcher, config=config, resampler=resampler, variant=guess_variant(path),
-        precision=precision_label(host.weight_dtype(patcher.model.state_dict()), file_dtype), files=files,
+        precision=(precision_label(file_dtype, file_dtype) + " scaled" if scaled and file_dtype in FP8_DTYPES
+                   else precision_label(host.weight_dtype(patcher.model.state_dict()), file_dtype)), files=files,
         projection=projection, base=base,
     )
 

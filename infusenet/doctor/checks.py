@@ -160,7 +160,7 @@ def _infusenet_headers(path: Path) -> tuple[list[dict], str]:
 # ---------------------------------------------------------------- one check per role
 def check_infusenet(path: Path) -> Check:
     """The header(s) whole, then the loader's own reading of the tensors' names and shapes."""
-    from ..weights import InfiniteYouError, guess_variant, infusenet_shape
+    from ..weights import WEIGHT_SCALE_SUFFIXES, InfiniteYouError, guess_variant, infusenet_shape
 
     headers, err = _infusenet_headers(path)
     if not headers:
@@ -171,7 +171,9 @@ def check_infusenet(path: Path) -> Check:
     except InfiniteYouError as exc:
         return Check(STATUS_BROKEN, str(exc))
     double, single, width = config.depth, config.depth_single_blocks, config.hidden_size
-    info = {"variant": guess_variant(str(path)), "precision": precision(merged), "double_blocks": double,
+    scaled = any(k.endswith(WEIGHT_SCALE_SUFFIXES) for k in merged)
+    info = {"variant": guess_variant(str(path)), "precision": precision(merged) + (" scaled" if scaled else ""),
+            "double_blocks": double,
             "single_blocks": single, "hidden_size": width, "tensors": len(merged), "base": base}
     if base == "flux2":  # the layout COMMON to the FLUX.2 loader and exporter: global modulation, 128-wide latent
         detail = f"FLUX.2 [klein] InfuseNet · {info['precision']} · {double} double + {single} single blocks"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -257,3 +258,131 @@ def test_identity_projection_is_a_comfy_managed_model(written):
     mm.unload_all_models()
     assert not any(getattr(m.model, "model", None) is bundle.resampler for m in mm.current_loaded_models)
     torch.testing.assert_close(weights.project_identity(bundle, emb), tokens)
+
+
+# ---------------------------------------------------------------- scaled fp8 (a scale per weight, as ComfyUI's)
+FP8_MAX = 448.0  # the largest float8_e4m3fn value
+
+
+def scaled_fp8(sd: dict, scale_name: str = "scale_weight") -> tuple[dict, dict]:
+    """(the file's tensors, the weights they stand for): every weight matrix as fp8 with its own float32 scale
+    (``amax / 448``, as ComfyUI's scaled fp8 checkpoints are made) under ``<layer>.<scale_name>``, vectors bf16, and
+    the ``scaled_fp8`` marker; and the dequantised float32 weights (``fp8 * scale``)."""
+    file, meant = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}, {}
+    for key, value in sd.items():
+        if value.ndim >= 2 and key.endswith(".weight"):
+            scale = (value.float().abs().amax() / FP8_MAX).clamp(min=1e-12)
+            q = (value.float() / scale).to(torch.float8_e4m3fn)
+            file[key], file[key[:-len("weight")] + scale_name] = q, scale.reshape(())
+            meant[key] = q.float() * scale
+        else:
+            file[key] = value.to(torch.bfloat16)
+            meant[key] = file[key].float()
+    return file, meant
+
+
+def _write(path, sd: dict) -> str:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return str(path)
+
+
+def _denoised(base, bundle, d):
+    from tests.infusenet.test_patch import SIGMA
+
+    patched = patch.apply_infiniteyou(base.patcher, bundle, d["id_tokens"], d["control"], strength=1.0)
+    return fp.comfy_denoised(patched, d["x"], SIGMA, fp.conds(d["context"], d["pooled"], 3.5), None, 1.0)
+
+
+SCALED_SPEC = files.InfuseNetSpec(hidden_size=fp.HIDDEN, head_dim=fp.HEAD_DIM, num_layers=1, num_single_layers=2,
+                                  axes_dims_rope=fp.AXES)
+
+
+@pytest.mark.parametrize("scale_name", ["scale_weight", "weight_scale"])
+def test_scaled_fp8_in_comfyui_layout_computes_with_its_scales(tmp_path, scale_name):
+    """A scaled fp8 InfuseNet in ComfyUI's key layout (what a ComfyUI tool would write) runs through ComfyUI's own
+    scaled fp8 operations: the same prediction as the float32 weights it stands for; read with its scales dropped
+    (what the pack did before) the prediction is far off or not finite."""
+    from tests.infusenet.test_patch import SIGMA, inputs, rel
+
+    base = fp.make_base(2, 4)
+    comfy_sd = weights.to_comfy_keys(files.make_controlnet(SCALED_SPEC, 11).state_dict())
+    file, meant = scaled_fp8(comfy_sd, scale_name)
+    scaled = weights.load_infusenet(_write(tmp_path / "infusenet_scaled_fp8.safetensors", file))
+    reference = weights.load_infusenet(_write(tmp_path / "infusenet_dequantised_fp32.safetensors", meant))
+    unscaled = weights.load_infusenet(_write(tmp_path / "infusenet_scales_dropped_fp8.safetensors",
+                                             {k: v for k, v in file.items() if not k.endswith(scale_name)
+                                              and k != "scaled_fp8"}))
+    assert scaled.precision == "fp8_e4m3fn scaled" and weights.is_scaled(weights.to_comfy_keys(file))
+    d = inputs(8)
+    _, off = fp.comfy_denoised(base.patcher, d["x"], SIGMA, fp.conds(d["context"], d["pooled"], 3.5), None, 1.0)
+    branch = {name: _denoised(base, bundle, d)[1] - off
+              for name, bundle in (("scaled", scaled), ("meant", reference), ("dropped", unscaled))}
+    error, dropped = rel(branch["scaled"], branch["meant"]), rel(branch["dropped"], branch["meant"])
+    record(f"scaled fp8 InfuseNet ({scale_name}) vs the float32 weights it stands for (relative error of the branch's "
+           "change to the prediction)", error)
+    assert error < 5e-3, error  # 2e-7 where ComfyUI keeps biases wide (0.30), 2e-3 where its scaled ops hold them in
+    #                             fp8 too (0.3.75's scaled_fp8_ops, as for its own checkpoints)
+    assert math.isnan(dropped) or dropped > 0.5, dropped  # fp8 values 448x too large: overflow, or far off
+
+
+def test_scaled_fp8_in_diffusers_layout_matches_the_diffusers_branch(tmp_path):
+    """Diffusers key names (what a converter run on the published bf16 file writes): q/k/v and the single blocks'
+    projections are fused into one ComfyUI layer, which shares the largest of their scales (the other parts are
+    rounded to fp8 once more). Against diffusers' FluxControlNetModel holding the dequantised weights."""
+    from tests.infusenet.test_patch import SIGMA, inputs, rel
+
+    base = fp.make_base(2, 4)
+    net = files.make_controlnet(SCALED_SPEC, 12)
+    sd = net.state_dict()
+    for key, factor in (("transformer_blocks.0.attn.to_k.weight", 0.25), ("transformer_blocks.0.attn.to_v.weight", 3.0),
+                        ("single_transformer_blocks.0.proj_mlp.weight", 0.1)):
+        sd[key] = sd[key] * factor  # parts of one fused layer with scales far apart, as trained layers have
+    file, meant = scaled_fp8(sd)
+    bundle = weights.load_infusenet(_write(tmp_path / "infusenet_scaled_fp8.safetensors", file))
+    assert bundle.precision == "fp8_e4m3fn scaled"
+    d = inputs(9)
+    x_in, got = _denoised(base, bundle, d)
+    _, off = fp.comfy_denoised(base.patcher, d["x"], SIGMA, fp.conds(d["context"], d["pooled"], 3.5), None, 1.0)
+    net.load_state_dict(meant)
+    v = fp.reference_velocity(base, [fp.Branch(net, d["id_tokens"], d["control"], 1.0)], x_in, SIGMA, d["context"],
+                              d["pooled"], 3.5)
+    v_off = fp.reference_velocity(base, [], x_in, SIGMA, d["context"], d["pooled"], 3.5)
+    error = rel(got - off, SIGMA * (v_off - v))
+    record("scaled fp8 InfuseNet in diffusers names vs diffusers with the dequantised weights (relative error of the "
+           "branch's change to the prediction)", error)
+    assert error < 1e-2, error
+    from infusenet.doctor import checks  # the model doctor reads it as the loader does, without its weights
+    check = checks.check_file(Path(bundle.files[0]), "infusenet")
+    assert check.status == "ok" and check.info["precision"] == "fp8_e4m3fn scaled", check
+
+
+def test_scaled_fp8_is_refused_by_a_comfyui_without_scaled_operations(tmp_path, monkeypatch):
+    """A ComfyUI with neither scaled fp8 machinery (a test double: the check answers None): the error names a scaled
+    key and the ComfyUI version; it never loads the weights with their scales ignored."""
+    from infusenet import host
+    from devtools.comfy_env import comfyui_version
+
+    file, _ = scaled_fp8(weights.to_comfy_keys(files.make_controlnet(SCALED_SPEC, 11).state_dict()))
+    path = _write(tmp_path / "infusenet_scaled_fp8.safetensors", file)
+    monkeypatch.setattr(host, "scaled_fp8_machinery", lambda: None)
+    with pytest.raises(InfiniteYouError) as refused:
+        weights.load_infusenet(path)
+    message = str(refused.value)
+    assert "scaled fp8 InfuseNet" in message and ".scale_weight" in message and f"ComfyUI {comfyui_version()}" in message
+
+
+def test_other_quantisations_are_refused_naming_the_layer(tmp_path):
+    import json
+
+    file, _ = scaled_fp8(weights.to_comfy_keys(files.make_controlnet(SCALED_SPEC, 11).state_dict()), "weight_scale")
+    file["double_blocks.0.img_attn.qkv.comfy_quant"] = torch.tensor(list(json.dumps({"format": "nvfp4"}).encode()),
+                                                                    dtype=torch.uint8)
+    with pytest.raises(InfiniteYouError, match=r"quantises double_blocks\.0\.img_attn\.qkv as 'nvfp4'"):
+        weights.load_infusenet(_write(tmp_path / "infusenet_nvfp4.safetensors", file))
+    block = dict(file)
+    del block["double_blocks.0.img_attn.qkv.comfy_quant"]
+    block["double_blocks.0.img_attn.qkv.weight_scale"] = torch.ones(4)
+    with pytest.raises(InfiniteYouError, match=r"double_blocks\.0\.img_attn\.qkv\.weight_scale with 4 scales"):
+        weights.load_infusenet(_write(tmp_path / "infusenet_blocks.safetensors", block))
