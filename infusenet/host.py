@@ -17,8 +17,15 @@ running ComfyUI has (never by its version number alone):
 * Dynamic-VRAM patchers (``CoreModelPatcher``) and multi-GPU clones (``cached_patcher_init``):
   :func:`new_patcher`.
 
-:data:`CONTRACT` lists every internal symbol the pack relies on; :func:`check_contract` checks them
-on the running ComfyUI (``tests/infusenet/test_host_contract.py`` runs it on every test host).
+* Scaled fp8 weights: ``scaled_fp8_ops`` (0.3.x) or ``convert_old_quants`` and quantised-tensor operations
+  (later): :func:`scaled_fp8_operations`.
+
+:data:`CONTRACT` lists every internal the pack relies on and how: parameters by name and by position, instance
+attributes, the ``transformer_options`` keys it reads. :func:`check_contract` checks them on the running ComfyUI
+when the pack loads (``tests/infusenet/test_host_contract.py`` runs it on every test host, and checks that the
+pack's code reads nothing of ComfyUI's that the contract lacks). A loader that fails inside ComfyUI tells a bad file
+(:class:`UnreadableFile`: download it again) from a changed ComfyUI (:class:`HostMismatch`, naming the internal,
+what the contract check found and the version: :func:`changed_internal`, :func:`drift_note`).
 """
 from __future__ import annotations
 
@@ -236,7 +243,8 @@ def scaled_fp8_machinery() -> str | None:
     params = inspect.signature(comfy.ops.pick_operations).parameters
     if "scaled_fp8" in params and hasattr(comfy.ops, "scaled_fp8_ops"):
         return "scaled_fp8_ops"
-    if "model_config" in params and hasattr(comfy.utils, "convert_old_quants") and hasattr(comfy.ops, "mixed_precision_ops"):
+    quantized = hasattr(comfy.utils, "convert_old_quants") and hasattr(comfy.ops, "mixed_precision_ops")
+    if "model_config" in params and quantized:
         return "quantized"
     return None
 
@@ -540,7 +548,7 @@ class Contact:
     #                                   models, the key names of a checkpoint format
     when: str = ""                    # checked only where this symbol exists: a feature of newer ComfyUI releases
     #                                   that the pack uses when it is there
-    server_only: bool = False         # only inside a running ComfyUI server (its ``server`` module is loaded)
+    server_only: bool = False         # only where ComfyUI's ``server`` module is loaded (a server, not a script)
 
 
 FLUX_FORWARD_ARGS = ("x", "timestep", "context", "y", "guidance", "ref_latents", "control", "transformer_options")
@@ -605,8 +613,8 @@ CONTRACT: tuple[Contact, ...] = (
     Contact("folder_paths.get_folder_paths", ("folder_name",)),
     Contact("folder_paths.get_filename_list", ("folder_name",)),
     Contact("folder_paths.get_input_directory"),
-    Contact("server.PromptServer.instance", server_only=True),
-    Contact("server.PromptServer.instance.app.middlewares", server_only=True),
+    # the running server (routes, the prompt answers' middleware: aiohttp's own API from there on)
+    Contact("server.PromptServer", attributes=("instance", "routes", "app"), server_only=True),
 )
 
 
@@ -648,10 +656,11 @@ def _source(obj) -> str:
 
 def _defines_attribute(cls, name: str) -> bool:
     """Whether instances of ``cls`` have ``name``: a class attribute or property, a dataclass field, or an
-    assignment ``self.<name> = ...`` in the source of ``cls`` or of a base class."""
+    assignment ``self.<name> = ...`` (or ``<Class>.<name> = ...``) in the source of ``cls`` or of a base class."""
     if hasattr(cls, name) or name in getattr(cls, "__dataclass_fields__", {}):
         return True
-    assigned = re.compile(rf"\bself\.{re.escape(name)}\s*(?::[^=\n]+)?=(?!=)")
+    owner = re.escape(getattr(cls, "__name__", "self"))
+    assigned = re.compile(rf"\b(?:self|{owner})\.{re.escape(name)}\s*(?::[^=\n]+)?=(?!=)")
     return any(assigned.search(_source(k)) for k in getattr(cls, "__mro__", ())[:-1])
 
 
@@ -899,10 +908,23 @@ APPLY_MODEL_ARGS = ("x", "t", "c_concat", "c_crossattn", "control", "transformer
 """What ``BaseModel.apply_model`` passes to APPLY_MODEL wrappers and ``_apply_model``, in this order; the rest
 (``y``, ``guidance``... and a patch's own plan) are keyword arguments that ``_apply_model`` hands on to the
 diffusion model, and ``Flux.forward`` to its DIFFUSION_MODEL wrappers."""
+TORCH_COMPILE_OPTIONS_KEY = "torch_compile_kwargs"
+"""Where ``TorchCompileModel`` (``comfy_api.torch_helpers.set_torch_compile_wrapper``) leaves its torch.compile
+options in the model options."""
+
+
+def compile_options(model_options: dict) -> dict | None:
+    """The ``torch.compile`` options ``TorchCompileModel`` compiles this model's diffusion model with, or None."""
+    options = model_options.get(TORCH_COMPILE_OPTIONS_KEY)
+    return dict(options) if isinstance(options, dict) else None
+
+
 CONTRACT += (
     Contact("comfy.patcher_extension.WrappersMP.APPLY_MODEL"),
     Contact("comfy.model_base.BaseModel.apply_model", positional=APPLY_MODEL_ARGS),
     Contact("comfy.model_base.BaseModel._apply_model", positional=APPLY_MODEL_ARGS),
+    Contact("comfy_api.torch_helpers.torch_compile.TORCH_COMPILE_KWARGS"),
+    Contact("comfy_api.torch_helpers.torch_compile", literals=(TORCH_COMPILE_OPTIONS_KEY,)),
 )
 
 
@@ -913,6 +935,7 @@ CONTRACT += (
     Contact("comfy.ops.pick_operations", ("weight_dtype", "compute_dtype", "load_device", "model_config"),
             when="comfy.utils.convert_old_quants"),
     Contact("comfy.utils.convert_old_quants", ("state_dict", "model_prefix", "metadata"),
-            literals=(SCALED_FP8_MARKER, SCALE_WEIGHT, ".weight_scale", ".comfy_quant"), when="comfy.utils.convert_old_quants"),
+            literals=(SCALED_FP8_MARKER, SCALE_WEIGHT, ".weight_scale", ".comfy_quant"),
+            when="comfy.utils.convert_old_quants"),
     Contact("comfy.ops.mixed_precision_ops", when="comfy.utils.convert_old_quants"),
 )

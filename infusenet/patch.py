@@ -16,11 +16,13 @@ which ComfyUI appends after them, get no residual.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import uuid
+import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -161,7 +163,7 @@ class CallPlan:
     model recompiles when the plan changes shape (branch on or off, which rows) instead of reusing a graph made for
     another step. The tensors are built once per run and shape; the compiled region only reads them."""
 
-    net: torch.nn.Module
+    branch: "Branch"          # the InfuseNet to run, on this call's device
     rows: Tensor | None       # rows of the batch that get residuals (the kept cond chunks); None: every row
     control: Tensor           # packed control latent, one row per branch row [n, L, C*4], branch dtype
     tokens: Tensor            # identity tokens [n, Q, width], branch dtype
@@ -178,6 +180,8 @@ class RunState:
 
     nets: dict[str, torch.nn.Module] = field(default_factory=dict)  # device -> this patch's InfuseNet there
     model_sampling: object | None = None   # the run's model sampling (sigma window)
+    compile_options: dict | None = None    # TorchCompileModel's options when the run's model has them
+    branches: dict[tuple, "Branch"] = field(default_factory=dict)  # eager branches of this run (see branch_for)
     control: dict[tuple, Tensor] = field(default_factory=dict)  # latent (h, w) -> processed control [b, C, h, w]
     plans: dict[tuple, CallPlan] = field(default_factory=dict)  # (chunks, n_chunks, per_chunk, h, w, device)
     schedule_source: Tensor | None = None  # transformer_options["sample_sigmas"] last seen
@@ -206,6 +210,7 @@ class InfiniteYouPatch:
         self.latent_format = latent_format
         self.model_sampling = None  # for a sigma window decided outside a sampling run (set by the caller)
         self.key = f"{WRAPPER_PREFIX}{uuid.uuid4().hex}"
+        self.compiled_branches: dict[tuple, Branch] = {}  # compiled once, kept for later runs (see branch_for)
 
     # ------------------------------------------------------------ per sampling run
     def outer_sample(self, executor, noise: Tensor, *args, **kwargs):
@@ -218,7 +223,8 @@ class InfiniteYouPatch:
         options = host.model_options_clone(original)
         host.wrappers_innermost(options, host.WrappersMP.DIFFUSION_MODEL, lambda key: key.startswith(WRAPPER_PREFIX))
         run = RunState(nets=self.branch_models(guider.model_patcher),
-                       model_sampling=host.model_object(guider.model_patcher, "model_sampling"))
+                       model_sampling=host.model_object(guider.model_patcher, "model_sampling"),
+                       compile_options=host.compile_options(original))
         options.setdefault("transformer_options", {}).setdefault(RUNS_KEY, {})[self.key] = run
         guider.model_options = options
         try:
@@ -324,11 +330,21 @@ class InfiniteYouPatch:
         control = control.to(device=device, dtype=dtype)
         control = per_row(control, per_chunk, len(chunks)) if control.shape[0] in (1, per_chunk) else control[:1].expand(n, -1, -1)
         return CallPlan(
-            net=net, rows=rows, control=control, tokens=self.branch_tokens(per_chunk, len(chunks), device, dtype),
+            branch=self.branch_for(run, net, base.pe_embedder), rows=rows, control=control, tokens=self.branch_tokens(per_chunk, len(chunks), device, dtype),
             guidance=torch.full((n,), 1.0 if self.guidance is None else float(self.guidance), device=device),
             follow_base=self.guidance is None,
             scale=self.residual_scale(h, w, base.patch_size, per_chunk, len(chunks), device),
             strength=self.strength)
+
+    def branch_for(self, run: RunState, net: torch.nn.Module, pe_embedder: torch.nn.Module) -> "Branch":
+        """The :class:`Branch` of ``net`` with the base's rotary embedder. A compiled one is kept on the patch for
+        later runs (compiling again every run would cost as much as the run); an eager one lives for the run."""
+        options = run.compile_options
+        key = (id(net), id(pe_embedder), compile_key(options))
+        cache = run.branches if options is None else self.compiled_branches
+        if key not in cache:
+            cache[key] = Branch(net, pe_embedder, options)
+        return cache[key]
 
     def branch_tokens(self, per_chunk: int, n_chunks: int, device, dtype) -> Tensor:
         t = self.id_tokens
@@ -366,20 +382,19 @@ class InfiniteYouPatch:
         def pick(t: Tensor) -> Tensor:
             return t if rows is None else t.index_select(0, rows)
 
-        net = plan.net
-        dtype = net.compute_dtype
+        dtype = plan.control.dtype
         img, img_ids = base.process_img(noisy_latent(base, x), transformer_options=transformer_options)
-        pooled = ()  # FLUX.1's branch reads the pooled text (zeros when there is none); FLUX.2 has none
+        pooled = None  # FLUX.1's branch reads the pooled text (zeros when there is none); FLUX.2 has none
         if self.bundle.pooled_text_width is not None:
-            pooled = (pick(y).to(dtype) if y is not None else
-                      plan.control.new_zeros((plan.control.shape[0], self.bundle.pooled_text_width)),)
-        g = pick(guidance).float() if plan.follow_base and guidance is not None else plan.guidance
-        double, single = run_branch(net, pick(img).to(dtype), pick(img_ids), plan.control, plan.tokens,
-                                    pick(timestep).float(), *pooled, g, base.pe_embedder)
-        scale = None if plan.scale is None else plan.scale.to(x.dtype)
+            pooled = (as_dtype(pick(y), dtype) if y is not None else
+                      plan.control.new_zeros((plan.control.shape[0], self.bundle.pooled_text_width)))
+        g = as_dtype(pick(guidance), torch.float32) if plan.follow_base and guidance is not None else plan.guidance
+        double, single = plan.branch.run(as_dtype(pick(img), dtype), pick(img_ids), plan.control, plan.tokens,
+                                         as_dtype(pick(timestep), torch.float32), pooled, g)
+        scale = None if plan.scale is None else as_dtype(plan.scale, x.dtype)
 
         def finish(r: Tensor) -> Tensor:
-            r = r.to(x.dtype)
+            r = as_dtype(r, x.dtype)
             if scale is not None:
                 r = r * scale
             elif plan.strength != 1.0:
@@ -417,12 +432,77 @@ def per_row(t: Tensor, per_chunk: int, n_chunks: int) -> Tensor:
     return t.expand(per_chunk, *t.shape[1:]).repeat(n_chunks, *([1] * (t.ndim - 1)))
 
 
-@torch.compiler.disable
-def run_branch(net: torch.nn.Module, *args):
-    """The InfuseNet forward. Under ``TorchCompileModel`` it is traced with the base, in the same graph: the
-    window and the rows were decided before the compiled diffusion model ran (:class:`CallPlan`), so nothing
-    here reads a host value or a ``transformer_options`` entry whose guard that node drops."""
-    return net(*args)
+def as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` in ``dtype``, with no dispatch at all where it already is (most calls)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def compile_key(options) -> object:
+    """What tells TorchCompileModel's options apart: their values, and the identity of callables (the run's copy of
+    the model options copies the dicts, not what is in them)."""
+    if isinstance(options, dict):
+        return tuple(sorted((k, compile_key(v)) for k, v in options.items()))
+    return options if isinstance(options, (str, bool, int, float, type(None))) else id(options)
+
+
+BRANCHES: "weakref.WeakValueDictionary[int, Branch]" = weakref.WeakValueDictionary()
+"""Slot number -> live :class:`Branch`: how :func:`branch_op` (an op, which takes numbers and tensors) finds it."""
+SLOT_NUMBERS = itertools.count(1)
+
+
+class Branch:
+    """This patch's InfuseNet on one device, with the base's rotary embedder: what a model call runs.
+
+    Where ``TorchCompileModel`` traces the diffusion model (and its DIFFUSION_MODEL wrappers), the branch is one
+    opaque op of the base's graph (:func:`branch_op`: no graph break) and the InfuseNet is compiled on its own,
+    with the same options. Traced with the base instead, its blocks (ComfyUI's own block classes) would share
+    dynamo's compiled code for those classes with the base's blocks, compiled with the guards on
+    ``transformer_options`` dropped: where the base's blocks break the graph (an attention dynamo cannot trace)
+    the InfuseNet would run code made for the base's options."""
+
+    def __init__(self, net: torch.nn.Module, pe_embedder: torch.nn.Module, compile_options: dict | None):
+        self.net, self.pe_embedder = net, pe_embedder
+        self.forward = net if compile_options is None else torch.compile(net, **compile_options)
+        self.n_double, self.n_single = len(net.controlnet_blocks), len(net.controlnet_single_blocks)
+        self.hidden = net.hidden_size
+        self.slot = next(SLOT_NUMBERS)
+        BRANCHES[self.slot] = self
+
+    def run(self, img, img_ids, control, tokens, timestep, pooled, guidance) -> tuple[list[Tensor], list[Tensor]]:
+        """(double residuals, single residuals); through :func:`branch_op` while a compiler traces the caller."""
+        if torch.compiler.is_compiling() and BRANCH_OP is not None:
+            out = BRANCH_OP(self.slot, self.n_double + self.n_single, self.hidden, img, img_ids, control, tokens,
+                            timestep, pooled, guidance)
+            return list(out[:self.n_double]), list(out[self.n_double:])
+        return self(img, img_ids, control, tokens, timestep, pooled, guidance)
+
+    @torch.compiler.disable  # never traced by the base's compiler: the InfuseNet runs eager or as compiled here
+    def __call__(self, img, img_ids, control, tokens, timestep, pooled, guidance) -> tuple[list[Tensor], list[Tensor]]:
+        text = () if pooled is None else (pooled,)
+        return self.forward(img, img_ids, control, tokens, timestep, *text, guidance, self.pe_embedder)
+
+
+def _branch_op(slot: int, n_outputs: int, hidden: int, img: Tensor, img_ids: Tensor, control: Tensor, tokens: Tensor,
+               timestep: Tensor, pooled: Optional[Tensor], guidance: Tensor) -> list[Tensor]:
+    double, single = BRANCHES[slot](img, img_ids, control, tokens, timestep, pooled, guidance)
+    return [*double, *single]
+
+
+def _branch_op_shapes(slot, n_outputs, hidden, img, img_ids, control, tokens, timestep, pooled, guidance):
+    return [img.new_empty((img.shape[0], img.shape[1], hidden)) for _ in range(n_outputs)]
+
+
+def register_branch_op():
+    """:func:`_branch_op` as a torch op (one per copy of this module: ComfyUI and a test may both import it), or
+    None where torch has no ``torch.library.custom_op`` (the branch then breaks the compiled graph, still correct)."""
+    if not hasattr(torch.library, "custom_op"):
+        return None
+    op = torch.library.custom_op(f"infiniteyou::branch_{id(BRANCHES):x}", _branch_op, mutates_args=())
+    op.register_fake(_branch_op_shapes)
+    return op
+
+
+BRANCH_OP = register_branch_op()
 
 
 def black_control(vae, h: int, w: int) -> Tensor:

@@ -187,7 +187,7 @@ browser (``python -m tests.browser.measure_sizes``; Nodes 2.0 draws most nodes t
 
 SHOWN_ON_LOAD = {"LoadImage": 300}
 """Room for what the frontend adds to a node as soon as the workflow opens: Load Image grows to show its photo."""
-SHOWN_BELOW = {"InfU_InfuseNetLoader": 120, "InfU_PoseImage": 290, "InfU_ApplyInfiniteYou": 260,
+SHOWN_BELOW = {"InfU_InfuseNetLoader": 140, "InfU_PoseImage": 290, "InfU_ApplyInfiniteYou": 260,
                "PreviewImage": 260, "SaveImage": 260, "InfU_FaceMask": 260, "InfU_FaceRegions": 400,
                "InfU_ApplyLikenessBlend": 300, "PreviewAny": 160, "InfU_FaceEncoderLoader": 60}
 """What a node shows under itself after a run (the pack's panels from web/infiniteyou.js, image previews):

@@ -120,7 +120,8 @@ def meta_tensors(header: dict) -> dict:
     import torch
 
     dtypes = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
-              "F8_E4M3": getattr(torch, "float8_e4m3fn", torch.uint8), "F8_E5M2": getattr(torch, "float8_e5m2", torch.uint8),
+              "F8_E4M3": getattr(torch, "float8_e4m3fn", torch.uint8),
+              "F8_E5M2": getattr(torch, "float8_e5m2", torch.uint8),
               "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
               "BOOL": torch.bool}
     return {k: torch.empty([int(d) for d in t.get("shape", [])], dtype=dtypes.get(t.get("dtype"), torch.float32),

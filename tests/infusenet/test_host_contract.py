@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from devtools.comfy_env import PACK_ROOT, comfyui_dir, comfyui_version
@@ -64,6 +63,13 @@ def _classes_of(path: str) -> list[type]:
     return []
 
 
+def _source(obj) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
 def comfy_attribute_names() -> dict[str, set[str]]:
     """name -> ComfyUI classes defining it (class attributes, methods, ``self.<name> =``), for the classes the contract
     names and :data:`RECEIVED`; names every torch module, tensor, dict or path has are left out."""
@@ -76,7 +82,7 @@ def comfy_attribute_names() -> dict[str, set[str]]:
         for k in cls.__mro__:
             if not k.__module__.startswith("comfy"):
                 continue
-            own = set(vars(k)) | set(re.findall(r"\bself\.(\w+)\s*(?::[^=\n]+)?=(?!=)", host._source(k)))
+            own = set(vars(k)) | set(re.findall(r"\bself\.(\w+)\s*(?::[^=\n]+)?=(?!=)", _source(k)))
             for name in own - generic:
                 if not name.startswith("__"):
                     names.setdefault(name, set()).add(f"{cls.__module__}.{cls.__qualname__}")
@@ -123,7 +129,7 @@ def contract_names() -> set[str]:
     names = set()
     for c in host.CONTRACT:
         names.add(c.path.rsplit(".", 1)[-1])
-        names |= set(c.attributes) | set(c.fields)
+        names |= set(getattr(c, "attributes", ())) | set(c.fields)
     return names
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 
 import pytest
-import torch
 
 import comfy.utils
 from devtools import face_models
@@ -36,10 +35,16 @@ def infusenet_file(tmp_path_factory):
                                    files.random_infusenet_state_dict(SPEC, seed=1))
 
 
+@pytest.fixture(scope="module")
+def arcface_file(tmp_path_factory):
+    return face_models.write_arcface_ir_se50(tmp_path_factory.mktemp("arcface") / "recognition_arcface_ir_se50.pth",
+                                             seed=2)
+
+
 @pytest.fixture
 def fresh_contract(monkeypatch):
     """Each test starts with no remembered contract result (and leaves none behind for other tests)."""
-    monkeypatch.setattr(host, "_CHANGED", None)
+    monkeypatch.setattr(host, "_CHANGED", None, raising=False)
 
 
 def without_safe_load(monkeypatch):
@@ -72,8 +77,8 @@ def test_changed_signature_is_named_not_called_a_corrupt_infusenet(infusenet_fil
     assert isinstance(caught.value.__cause__, host.HostMismatch)
 
 
-def test_moved_loader_is_named_for_the_arcface_file(tmp_path, monkeypatch, fresh_contract):
-    path = face_models.write_arcface_ir_se50(tmp_path / "recognition_arcface_ir_se50.pth", seed=2)
+def test_moved_loader_is_named_for_the_arcface_file(arcface_file, monkeypatch, fresh_contract):
+    path = arcface_file
     monkeypatch.delattr(comfy.utils, "load_torch_file")
     host.check_contract()
     with pytest.raises(FaceError) as caught:
@@ -82,9 +87,10 @@ def test_moved_loader_is_named_for_the_arcface_file(tmp_path, monkeypatch, fresh
     assert "AttributeError" in str(caught.value)
 
 
-def test_changed_signature_is_named_for_the_arcface_file_without_a_start_check(tmp_path, monkeypatch, fresh_contract):
+def test_changed_signature_is_named_for_the_arcface_file_without_a_start_check(arcface_file, monkeypatch,
+                                                                             fresh_contract):
     """No start-up check has run (a script): the error still names the internal, and runs the check itself."""
-    path = face_models.write_arcface_ir_se50(tmp_path / "recognition_arcface_ir_se50.pth", seed=2)
+    path = arcface_file
     without_safe_load(monkeypatch)
     with pytest.raises(FaceError) as caught:
         load_arcface_state_dict(path)
@@ -104,9 +110,9 @@ def test_truncated_infusenet_is_corrupt_not_a_changed_comfyui(infusenet_file, tm
     assert host.changed_internals() == []  # this ComfyUI is the tested one: nothing changed
 
 
-def test_truncated_arcface_is_corrupt_not_a_changed_comfyui(tmp_path, fresh_contract):
-    path = face_models.write_arcface_ir_se50(tmp_path / "recognition_arcface_ir_se50.pth", seed=2)
-    data = path.read_bytes()
+def test_truncated_arcface_is_corrupt_not_a_changed_comfyui(arcface_file, tmp_path, fresh_contract):
+    path = tmp_path / arcface_file.name
+    data = arcface_file.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(FaceError, match=r"truncated, corrupt, or not a weights file; download it again") as caught:
         load_arcface_state_dict(path)
@@ -134,7 +140,7 @@ def test_a_node_names_the_changed_internal(infusenet_file, monkeypatch):
     pack_host = importlib.import_module(f"{PACKAGE}.infusenet.host")
     pack_weights = importlib.import_module(f"{PACKAGE}.infusenet.weights")
     errors = importlib.import_module(f"{PACKAGE}.nodes.errors")
-    monkeypatch.setattr(pack_host, "_CHANGED", None)
+    monkeypatch.setattr(pack_host, "_CHANGED", None, raising=False)
     with pytest.raises(AttributeError), errors.node_errors("Apply InfiniteYou"):
         raise AttributeError("'Flux' object has no attribute 'pe_embedder'")  # nothing changed: left as it is
     without_safe_load(monkeypatch)

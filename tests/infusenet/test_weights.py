@@ -309,7 +309,9 @@ def test_scaled_fp8_in_comfyui_layout_computes_with_its_scales(tmp_path, scale_n
     base = fp.make_base(2, 4)
     comfy_sd = weights.to_comfy_keys(files.make_controlnet(SCALED_SPEC, 11).state_dict())
     file, meant = scaled_fp8(comfy_sd, scale_name)
-    scaled = weights.load_infusenet(_write(tmp_path / "infusenet_scaled_fp8.safetensors", file))
+    scaled_path = _write(tmp_path / "infusenet_scaled_fp8.safetensors", file)
+    scaled = weights.load_infusenet(scaled_path)
+    widened = weights.load_infusenet(scaled_path, dtype=torch.float32)  # asked for float32: scales multiplied in
     reference = weights.load_infusenet(_write(tmp_path / "infusenet_dequantised_fp32.safetensors", meant))
     unscaled = weights.load_infusenet(_write(tmp_path / "infusenet_scales_dropped_fp8.safetensors",
                                              {k: v for k, v in file.items() if not k.endswith(scale_name)
@@ -318,13 +320,14 @@ def test_scaled_fp8_in_comfyui_layout_computes_with_its_scales(tmp_path, scale_n
     d = inputs(8)
     _, off = fp.comfy_denoised(base.patcher, d["x"], SIGMA, fp.conds(d["context"], d["pooled"], 3.5), None, 1.0)
     branch = {name: _denoised(base, bundle, d)[1] - off
-              for name, bundle in (("scaled", scaled), ("meant", reference), ("dropped", unscaled))}
+              for name, bundle in (("scaled", scaled), ("meant", reference), ("dropped", unscaled), ("widened", widened))}
     error, dropped = rel(branch["scaled"], branch["meant"]), rel(branch["dropped"], branch["meant"])
     record(f"scaled fp8 InfuseNet ({scale_name}) vs the float32 weights it stands for (relative error of the branch's "
            "change to the prediction)", error)
     assert error < 5e-3, error  # 2e-7 where ComfyUI keeps biases wide (0.30), 2e-3 where its scaled ops hold them in
     #                             fp8 too (0.3.75's scaled_fp8_ops, as for its own checkpoints)
     assert math.isnan(dropped) or dropped > 0.5, dropped  # fp8 values 448x too large: overflow, or far off
+    assert rel(branch["widened"], branch["meant"]) < 1e-5 and widened.model.img_in.weight.dtype == torch.float32
 
 
 def test_scaled_fp8_in_diffusers_layout_matches_the_diffusers_branch(tmp_path):
