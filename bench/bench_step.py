@@ -1,23 +1,36 @@
 """Time of one sampling step, patched / unpatched, on a CPU-sized model with FLUX's block proportions.
 
-Base 19 double / 38 single blocks, InfuseNet 4 / 10, same width (small). Measured side by side in one
-run, through ComfyUI's sampling path (CFGGuider -> calc_cond_batch -> FLUX forward + wrapper) and
-through the diffusers classes (transformer alone; controlnet + transformer), and compared with the
-ratio predicted from the two networks' FLOPs.
+Base 19 double / 38 single blocks, InfuseNet 4 / 10, same width (small). Measured through ComfyUI's sampling
+path (CFGGuider -> calc_cond_batch -> FLUX forward + wrappers) and through the diffusers classes (transformer
+alone; controlnet + transformer), and compared with the ratio predicted from the two networks' FLOPs.
 
-    .venv/bin/python bench/bench_step.py [--hidden 128] [--latent 32] [--repeat 5] [--cases gguf,easycache,compile]
+    .venv/bin/python bench/bench_step.py [--hidden 128] [--latent 32] [--repeat 7]
+        [--cases gguf,easycache,lazycache,compile] [--attention pytorch|comfy] [--this-host-only]
 
-The same ratio, side by side in the same run, for the speed-ups people combine with it:
+Every number is interleaved: each round runs every path of a row once, in turn, so that load from others on a
+shared machine hits all alike. A row shows the median seconds of each path and the median of the per-round
+ratios (patched / unpatched), next to the FLOPs ratio.
+
+The same ratio for the speed-ups people combine with it:
 * ``gguf``: the base as a Q8_0 GGUF through city96's ComfyUI-GGUF layers (weights dequantised per layer;
   the model is built from ComfyUI's FLUX config directly, since stock detection only takes 3072 wide);
-* ``easycache``: core's EasyCache on both models, a whole 10-step run (ratio per run; the InfuseNet
-  runs only on the steps EasyCache runs);
+* ``easycache`` / ``lazycache``: core's EasyCache / LazyCache on both models, a whole 10-step run (ratio per
+  run; the InfuseNet runs only on the steps the cache runs; the note gives the steps each model ran);
 * ``compile``: core's TorchCompileModel (inductor) on both models, per step after compiling.
+
+Attention: ComfyUI picks PyTorch's attention on a GPU and sub-quadratic attention on a CPU; the latter breaks
+torch.compile's graph (it reads the free memory), so by default every ComfyUI row uses PyTorch's here, as on a
+GPU (``--attention comfy`` keeps ComfyUI's CPU choice).
+
+Both test hosts: run with one host's Python, the script runs itself again under every other prepared host
+(``.host/<name>/venv`` with ``.host/<name>/ComfyUI``) and prints one table with the rows of each.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +38,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import torch  # noqa: E402
+
+STEPS_PER_RUN = 10
 
 
 def flops_per_step(hidden: int, n_double: int, n_single: int, img: int, txt: int) -> float:
@@ -36,17 +51,31 @@ def flops_per_step(hidden: int, n_double: int, n_single: int, img: int, txt: int
     return n_double * (linear + attn) + n_single * (single + attn)
 
 
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def timed_interleaved(fns: list, repeat: int) -> list[float]:
     """Median seconds of each fn, run in turn every round (so load on a shared machine hits all alike)."""
+    samples = interleaved(fns, repeat)
+    return [median(s) for s in samples]
+
+
+def interleaved(fns: list, repeat: int) -> list[list[float]]:
+    """Seconds of each of ``fns`` per round, after one warm-up round; a fn returns its own seconds or None
+    (then it is timed whole)."""
+    def once(fn) -> float:
+        t = time.perf_counter()
+        own = fn()
+        return own if isinstance(own, float) else time.perf_counter() - t
+
     for fn in fns:
-        fn()
+        once(fn)
     samples = [[] for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            fn()
-            samples[i].append(time.perf_counter() - t)
-    return [sorted(s)[len(s) // 2] for s in samples]
+            samples[i].append(once(fn))
+    return samples
 
 
 def comfy_step_seconds(patcher, x, positive, calls: int, sync=None) -> list[float]:
@@ -75,6 +104,11 @@ def comfy_step_seconds(patcher, x, positive, calls: int, sync=None) -> list[floa
     return times
 
 
+def step_seconds(patcher, x, positive) -> float:
+    """One model call's seconds: the median of 3 calls in one sampling run, after one (loads, caches)."""
+    return median(comfy_step_seconds(patcher, x, positive, 4)[1:])
+
+
 def gguf_patcher(base_patcher, tmp: str):
     """The base's weights written as Q8_0 GGUF and loaded with ComfyUI-GGUF's loader and layers."""
     import comfy.supported_models
@@ -95,8 +129,8 @@ def gguf_patcher(base_patcher, tmp: str):
     return pack.nodes.GGUFModelPatcher(model, load_device=device, offload_device=device)
 
 
-def run_seconds(patcher, x, positive, steps: int = 10) -> tuple[float, int]:
-    """Seconds of one whole Euler run of ``steps`` steps, and how many FLUX forwards it made."""
+def run_seconds(patcher, x, positive, ran: list) -> float:
+    """Seconds of one whole Euler run of ``STEPS_PER_RUN`` steps; appends how many FLUX forwards it made."""
     import comfy.patcher_extension
     import comfy.samplers
 
@@ -104,73 +138,91 @@ def run_seconds(patcher, x, positive, steps: int = 10) -> tuple[float, int]:
     model = patcher.clone()
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "zz_bench_count",
                                lambda executor, *a, **k: calls.append(1) or executor(*a, **k))
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps).float()
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", STEPS_PER_RUN).float()
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, [])
     guider.set_cfg(1.0)
     t = time.perf_counter()
     guider.sample(x, torch.zeros_like(x), comfy.samplers.sampler_object("euler"), sigmas, disable_pbar=True, seed=0)
-    return time.perf_counter() - t, len(calls)
+    seconds = time.perf_counter() - t
+    ran.append(len(calls))
+    return seconds
 
 
-def speedup_rows(args, base, patched_of, x, pos, tmp: str) -> list[tuple]:
-    """(name, unpatched s, patched s, note) for each speed-up case asked for."""
+def row(name: str, plain: list[float], patched: list[float], note: str) -> dict:
+    """A table row from per-round seconds: the medians, and the median of the per-round ratios."""
+    return {"path": name, "unpatched": median(plain), "patched": median(patched),
+            "ratio": median([b / a for a, b in zip(plain, patched)]), "note": note}
+
+
+def plain_rows(args, base, patched, x, pos, ctx, pooled, branch) -> list[dict]:
+    """This pack and the diffusers reference, all four paths interleaved."""
+    from devtools import flux_pair as fp
+
+    comfy_plain, comfy_patched, diff_plain, diff_patched = interleaved([
+        lambda: step_seconds(base.patcher, x, pos),
+        lambda: step_seconds(patched, x, pos),
+        lambda: fp.reference_velocity(base, [], x, 0.7, ctx, pooled, 3.5),
+        lambda: fp.reference_velocity(base, branch, x, 0.7, ctx, pooled, 3.5),
+    ], args.repeat)
+    return [row("ComfyUI FLUX (this pack)", comfy_plain, comfy_patched, "per step"),
+            row("diffusers FluxTransformer2DModel", diff_plain, diff_patched, "per step, + FluxControlNetModel")]
+
+
+def speedup_rows(args, base, patched_of, x, pos, tmp: str) -> list[dict]:
+    """A row for each speed-up case asked for."""
     from comfy_extras import nodes_easycache, nodes_torch_compile
 
     rows = []
     cases = [c for c in args.cases.split(",") if c]
     if "gguf" in cases:
         gguf = gguf_patcher(base.patcher, tmp)
-        plain_s, patch_s = [], []
         patched = patched_of(gguf)
-        for _ in range(args.repeat):
-            plain_s += comfy_step_seconds(gguf, x, pos, 3)[1:]
-            patch_s += comfy_step_seconds(patched, x, pos, 3)[1:]
-        rows.append(("GGUF Q8_0 base (ComfyUI-GGUF)", median(plain_s), median(patch_s), "per step"))
-    if "easycache" in cases:
-        def cached(m):
-            return nodes_easycache.EasyCacheNode.execute(m, 0.2, 0.15, 0.95, False)[0]
+        plain_s, patch_s = interleaved([lambda: step_seconds(gguf, x, pos), lambda: step_seconds(patched, x, pos)],
+                                       args.repeat)
+        rows.append(row("GGUF Q8_0 base (ComfyUI-GGUF)", plain_s, patch_s, "per step"))
+    for case, node in (("easycache", "EasyCacheNode"), ("lazycache", "LazyCacheNode")):
+        if case not in cases:
+            continue
+        def cached(m, node=getattr(nodes_easycache, node)):
+            return node.execute(m, 0.2, 0.15, 0.95, False)[0]
         plain, patched = cached(base.patcher), cached(patched_of(base.patcher))
-        plain_s, patch_s, ran = [], [], set()
-        for _ in range(args.repeat):
-            t, n_plain = run_seconds(plain, x, pos)
-            u, n_patch = run_seconds(patched, x, pos)
-            plain_s.append(t)
-            patch_s.append(u)
-            ran.add((n_plain, n_patch))
-        note = "per 10-step run; steps run " + ", ".join(f"{a}/{b}" for a, b in sorted(ran))
-        rows.append(("EasyCache (core)", median(plain_s), median(patch_s), note))
+        ran_plain, ran_patched = [], []
+        plain_s, patch_s = interleaved([lambda: run_seconds(plain, x, pos, ran_plain),
+                                        lambda: run_seconds(patched, x, pos, ran_patched)], args.repeat)
+        ran = sorted(set(zip(ran_plain, ran_patched)))
+        note = f"per {STEPS_PER_RUN}-step run; steps run " + ", ".join(f"{a}/{b}" for a, b in ran)
+        rows.append(row(f"{'EasyCache' if case == 'easycache' else 'LazyCache'} (core)", plain_s, patch_s, note))
     if "compile" in cases:
         torch._dynamo.reset()
         plain = nodes_torch_compile.TorchCompileModel.execute(base.patcher, "inductor")[0]
         patched = nodes_torch_compile.TorchCompileModel.execute(patched_of(base.patcher), "inductor")[0]
         t0 = time.perf_counter()
-        plain_s = comfy_step_seconds(plain, x, pos, 3 + args.repeat)[3:]  # compiling, then a recompile
-        patch_s = comfy_step_seconds(patched, x, pos, 3 + args.repeat)[3:]
-        rows.append(("TorchCompileModel inductor (core)", median(plain_s), median(patch_s),
-                     f"per step after compiling ({time.perf_counter() - t0:.0f} s incl. compile)"))
+        for _ in range(2):  # compile, and the one recompile a second run may make
+            step_seconds(plain, x, pos), step_seconds(patched, x, pos)
+        compiling = time.perf_counter() - t0
+        from torch._dynamo.utils import counters
+        counters.clear()
+        plain_s, patch_s = interleaved([lambda: step_seconds(plain, x, pos), lambda: step_seconds(patched, x, pos)],
+                                       args.repeat)
+        breaks = sum(counters["graph_break"].values())
+        rows.append(row("TorchCompileModel inductor (core)", plain_s, patch_s,
+                        f"per step after compiling ({compiling:.0f} s), graph breaks while timed {breaks}"))
         torch._dynamo.reset()
     return rows
 
 
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--latent", type=int, default=32, help="latent side (tokens = (latent/2)^2)")
-    ap.add_argument("--text", type=int, default=64, help="text tokens")
-    ap.add_argument("--tokens", type=int, default=8, help="identity tokens")
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--cases", default="gguf,easycache,compile",
-                    help="speed-up cases measured after the plain ones (comma list; empty for none)")
-    args = ap.parse_args()
+def measure(args) -> dict:
+    """This host's rows and what they were measured on."""
     torch.set_grad_enabled(False)
-    from devtools.comfy_env import enable_in_process_comfy
+    from devtools.comfy_env import comfyui_version, enable_in_process_comfy
 
     enable_in_process_comfy()  # CPU; bench_gpu imports this module without it
+    if args.attention == "pytorch":
+        import comfy.ldm.flux.math
+        import comfy.ldm.modules.attention
+
+        comfy.ldm.flux.math.optimized_attention = comfy.ldm.modules.attention.attention_pytorch
     from infusenet import patch, weights
     from devtools import infusenet_files as files
     from devtools import flux_pair as fp
@@ -189,33 +241,80 @@ def main() -> None:
     ctx, pooled = torch.randn(1, args.text, 64, generator=g), torch.randn(1, fp.POOLED_DIM, generator=g)
     ids, ctrl = torch.randn(1, args.tokens, 4096, generator=g), torch.randn(1, 16, s, s, generator=g)
     pos = fp.conds(ctx, pooled, 3.5)
-    patched = patch.apply_infiniteyou(base.patcher, bundle, ids, ctrl, strength=1.0)
 
-    rows = []
-    branch = [fp.Branch(net, ids, ctrl, 1.0)]
-    plain_s, patch_s = [], []
-    for _ in range(args.repeat):  # alternate whole runs; within a run the models stay loaded
-        plain_s += comfy_step_seconds(base.patcher, x, pos, 3)[1:]
-        patch_s += comfy_step_seconds(patched, x, pos, 3)[1:]
-    t_plain, t_patch = sorted(plain_s)[len(plain_s) // 2], sorted(patch_s)[len(patch_s) // 2]
-    d_plain, d_patch = timed_interleaved([
-        lambda: fp.reference_velocity(base, [], x, 0.7, ctx, pooled, 3.5),
-        lambda: fp.reference_velocity(base, branch, x, 0.7, ctx, pooled, 3.5),
-    ], args.repeat)
+    def patched_of(model):
+        return patch.apply_infiniteyou(model, bundle, ids, ctrl, strength=1.0)
 
+    rows = plain_rows(args, base, patched_of(base.patcher), x, pos, ctx, pooled, [fp.Branch(net, ids, ctrl, 1.0)])
+    rows += speedup_rows(args, base, patched_of, x, pos, tmp)
+    tmp_dir.cleanup()
     img = (s // 2) ** 2
     f_base = flops_per_step(args.hidden, 19, 38, img, args.text)
     f_branch = flops_per_step(args.hidden, 4, 10, img, args.tokens) + 2 * 14 * args.hidden ** 2 * img
-    predicted = (f_base + f_branch) / f_base
-    rows.append(("ComfyUI FLUX (this pack)", t_plain, t_patch, "per step"))
-    rows.append(("diffusers FluxTransformer2DModel", d_plain, d_patch, "per step"))
-    rows += speedup_rows(args, base, lambda m: patch.apply_infiniteyou(m, bundle, ids, ctrl, strength=1.0), x, pos, tmp)
-    tmp_dir.cleanup()
-    print(f"hidden {args.hidden}, {img} image tokens, {args.text} text tokens, {args.tokens} identity tokens, "
-          f"torch threads {torch.get_num_threads()}, median of {args.repeat} interleaved rounds")
-    print(f"{'path':36s} {'unpatched s':>12s} {'patched s':>10s} {'ratio':>7s} {'FLOPs ratio':>12s}  note")
-    for name, a, b, note in rows:
-        print(f"{name:36s} {a:12.4f} {b:10.4f} {b / a:7.3f} {predicted:12.3f}  {note}")
+    return {"host": comfyui_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "flops_ratio": (f_base + f_branch) / f_base, "image_tokens": img, "rows": rows}
+
+
+def other_hosts() -> list[tuple[str, str, str]]:
+    """(name, python, ComfyUI folder) of every prepared test host but the one this process runs."""
+    from devtools.comfy_env import HOST_NAMES, PACK_ROOT, comfyui_dir
+
+    here = comfyui_dir()
+    found = []
+    for name in HOST_NAMES:
+        folder = PACK_ROOT / ".host" / name
+        python, comfy = folder / "venv" / "bin" / "python", folder / "ComfyUI"
+        if python.is_file() and (comfy / "main.py").is_file() and comfy.resolve() != here:
+            found.append((name, str(python), str(comfy)))
+    return found
+
+
+def measure_on(python: str, comfy: str, argv: list[str]) -> dict:
+    """This script's result under another host's Python and ComfyUI (its last output line, JSON)."""
+    env = dict(os.environ, COMFYUI_DIR=comfy)
+    done = subprocess.run([python, os.path.abspath(__file__), *argv, "--json", "--this-host-only"], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_step under {python} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_table(results: list[dict], args) -> None:
+    first = results[0]
+    print(f"hidden {args.hidden}, {first['image_tokens']} image tokens, {args.text} text tokens, {args.tokens} identity "
+          f"tokens, torch {first['torch']}, threads {first['threads']}, {args.attention} attention in ComfyUI; "
+          f"median of {args.repeat} interleaved rounds (ratio: median of the per-round ratios)")
+    print(f"{'ComfyUI':8s} {'path':34s} {'unpatched s':>11s} {'patched s':>10s} {'ratio':>6s} {'FLOPs':>6s} "
+          f"{'/FLOPs':>7s}  note")
+    for result in results:
+        for r in result["rows"]:
+            print(f"{result['host']:8s} {r['path']:34s} {r['unpatched']:11.4f} {r['patched']:10.4f} {r['ratio']:6.3f} "
+                  f"{result['flops_ratio']:6.3f} {r['ratio'] / result['flops_ratio']:7.3f}  {r['note']}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--latent", type=int, default=32, help="latent side (tokens = (latent/2)^2)")
+    ap.add_argument("--text", type=int, default=64, help="text tokens")
+    ap.add_argument("--tokens", type=int, default=8, help="identity tokens")
+    ap.add_argument("--repeat", type=int, default=7, help="interleaved rounds")
+    ap.add_argument("--cases", default="gguf,easycache,lazycache,compile",
+                    help="speed-up cases measured after the plain ones (comma list; empty for none)")
+    ap.add_argument("--attention", choices=("pytorch", "comfy"), default="pytorch",
+                    help="ComfyUI's attention: PyTorch's (ComfyUI's choice on a GPU) or ComfyUI's CPU choice")
+    ap.add_argument("--this-host-only", action="store_true", help="do not run again under the other test hosts")
+    ap.add_argument("--json", action="store_true", help="print the result as one JSON line (for the other run)")
+    args = ap.parse_args()
+    result = measure(args)
+    if args.json:
+        print(json.dumps(result))
+        return
+    results = [result]
+    if not args.this_host_only:
+        argv = [a for a in sys.argv[1:] if a not in ("--json", "--this-host-only")]
+        results += [measure_on(python, comfy, argv) for _, python, comfy in other_hosts()]
+    print_table(results, args)
 
 
 if __name__ == "__main__":

@@ -913,10 +913,16 @@ TORCH_COMPILE_OPTIONS_KEY = "torch_compile_kwargs"
 options in the model options."""
 
 
+TORCH_COMPILE_PARAMS = ("backend", "mode", "options", "fullgraph", "dynamic")
+
+
 def compile_options(model_options: dict) -> dict | None:
-    """The ``torch.compile`` options ``TorchCompileModel`` compiles this model's diffusion model with, or None."""
+    """The ``torch.compile`` options ``TorchCompileModel`` compiles this model's diffusion model with (those of
+    ``torch.compile``'s parameters), or None."""
     options = model_options.get(TORCH_COMPILE_OPTIONS_KEY)
-    return dict(options) if isinstance(options, dict) else None
+    if not isinstance(options, dict):
+        return None
+    return {k: v for k, v in options.items() if k in TORCH_COMPILE_PARAMS}
 
 
 CONTRACT += (

@@ -13,6 +13,15 @@ An InfuseNet serves the base family it was made for (``InfuseNetBundle.base``): 
 no pooled text (FLUX.2 has none) and its image and control tokens are the 128-channel latent at patch size 1.
 Both add to the noisy latent's tokens only, so reference images (Kontext's, FLUX.2's multi-reference editing),
 which ComfyUI appends after them, get no residual.
+
+Three wrappers per patch: OUTER_SAMPLE makes the sampling run's state (:class:`RunState`, in the run's own copy of
+the model options, so a run nested in another has its own and nothing outlives the run); APPLY_MODEL decides,
+before the diffusion model runs, whether this call gets residuals (the step window, once per step) and for which
+rows (:class:`CallPlan`) where ``TorchCompileModel`` compiles the diffusion model; DIFFUSION_MODEL (innermost, so
+that a cache wrapper skipping the model skips the branch too) runs the branch and adds its residuals (and makes
+the plan itself in an eager run). Compiled, the diffusion model and its DIFFUSION_MODEL wrappers are one graph:
+the plan comes in as a guarded keyword argument, nothing there reads a host value, and the InfuseNet is one op of
+the graph, compiled on its own (:class:`Branch`).
 """
 from __future__ import annotations
 
@@ -157,11 +166,12 @@ in another with the same model (a detailer, a guider that samples inside a sampl
 class CallPlan:
     """What the branch needs for one model call, decided before the diffusion model runs.
 
-    The APPLY_MODEL wrapper makes it (eager Python, outside the diffusion model that ``TorchCompileModel``
-    compiles) and hands it to the DIFFUSION_MODEL wrapper as a keyword argument of the diffusion model: unlike
+    Under ``TorchCompileModel`` the APPLY_MODEL wrapper makes it (eager Python, outside the diffusion model that
+    node compiles) and hands it to the DIFFUSION_MODEL wrapper as a keyword argument of the diffusion model: unlike
     ``transformer_options``, whose guards ``TorchCompileModel`` drops, keyword arguments are guarded, so a compiled
     model recompiles when the plan changes shape (branch on or off, which rows) instead of reusing a graph made for
-    another step. The tensors are built once per run and shape; the compiled region only reads them."""
+    another step. The tensors are built once per run and shape; the compiled region only reads them. Eager, the
+    DIFFUSION_MODEL wrapper makes it (the same cached plan) when the model runs."""
 
     branch: "Branch"          # the InfuseNet to run, on this call's device
     rows: Tensor | None       # rows of the batch that get residuals (the kept cond chunks); None: every row
@@ -293,18 +303,18 @@ class InfiniteYouPatch:
             if schedule is not run.schedule_source:  # copy the schedule off the device once per run
                 run.schedule_source, run.schedule = schedule, schedule.detach().float().cpu()
             return step_kept(step_index(sigma, run.schedule), len(run.schedule) - 1, self.start, self.end)
-        model_sampling = run.model_sampling if run is not None and run.model_sampling is not None else self.model_sampling
+        model_sampling = self.model_sampling if run is None or run.model_sampling is None else run.model_sampling
         if model_sampling is None or (self.start <= 0.0 and self.end >= 1.0):
             return True
         hi = model_sampling.percent_to_sigma(self.start)
         lo = model_sampling.percent_to_sigma(self.end)
         return lo <= sigma <= hi
 
-    def plan_call(self, base, x: Tensor, transformer_options: dict) -> CallPlan | None:
+    def plan_call(self, base, x: Tensor, transformer_options: dict, run: RunState | None = None) -> CallPlan | None:
         """This call's :class:`CallPlan`, or None when the branch does not run (outside the window, or no chunk
         of the batch gets residuals). ``base``: the FLUX diffusion model; ``x``: the model input [B, C, h, w] (its
         size and device are read)."""
-        run = self.run_of(transformer_options)
+        run = run if run is not None else self.run_of(transformer_options)
         if not self.is_active(transformer_options, run):
             return None
         cond_or_uncond = transformer_options.get("cond_or_uncond") or [0]
@@ -321,20 +331,24 @@ class InfiniteYouPatch:
 
     def new_plan(self, base, run: RunState, chunks: tuple, n_chunks: int, per_chunk: int, h: int, w: int,
                  device) -> CallPlan:
+        """The plan for one batch layout (kept chunks of per_chunk rows each) and latent size, once per run."""
         net = run.nets.get(str(device), self.bundle.model)
         dtype = net.compute_dtype
-        n = len(chunks) * per_chunk
-        rows = None if len(chunks) == n_chunks else torch.cat(
+        kept = len(chunks)
+        rows = None if kept == n_chunks else torch.cat(
             [torch.arange(k * per_chunk, (k + 1) * per_chunk, device=device) for k in chunks])
         control, _ = base.process_img(self.control_for(run, h, w))
         control = control.to(device=device, dtype=dtype)
-        control = per_row(control, per_chunk, len(chunks)) if control.shape[0] in (1, per_chunk) else control[:1].expand(n, -1, -1)
+        if control.shape[0] in (1, per_chunk):
+            control = per_row(control, per_chunk, kept)
+        else:
+            control = control[:1].expand(kept * per_chunk, -1, -1)
+        fixed = 1.0 if self.guidance is None else float(self.guidance)
         return CallPlan(
-            branch=self.branch_for(run, net, base.pe_embedder), rows=rows, control=control, tokens=self.branch_tokens(per_chunk, len(chunks), device, dtype),
-            guidance=torch.full((n,), 1.0 if self.guidance is None else float(self.guidance), device=device),
-            follow_base=self.guidance is None,
-            scale=self.residual_scale(h, w, base.patch_size, per_chunk, len(chunks), device),
-            strength=self.strength)
+            branch=self.branch_for(run, net, base.pe_embedder), rows=rows, control=control,
+            tokens=self.branch_tokens(per_chunk, kept, device, dtype),
+            guidance=torch.full((kept * per_chunk,), fixed, device=device), follow_base=self.guidance is None,
+            scale=self.residual_scale(h, w, base.patch_size, per_chunk, kept, device), strength=self.strength)
 
     def branch_for(self, run: RunState, net: torch.nn.Module, pe_embedder: torch.nn.Module) -> "Branch":
         """The :class:`Branch` of ``net`` with the base's rotary embedder. A compiled one is kept on the patch for
@@ -367,10 +381,13 @@ class InfiniteYouPatch:
 
     def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
                     **kwargs):
-        """APPLY_MODEL: decide this call's plan (window, rows, inputs) before the diffusion model runs, and hand it
-        to the DIFFUSION_MODEL wrapper as the diffusion model's keyword argument ``self.key``."""
-        if self.strength != 0.0:
-            kwargs[self.key] = self.plan_call(executor.class_obj.diffusion_model, x, transformer_options)
+        """APPLY_MODEL: where the run's diffusion model is compiled (``TorchCompileModel``), decide this call's plan
+        (window, rows, inputs) before it runs and hand it to the DIFFUSION_MODEL wrapper as the diffusion model's
+        keyword argument ``self.key``. Eager, the DIFFUSION_MODEL wrapper decides, so that a step a cache wrapper
+        skips (core's EasyCache) costs the branch nothing at all."""
+        run = (transformer_options.get(RUNS_KEY) or {}).get(self.key)
+        if run is not None and run.compile_options is not None and self.strength != 0.0:
+            kwargs[self.key] = self.plan_call(executor.class_obj.diffusion_model, x, transformer_options, run)
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
     # ------------------------------------------------------------ per model call, inside the diffusion model
@@ -408,7 +425,7 @@ class InfiniteYouPatch:
     def diffusion_model(self, executor, x, timestep, context, y=None, guidance=None, ref_latents=None, control=None,
                         transformer_options={}, **kwargs):
         """DIFFUSION_MODEL: add the residuals the plan asks for to the ``control`` the FLUX forward gets. Without
-        a plan from :meth:`apply_model` (the diffusion model called directly) the plan is made here."""
+        a plan from :meth:`apply_model` (an eager run, or the diffusion model called directly) the plan is made here."""
         base = executor.class_obj
         if self.key in kwargs:
             plan = kwargs.pop(self.key)
@@ -446,7 +463,7 @@ def compile_key(options) -> object:
 
 
 BRANCHES: "weakref.WeakValueDictionary[int, Branch]" = weakref.WeakValueDictionary()
-"""Slot number -> live :class:`Branch`: how :func:`branch_op` (an op, which takes numbers and tensors) finds it."""
+"""Slot number -> live :class:`Branch`: how :data:`BRANCH_OP` (an op, which takes numbers and tensors) finds it."""
 SLOT_NUMBERS = itertools.count(1)
 
 
@@ -454,7 +471,7 @@ class Branch:
     """This patch's InfuseNet on one device, with the base's rotary embedder: what a model call runs.
 
     Where ``TorchCompileModel`` traces the diffusion model (and its DIFFUSION_MODEL wrappers), the branch is one
-    opaque op of the base's graph (:func:`branch_op`: no graph break) and the InfuseNet is compiled on its own,
+    opaque op of the base's graph (:data:`BRANCH_OP`: no graph break) and the InfuseNet is compiled on its own,
     with the same options. Traced with the base instead, its blocks (ComfyUI's own block classes) would share
     dynamo's compiled code for those classes with the base's blocks, compiled with the guards on
     ``transformer_options`` dropped: where the base's blocks break the graph (an attention dynamo cannot trace)
@@ -462,15 +479,16 @@ class Branch:
 
     def __init__(self, net: torch.nn.Module, pe_embedder: torch.nn.Module, compile_options: dict | None):
         self.net, self.pe_embedder = net, pe_embedder
-        self.forward = net if compile_options is None else torch.compile(net, **compile_options)
+        compiled = compile_options is not None and compile_options.get("backend") != "cudagraphs"
+        self.forward = torch.compile(net, **compile_options) if compiled else net  # cudagraphs: captured with the base
         self.n_double, self.n_single = len(net.controlnet_blocks), len(net.controlnet_single_blocks)
         self.hidden = net.hidden_size
         self.slot = next(SLOT_NUMBERS)
         BRANCHES[self.slot] = self
 
     def run(self, img, img_ids, control, tokens, timestep, pooled, guidance) -> tuple[list[Tensor], list[Tensor]]:
-        """(double residuals, single residuals); through :func:`branch_op` while a compiler traces the caller."""
-        if torch.compiler.is_compiling() and BRANCH_OP is not None:
+        """(double residuals, single residuals); through :data:`BRANCH_OP` while a compiler traces the caller."""
+        if BRANCH_OP is not None and torch.compiler.is_compiling():
             out = BRANCH_OP(self.slot, self.n_double + self.n_single, self.hidden, img, img_ids, control, tokens,
                             timestep, pooled, guidance)
             return list(out[:self.n_double]), list(out[self.n_double:])
@@ -495,7 +513,7 @@ def _branch_op_shapes(slot, n_outputs, hidden, img, img_ids, control, tokens, ti
 def register_branch_op():
     """:func:`_branch_op` as a torch op (one per copy of this module: ComfyUI and a test may both import it), or
     None where torch has no ``torch.library.custom_op`` (the branch then breaks the compiled graph, still correct)."""
-    if not hasattr(torch.library, "custom_op"):
+    if not hasattr(torch.library, "custom_op") or not hasattr(torch.compiler, "is_compiling"):
         return None
     op = torch.library.custom_op(f"infiniteyou::branch_{id(BRANCHES):x}", _branch_op, mutates_args=())
     op.register_fake(_branch_op_shapes)

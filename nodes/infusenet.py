@@ -143,7 +143,9 @@ class ApplyInfiniteYou(io.ComfyNode):
                 advanced(io.Combo.Input(
                     "window", options=WINDOWS, default=WINDOWS[0],
                     tooltip="How start/end are read: fraction of steps (the reference) or ComfyUI's sigma percent "
-                            "(like ControlNet nodes).")),
+                            "(like ControlNet nodes). ComfyUI gives the model only the steps of the sampler that runs: "
+                            "with a run split over several samplers (KSamplerAdvanced start/end at step, split "
+                            "sigmas) steps are those of each sampler, while sigma percent spans the whole run.")),
                 advanced(io.Float.Input(
                     "infusenet_guidance", default=1.0, min=0.0, max=100.0, step=0.1,
                     tooltip="Guidance given to the InfuseNet branch. The reference always uses 1.0, whatever the "
@@ -160,7 +162,8 @@ class ApplyInfiniteYou(io.ComfyNode):
                                tooltip="Pose image from InfiniteYou Pose Image, at the output size. Empty: the "
                                        "reference's black image."),
                 io.Mask.Input("mask", optional=True,
-                              tooltip="Limits this identity to a region of the image (multi-identity)."),
+                              tooltip="Limits this identity to a region of the image (multi-identity). A batch of "
+                                      "masks gives each image of the latent batch its own."),
                 preset_input(optional=True),
             ],
             outputs=[io.Model.Output("patched_model", display_name="MODEL", tooltip="The patched copy of the model.")],

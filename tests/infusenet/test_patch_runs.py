@@ -224,16 +224,28 @@ def test_a_mask_batch_of_another_size_is_refused(parts):
 
 
 # ---------------------------------------------------------------- TorchCompileModel
-def cfg_run(model, parts):
-    """4 Euler steps, CFG 2 with a negative of another length (the two run as separate batch-1 calls)."""
+def cfg_run(model, parts, record: list, replay: list | None = None, cfg: float = 2.0):
+    """4 Euler steps, CFG ``cfg`` with a negative of another length (the two run as separate batch-1 calls); records
+    (x, denoised) per step. With ``replay`` step i is fed replay[i]'s x, so that each step compares one guided
+    model call on the same input (rounding differences do not pile up from step to step)."""
+    def sample(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
+        s_in = x.new_ones(x.shape[0])
+        for i in range(len(sigmas) - 1):
+            if replay is not None:
+                x = replay[i][0].clone()
+            denoised = model_k(x, sigmas[i] * s_in, **(extra_args or {}))
+            record.append((x.clone(), denoised.clone()))
+            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+        return x
+
     ms = model.get_model_object("model_sampling")
     sigmas = comfy.samplers.calculate_sigmas(ms, "simple", 4).float()
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive(parts), fp.conds(parts["negative"], parts["pooled"], 3.5))
-    guider.set_cfg(2.0)
+    guider.set_cfg(cfg)
     noise = parts["noise"][:1]
     with torch.no_grad():
-        return guider.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), sigmas,
+        return guider.sample(noise, torch.zeros_like(noise), comfy.samplers.KSAMPLER(sample), sigmas,
                              disable_pbar=True, seed=0)
 
 
@@ -241,32 +253,41 @@ def test_torch_compile_model_one_graph_and_eager_numbers(parts, monkeypatch):
     """TorchCompileModel (CPU inductor) on a patched model with a window (off, then on) and CFG whose negative runs
     apart: no graph break, the InfuseNet compiled on its own, and eager's numbers. ComfyUI picks PyTorch attention
     on a GPU; on a CPU it picks sub-quadratic attention, which breaks the graph itself (it reads free memory), so
-    the FLUX attention is PyTorch's here as on a GPU."""
+    the FLUX attention is PyTorch's here as on a GPU.
+
+    Each step feeds the compiled model eager's input. The numbers: inductor's float32 rounding alone moves this
+    InfuseNet's residuals by about 1e-6 (relative), the base's prediction by about 3e-7; CFG 2 doubles the
+    positive's share, hence 2e-6 there and 1e-6 at CFG 1."""
     from comfy_extras import nodes_torch_compile
     from torch._dynamo.utils import counters
 
     monkeypatch.setattr(comfy.ldm.flux.math, "optimized_attention", comfy.ldm.modules.attention.attention_pytorch)
     model = apply(parts, start=0.25, end=1.0)
     calls, handle = branch_calls(parts)
+    eager, fast, again, eager_1, fast_1 = [], [], [], [], []
     try:
-        eager = cfg_run(model, parts)
+        cfg_run(model, parts, eager)
         n_eager = len(calls)
+        cfg_run(model, parts, eager_1, cfg=1.0)
         torch._dynamo.reset()
         counters.clear()
         compiled = nodes_torch_compile.TorchCompileModel.execute(model, "inductor")[0]
-        fast = cfg_run(compiled, parts)
-        again = cfg_run(compiled, parts)
+        cfg_run(compiled, parts, fast, replay=eager)
+        cfg_run(compiled, parts, again, replay=eager)
+        cfg_run(compiled, parts, fast_1, replay=eager_1, cfg=1.0)
         breaks = sum(counters["graph_break"].values())
     finally:
         handle.remove()
         torch._dynamo.reset()
     state = patch_state(compiled)
-    err = rel(fast, eager)
-    record("TorchCompileModel vs eager, patched model, window and CFG 2 (relative error)", err)
-    print(f"\nTorchCompileModel: rel. error {err:.1e} (max {float((fast - eager).abs().max() / eager.abs().max()):.1e}), "
-          f"graph breaks {breaks}, InfuseNet calls eager {n_eager}")
+    errors = [rel(f[1], e[1]) for f, e in zip(fast, eager)]
+    errors_1 = [rel(f[1], e[1]) for f, e in zip(fast_1, eager_1)]
+    record("TorchCompileModel vs eager, patched model, CFG 2, worst step (relative error)", max(errors))
+    record("TorchCompileModel vs eager, patched model, CFG 1, worst step (relative error)", max(errors_1))
+    print(f"\nTorchCompileModel: rel. error per step CFG 2 {', '.join(f'{e:.1e}' for e in errors)}, CFG 1 "
+          f"{', '.join(f'{e:.1e}' for e in errors_1)}; graph breaks {breaks}, InfuseNet calls eager {n_eager}")
     assert n_eager == 3, "steps 1-3 of 4, positive only"
     assert breaks == 0, dict(counters["graph_break"])
     assert [type(b.forward).__name__ for b in state.compiled_branches.values()] == ["OptimizedModule"]
-    assert err < 1e-6
-    torch.testing.assert_close(again, fast, rtol=0, atol=0)
+    assert len(errors) == len(errors_1) == 4 and max(errors) < 2e-6 and max(errors_1) < 1e-6
+    assert all(torch.equal(a[1], f[1]) for a, f in zip(again, fast))
