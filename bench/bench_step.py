@@ -62,8 +62,9 @@ def timed_interleaved(fns: list, repeat: int) -> list[float]:
 
 
 def interleaved(fns: list, repeat: int) -> list[list[float]]:
-    """Seconds of each of ``fns`` per round, after one warm-up round; a fn returns its own seconds or None
-    (then it is timed whole)."""
+    """Seconds of each of ``fns`` per round, after one warm-up round; a fn returns its own seconds, or anything
+    else (then it is timed whole). Every other round runs them in reverse order, so that none always runs first
+    (or right after a given other) on a machine whose speed drifts."""
     def once(fn) -> float:
         t = time.perf_counter()
         own = fn()
@@ -72,9 +73,10 @@ def interleaved(fns: list, repeat: int) -> list[list[float]]:
     for fn in fns:
         once(fn)
     samples = [[] for _ in fns]
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            samples[i].append(once(fn))
+    for r in range(repeat):
+        order = list(range(len(fns)))
+        for i in (order if r % 2 == 0 else order[::-1]):
+            samples[i].append(once(fns[i]))
     return samples
 
 

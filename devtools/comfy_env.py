@@ -51,3 +51,23 @@ def enable_in_process_comfy() -> Path:
 
     comfy.cli_args.args.cpu = True
     return path
+
+
+def comfy_core_nodes():
+    """ComfyUI's own ``nodes`` module (KSampler, VAEDecode...), never this pack's ``nodes/`` package, whichever of
+    the two folders stands first on ``sys.path`` (pytest may put the pack's root before ComfyUI's)."""
+    import importlib.util
+
+    path = enable_in_process_comfy() / "nodes.py"
+    loaded = sys.modules.get("nodes")
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == path.resolve():
+        return loaded
+    spec = importlib.util.spec_from_file_location("nodes", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nodes"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop("nodes", None)
+        raise
+    return module

@@ -515,8 +515,13 @@ def register_branch_op():
     None where torch has no ``torch.library.custom_op`` (the branch then breaks the compiled graph, still correct)."""
     if not hasattr(torch.library, "custom_op") or not hasattr(torch.compiler, "is_compiling"):
         return None
-    op = torch.library.custom_op(f"infiniteyou::branch_{id(BRANCHES):x}", _branch_op, mutates_args=())
-    op.register_fake(_branch_op_shapes)
+    try:
+        op = torch.library.custom_op(f"infiniteyou::branch_{id(BRANCHES):x}", _branch_op, mutates_args=())
+        op.register_fake(_branch_op_shapes)
+    except Exception as e:  # a torch whose op registration differs: correct all the same, with a graph break
+        logging.warning("InfiniteYou: the InfuseNet cannot be one op of a compiled graph on torch %s (%s: %s)",
+                        torch.__version__, type(e).__name__, e)
+        return None
     return op
 
 

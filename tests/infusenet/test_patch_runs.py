@@ -145,9 +145,9 @@ def test_a_model_call_outside_a_sampling_run_keeps_nothing(parts):
 
 # ---------------------------------------------------------------- KSamplerAdvanced in two passes
 def ksampler_advanced(model, parts, start_at: int, end_at: int, latent, add_noise: bool, leftover: bool):
-    import nodes
+    from devtools.comfy_env import comfy_core_nodes
 
-    return nodes.KSamplerAdvanced().sample(
+    return comfy_core_nodes().KSamplerAdvanced().sample(
         model, "enable" if add_noise else "disable", 0, STEPS, 1.0, "euler", "simple", positive(parts), [],
         {"samples": latent}, start_at, end_at, "enable" if leftover else "disable")[0]["samples"]
 
@@ -255,6 +255,10 @@ def test_torch_compile_model_one_graph_and_eager_numbers(parts, monkeypatch):
     on a GPU; on a CPU it picks sub-quadratic attention, which breaks the graph itself (it reads free memory), so
     the FLUX attention is PyTorch's here as on a GPU.
 
+    The unpatched base is compiled and run first, as a workflow comparing with and without InfiniteYou does:
+    TorchCompileModel drops the guards on ``transformer_options`` (where the wrappers are), so a patched model whose
+    compiled graph depends on nothing else reuses the base's graph and silently runs without the InfuseNet.
+
     Each step feeds the compiled model eager's input. The numbers: inductor's float32 rounding alone moves this
     InfuseNet's residuals by about 1e-6 (relative), the base's prediction by about 3e-7; CFG 2 doubles the
     positive's share, hence 2e-6 there and 1e-6 at CFG 1."""
@@ -264,12 +268,14 @@ def test_torch_compile_model_one_graph_and_eager_numbers(parts, monkeypatch):
     monkeypatch.setattr(comfy.ldm.flux.math, "optimized_attention", comfy.ldm.modules.attention.attention_pytorch)
     model = apply(parts, start=0.25, end=1.0)
     calls, handle = branch_calls(parts)
-    eager, fast, again, eager_1, fast_1 = [], [], [], [], []
+    eager, fast, again, eager_1, fast_1, unpatched = [], [], [], [], [], []
     try:
         cfg_run(model, parts, eager)
         n_eager = len(calls)
         cfg_run(model, parts, eager_1, cfg=1.0)
         torch._dynamo.reset()
+        cfg_run(nodes_torch_compile.TorchCompileModel.execute(parts["base"].patcher, "inductor")[0], parts,
+                unpatched, replay=eager)
         counters.clear()
         compiled = nodes_torch_compile.TorchCompileModel.execute(model, "inductor")[0]
         cfg_run(compiled, parts, fast, replay=eager)
@@ -291,3 +297,4 @@ def test_torch_compile_model_one_graph_and_eager_numbers(parts, monkeypatch):
     assert [type(b.forward).__name__ for b in state.compiled_branches.values()] == ["OptimizedModule"]
     assert len(errors) == len(errors_1) == 4 and max(errors) < 2e-6 and max(errors_1) < 1e-6
     assert all(torch.equal(a[1], f[1]) for a, f in zip(again, fast))
+    assert min(rel(u[1], e[1]) for u, e in zip(unpatched[1:], eager[1:])) > 1e-3  # the InfuseNet mattered
