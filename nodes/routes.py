@@ -1,8 +1,10 @@
 """The pack's HTTP routes (glue only): ``GET /infiniteyou/models`` serves :mod:`infusenet.doctor`; the answer to
-``POST /prompt`` carries each of this pack's validation messages once per node."""
+``POST /prompt`` carries each of this pack's validation messages once per node; ``GET /infiniteyou/loader-check``
+says what a loader node's choices would be refused for, before a run."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import re
 
@@ -83,7 +85,36 @@ def named_at(error: dict, message: str) -> float:
     return found.start() if found else math.inf
 
 
+LOADER_CHECK = "/infiniteyou/loader-check"
+MAX_VALUE = 1024
+
+
+def loader_classes() -> dict:
+    """The nodes whose files a workflow needs before it can run, by node type."""
+    from .face import FaceEncoderLoader
+    from .infusenet import InfuseNetLoader
+
+    return {cls.define_schema().node_id: cls for cls in (InfuseNetLoader, FaceEncoderLoader)}
+
+
+async def loader_check(request: web.Request) -> web.Response:
+    """``?node=<type>&<input>=<value>...``: what the run would refuse a loader with these choices for, said by the
+    node's own ``validate_inputs``, so that the page can mark a workflow's missing files when it opens, before
+    anyone presses Run. Answers ``{"ok": true}`` or ``{"ok": false, "message": ...}``."""
+    query = dict(request.query)
+    classes = loader_classes()
+    cls = classes.get(query.pop("node", ""))
+    if cls is None:
+        return _refuse(f"node must be one of {sorted(classes)}")
+    names = [n for n in inspect.signature(cls.validate_inputs).parameters if n != "input_types"]
+    if len(query) > 4 * len(names) or any(len(v) > MAX_VALUE for v in query.values()):
+        return _refuse(f"at most {4 * len(names)} values of at most {MAX_VALUE} characters (model file names)")
+    verdict = await asyncio.to_thread(cls.validate_inputs, **{n: query.get(n) for n in names})
+    return web.json_response({"ok": True} if verdict is True else {"ok": False, "message": str(verdict)})
+
+
 def register_routes() -> bool:
-    ok = host.add_get_route(PREFIX, models_report)
+    ok = host.add_get_route(LOADER_CHECK, loader_check)
+    ok = host.add_get_route(PREFIX, models_report) and ok
     ok = host.add_get_route(PREFIX + "/{file:.+}", models_report) and ok
     return host.rewrite_prompt_answers(one_message_per_node) and ok

@@ -161,9 +161,16 @@ def build(nodes: list[N], notes: list[Note], info: dict, file_name: str) -> dict
         "id": workflow_id(file_name), "revision": 0,
         "last_node_id": max(x["id"] for x in all_nodes), "last_link_id": link_id,
         "nodes": all_nodes, "links": links, "groups": groups, "config": {},
-        "extra": {"ds": {"scale": 0.5, "offset": [40, 80]}}, "version": 0.4,
+        "extra": {"ds": dict(OPEN_AT)}, "version": 0.4,
     }
 
+
+OPEN_AT = {"scale": 0.8, "offset": [110, 185]}
+"""The view a workflow opens at (``extra.ds``; the frontends restore it). At 0.8 the canvas draws text (LiteGraph
+drops it below ``MinFontSizeForLOD`` / 14, 0.57 by default) and the Models group (at 0, 0) sits at 88, 148 px:
+right of the sidebar (57-59 px wide) and below the frontends' bars over the canvas (1.32: title, tabs and the
+breadcrumb, to 130 px; 1.58: tabs and the floating workflow bar, to 86 px). Checked on every frontend by
+tests/browser/test_workflows_in_frontend.py."""
 
 NODE_SIZES = {
     "CFGGuider": (270, 110), "CLIPLoader": (270, 120), "CLIPTextEncode": (400, 200),
@@ -187,12 +194,13 @@ browser (``python -m tests.browser.measure_sizes``; Nodes 2.0 draws most nodes t
 
 SHOWN_ON_LOAD = {"LoadImage": 300}
 """Room for what the frontend adds to a node as soon as the workflow opens: Load Image grows to show its photo."""
-SHOWN_BELOW = {"InfU_InfuseNetLoader": 140, "InfU_PoseImage": 290, "InfU_ApplyInfiniteYou": 260,
+SHOWN_BELOW = {"InfU_InfuseNetLoader": 180, "InfU_PoseImage": 290, "InfU_ApplyInfiniteYou": 260,
                "PreviewImage": 260, "SaveImage": 260, "InfU_FaceMask": 260, "InfU_FaceRegions": 400,
                "InfU_ApplyLikenessBlend": 300, "PreviewAny": 160, "InfU_FaceEncoderLoader": 60}
 """What a node shows under itself after a run (the pack's panels from web/infiniteyou.js, image previews):
 room kept below these nodes so that nothing overlaps once they have run. The panels' heights follow
-web/infiniteyou.js (RENDER); tests/browser/test_frontend.py measures them after the self-test runs."""
+web/infiniteyou.js (RENDER); tests/browser/test_frontend.py measures them after the self-test runs. The loaders'
+room also holds the missing-file marks shown when a workflow opens without its files (a line per file)."""
 IDENTITY_PANEL = (60, 300, 40)
 """Identity From Images' panel: a title, each photo (its picture with the face box, a caption, its facts), an
 outlier warning from three photos on."""

@@ -15,6 +15,8 @@ const PREFIX = "InfU_";
 const WIDGET = "infu_report";
 const lastReports = new Map(); // node id -> last report (kept for cached executions)
 const lastErrors = new Map(); // node id -> validation messages
+const promptGraphs = new Map(); // prompt id -> the workflow it was queued from (graphGeneration then)
+let graphGeneration = 0; // counts the workflows loaded into the canvas: node ids of another mean other nodes
 
 const CSS = `
 .infu-panel{font:12px/1.35 system-ui,sans-serif;color:var(--input-text,#ddd);padding:4px 6px;box-sizing:border-box;
@@ -32,7 +34,7 @@ const CSS = `
 .infu-panel tr.infu-kept td:first-child{font-weight:700}
 .infu-panel .infu-warning{background:#5a4a1d;color:#ffe9b0;border:1px solid #c9a13a;border-radius:4px;padding:3px 6px;margin:3px 0}
 .infu-panel .infu-errors{background:#5a1d1d;color:#ffd7d7;border:1px solid #c44;border-radius:4px;padding:4px 6px;
-  white-space:pre-wrap;word-break:break-word}
+  white-space:pre-wrap;word-break:break-word;max-height:120px;overflow-y:auto;box-sizing:border-box}
 .infu-panel button,.infu-doctor button{cursor:pointer;background:#334;color:#eef;border:1px solid #667;border-radius:4px;
   padding:2px 8px;margin:2px 0}
 .infu-doctor-backdrop{position:fixed;inset:0;background:rgba(0,0,0,.55);z-index:10000;display:flex;
@@ -75,8 +77,21 @@ function fmt(x, digits = 2) {
 
 // ------------------------------------------------------------------------------------------ node panels
 function nodeById(id) {
-  const key = String(id).split(":").pop();
-  return app.graph?.getNodeById?.(Number(key)) ?? app.graph?.getNodeById?.(key) ?? null;
+  // "12:5" is node 5 inside the subgraph that node 12 of the root graph holds, never node 5 of the root graph
+  let graph = app.graph, node = null;
+  for (const key of String(id).split(":")) {
+    if (!graph) return null;
+    node = graph.getNodeById?.(Number(key)) ?? graph.getNodeById?.(key) ?? null;
+    if (!node) return null;
+    graph = node.subgraph ?? null;
+  }
+  return node;
+}
+
+function fromAnotherWorkflow(detail) {
+  // a report of a prompt this page queued from a workflow no longer open: its node ids are not this graph's
+  const queuedFrom = promptGraphs.get(String(detail?.prompt_id ?? ""));
+  return queuedFrom !== undefined && queuedFrom !== graphGeneration;
 }
 
 function panelOf(node) {
@@ -255,6 +270,12 @@ const RENDER = {
   },
 };
 
+function onTheNode(message) {
+  // On the node, what is wrong in a line per file; how to fix it (links, shell lines) is the doctor's, a click away.
+  return message.replace(/ \(InfiniteYou model doctor: [^)]*\)/, "").split("\n")
+    .map((line) => line.replace(/\. Fix: [\s\S]*$/, ".")).join("\n");
+}
+
 function render(nodeId) {
   const node = nodeById(nodeId);
   if (!node || !String(node.type).startsWith(PREFIX)) return;
@@ -265,8 +286,9 @@ function render(nodeId) {
   div.replaceChildren();
   let height = 8;
   if (errors?.length) {
-    div.append(el("div", { class: "infu-errors", text: errors.join("\n") }));
-    height += 16 + errors.join("\n").length / 2.2;
+    const shown = errors.map(onTheNode).join("\n");
+    div.append(el("div", { class: "infu-errors", text: shown, title: errors.join("\n") }));
+    height += Math.min(120, 16 + shown.length / 2.2) + 4; // longer scrolls: the node keeps to the room the layout keeps
     if (errors.some(aboutModelFiles)) {
       div.append(el("button", { text: "Open the model doctor", onclick: () => openDoctor() }));
       height += 24;
@@ -274,12 +296,25 @@ function render(nodeId) {
   }
   if (report && RENDER[report.kind]) height += RENDER[report.kind](node, report, div);
   fit(node, div, height);
+  fitToContent(node, div);
+}
+
+function fitToContent(node, div) {
+  // The estimate above sizes the node before the panel is laid out; once the browser has drawn it (and again
+  // as its pictures arrive), the node grows to what the panel really takes, so nothing in it is cut off.
+  const measure = () => {
+    if (!div.isConnected || !div.childElementCount) return;
+    const content = div.scrollHeight; // what the panel's content takes, in its own (unzoomed) pixels
+    if (content > div.clientHeight + 1 && content > Number(div.dataset.height || 0) + 1) fit(node, div, content);
+  };
+  requestAnimationFrame(() => requestAnimationFrame(measure));
+  for (const img of div.querySelectorAll("img")) if (!img.complete) img.addEventListener("load", measure, { once: true });
 }
 
 function onExecuted({ detail }) {
   const out = detail?.output;
   const id = String(detail?.display_node ?? detail?.node ?? "");
-  if (!out?.infu_report?.length) return;
+  if (!out?.infu_report?.length || fromAnotherWorkflow(detail)) return;
   try {
     lastReports.set(id, JSON.parse(out.infu_report[out.infu_report.length - 1]));
   } catch (e) {
@@ -291,6 +326,7 @@ function onExecuted({ detail }) {
 }
 
 function onCached({ detail }) {
+  if (fromAnotherWorkflow(detail)) return;
   for (const id of detail?.nodes ?? []) if (lastReports.has(String(id))) render(String(id));
 }
 
@@ -298,15 +334,31 @@ function onCached({ detail }) {
 const MODEL_FILE_HINT = /model doctor|not found|missing|truncated|corrupt|INVALID_PROTOBUF|antelopev2|refused|\.onnx|\.safetensors|\.pth|\.bin\b/i;
 const aboutModelFiles = (message) => MODEL_FILE_HINT.test(message);
 
+// The server's messages start with the node's name (its logs and API clients need it); shown under the
+// node's own title, that name would be said twice.
+function nodeNames(id, type) {
+  const node = nodeById(id);
+  const same = node?.type === type ? node : null; // a report of another graph's node names its own type
+  const types = globalThis.LiteGraph?.registered_node_types ?? window.comfyAPI?.litegraph?.LiteGraph?.registered_node_types;
+  return [same?.title, same?.constructor?.title, types?.[type]?.title].filter(Boolean);
+}
+
+function withoutNodeName(message, names) {
+  for (const name of names) if (message.startsWith(`${name}: `)) return message.slice(name.length + 2);
+  return message;
+}
+
 function showValidation(nodeErrors) {
   const ours = [];
   for (const [id, info] of Object.entries(nodeErrors ?? {})) {
-    if (!String(info.class_type ?? nodeById(id)?.type ?? "").startsWith(PREFIX)) continue;
-    const messages = [...new Set((info.errors ?? []).map((e) => String(e.details ?? e.message ?? "")
-      .replace(/^[a-z_]+ - /, "")))];
+    const type = String(info.class_type ?? nodeById(id)?.type ?? "");
+    if (!type.startsWith(PREFIX)) continue;
+    const names = nodeNames(id, type);
+    const messages = [...new Set((info.errors ?? []).map((e) => withoutNodeName(String(e.details ?? e.message ?? "")
+      .replace(/^[a-z_]+ - /, ""), names)))];
     lastErrors.set(String(id), messages);
     render(String(id));
-    ours.push({ id, title: nodeById(id)?.title ?? info.class_type, messages });
+    ours.push({ id, title: names[0] ?? type, messages });
   }
   if (ours.length) openDoctor(ours, !ours.some((o) => o.messages.some(aboutModelFiles)));
 }
@@ -316,9 +368,12 @@ function wrapQueuePrompt() {
   const original = api.queuePrompt;
   api.queuePrompt = async function (...args) {
     for (const id of lastErrors.keys()) { lastErrors.delete(id); render(id); }
+    const generation = graphGeneration;
     try {
       // ComfyUI queues a prompt when at least one output validates: node_errors may come with a 200.
       const response = await original.apply(this, args);
+      if (response?.prompt_id) promptGraphs.set(String(response.prompt_id), generation);
+      if (promptGraphs.size > 200) promptGraphs.delete(promptGraphs.keys().next().value);
       if (response?.node_errors && Object.keys(response.node_errors).length) {
         try { showValidation(response.node_errors); } catch (e) { console.warn("InfiniteYou:", e); }
       }
@@ -333,9 +388,40 @@ function wrapQueuePrompt() {
 
 function onExecutionError({ detail }) {
   const message = String(detail?.exception_message ?? "");
-  if (String(detail?.node_type ?? "").startsWith(PREFIX) && aboutModelFiles(message)) {
-    openDoctor([{ id: detail.node_id, title: `${detail.node_type} (run failed)`, messages: [message] }]);
+  const type = String(detail?.node_type ?? "");
+  if (type.startsWith(PREFIX) && aboutModelFiles(message)) {
+    const names = nodeNames(detail.node_id, type);
+    openDoctor([{ id: detail.node_id, title: `${names[0] ?? type} (run failed)`, messages: [withoutNodeName(message, names)] }]);
   }
+}
+
+// ------------------------------------------------------------------------------------------ files on open
+// When a workflow opens, each of its loaders asks the server whether its files are there and usable (the node's
+// own validation, GET /infiniteyou/loader-check): what is missing shows on the node, the doctor one click away,
+// before anyone presses Run.
+const LOADERS = ["InfU_InfuseNetLoader", "InfU_FaceEncoderLoader"];
+
+async function checkLoaders() {
+  const generation = graphGeneration;
+  const nodes = (app.graph?.nodes ?? app.graph?._nodes ?? []).filter((n) => LOADERS.includes(n.type) && n.mode !== 4);
+  await Promise.all(nodes.map(async (node) => {
+    const query = new URLSearchParams({ node: node.type });
+    for (const w of node.widgets ?? []) {
+      if (w.name === WIDGET || w.value == null || typeof w.value === "object") continue;
+      const input = node.inputs?.find((i) => i.name === w.name);
+      if (input?.link != null) return; // a name that comes over a link is checked when the node runs
+      query.set(w.name, String(w.value));
+    }
+    try {
+      const res = await api.fetchApi(`/infiniteyou/loader-check?${query}`, { cache: "no-store" });
+      const answer = await res.json();
+      if (generation !== graphGeneration || answer.ok !== false) return;
+      lastErrors.set(String(node.id), [withoutNodeName(String(answer.message), nodeNames(node.id, node.type))]);
+      render(String(node.id));
+    } catch (e) {
+      console.warn("InfiniteYou: could not check the loader's files", e);
+    }
+  }));
 }
 
 // ------------------------------------------------------------------------------------------ presets
@@ -421,6 +507,96 @@ function entryView(e) {
   return box;
 }
 
+const MODEL_WIDGETS = {
+  UNETLoader: { unet_name: "diffusion_models" }, CLIPLoader: { clip_name: "text_encoders" },
+  DualCLIPLoader: { clip_name1: "text_encoders", clip_name2: "text_encoders" }, VAELoader: { vae_name: "vae" },
+  InfU_InfuseNetLoader: { infusenet_name: "infiniteyou", projection: "infiniteyou" },
+  InfU_FaceEncoderLoader: { arcface: "insightface" },
+};
+// the model files the open workflow's loaders name, as paths under ComfyUI's models folder; the detector packs apart
+
+function filesOfTheOpenWorkflow() {
+  const files = new Set(), packs = new Set(), names = new Set();
+  for (const n of app.graph?.nodes ?? app.graph?._nodes ?? []) {
+    if (n.mode === 4) continue; // bypassed
+    const value = (name) => n.widgets?.find((w) => w.name === name)?.value;
+    for (const w of n.widgets ?? []) if (typeof w.value === "string" && w.value.length > 2) names.add(w.value);
+    for (const [widget, folder] of Object.entries(MODEL_WIDGETS[n.type] ?? {})) {
+      let name = value(widget);
+      if (typeof name !== "string" || !name) continue;
+      if (widget === "projection" && name.startsWith("auto")) {
+        // "auto" reads image_proj_model.bin beside the InfuseNet
+        const net = String(value("infusenet_name") ?? "");
+        name = `${net.includes("/") ? net.slice(0, net.lastIndexOf("/") + 1) : ""}image_proj_model.bin`;
+      }
+      files.add(`${folder}/${name}`);
+    }
+    if (n.type === "InfU_FaceEncoderLoader" && typeof value("detector_pack") === "string") packs.add(value("detector_pack"));
+  }
+  return { files, packs, names };
+}
+
+async function workflowEntries(report) {
+  // the doctor's entries for what the open workflow uses: the catalogue's where it names the file, else the
+  // doctor's check of that one file (GET /infiniteyou/models?file=)
+  const { files, packs, names } = filesOfTheOpenWorkflow();
+  const here = report.entries.filter((e) => { const path = String(e.expected ?? "");
+    return files.has(path) || [...packs].some((p) => path.includes(`/${p}/`) || path.endsWith(`/${p}`)) ||
+      [...names].some((v) => path.endsWith(`/${v}`)); });
+  const known = new Set(here.map((e) => e.expected));
+  here.splice(0, here.length, ...here.filter((e, i) => here.findIndex((o) => o.expected === e.expected) === i));
+  for (const path of files) {
+    if (known.has(path)) continue;
+    try {
+      const res = await api.fetchApi(`/infiniteyou/models/${path.split("/").map(encodeURIComponent).join("/")}`, { cache: "no-store" });
+      if (res.ok) here.push(await res.json());
+    } catch (e) {
+      console.warn("InfiniteYou: could not check", path, e);
+    }
+  }
+  return here;
+}
+
+function fixAllView(body, line, heading) {
+  if (line) body.append(el("h3", { text: heading }), el("pre", { class: "infu-shell infu-fix-all", text: line }), copyButton(line));
+}
+
+function workflowView(body, report, here) {
+  // what the open workflow needs, apart from the alternatives it does not use and other workflows' files
+  const missing = here.filter((e) => e.status !== "ok");
+  body.append(el("div", { class: "infu-summary", "data-ready": String(!missing.length), "data-scope": "workflow",
+    text: missing.length ? `This workflow cannot run yet: ${missing.length} of the ${here.length} model files it uses ` +
+      `missing or unusable (${[...new Set(missing.map((e) => e.title))].join(", ")}).` :
+      `Every model file this workflow uses is in place and opens (${here.length} files).` }));
+  body.append(el("div", { text: `Shell lines run in ${report.run_in}.` }));
+  fixAllView(body, [...new Set(missing.map((e) => e.fix?.shell).filter(Boolean))].join(" && "),
+    "What this workflow is missing, in one line"); // one download for the files of one archive
+  body.append(el("h3", { text: "Files this workflow uses" }), el("div", { class: "infu-here" }, ...here.map(entryView)));
+  const rest = report.entries.filter((e) => !here.includes(e));
+  if (rest.length) {
+    const others = el("details", { class: "infu-others" }, el("summary", { text:
+      `${rest.length} other file(s): alternatives this workflow does not use and other workflows' files` }));
+    fixAllView(others, report.fix_all, "Every missing file the pack can use, in one line");
+    others.append(...rest.map(entryView));
+    body.append(others);
+  }
+}
+
+function inventoryView(body, report) {
+  const missing = report.missing_groups ?? [];
+  body.append(el("div", { class: "infu-summary", "data-ready": String(report.ready), "data-scope": "pack",
+    text: report.ready ? "Every required model file is in place and opens." :
+      `Not ready: ${missing.length} required model(s) missing or unusable (${missing.join(", ")}).` }));
+  body.append(el("div", { text: `Shell lines run in ${report.run_in}.` }));
+  fixAllView(body, report.fix_all, "Everything missing, in one line");
+  const needed = report.entries.filter((e) => e.need === "required" || e.status === "broken" || e.status === "refused" || e.status === "misplaced" || e.status === "ok");
+  const rest = report.entries.filter((e) => !needed.includes(e));
+  body.append(el("h3", { text: "Files" }), ...needed.map(entryView));
+  if (rest.length) {
+    body.append(el("details", {}, el("summary", { text: `${rest.length} optional file(s) not installed` }), ...rest.map(entryView)));
+  }
+}
+
 let doctorOpen = null;
 
 async function openDoctor(errors = [], errorsOnly = false) {
@@ -449,19 +625,9 @@ async function openDoctor(errors = [], errorsOnly = false) {
     const res = await api.fetchApi("/infiniteyou/models", { cache: "no-store" });
     const report = await res.json();
     body.replaceChildren();
-    const missing = report.missing_groups ?? [];
-    body.append(el("div", { class: "infu-summary", "data-ready": String(report.ready),
-      text: report.ready ? "Every required model file is in place and opens." :
-        `Not ready: ${missing.length} required model(s) missing or unusable (${missing.join(", ")}).` }));
-    body.append(el("div", { text: `Shell lines run in ${report.run_in}.` }));
-    if (report.fix_all) body.append(el("h3", { text: "Everything missing, in one line" }),
-      el("pre", { class: "infu-shell infu-fix-all", text: report.fix_all }), copyButton(report.fix_all));
-    const needed = report.entries.filter((e) => e.need === "required" || e.status === "broken" || e.status === "refused" || e.status === "misplaced" || e.status === "ok");
-    const rest = report.entries.filter((e) => !needed.includes(e));
-    body.append(el("h3", { text: "Files" }), ...needed.map(entryView));
-    if (rest.length) {
-      body.append(el("details", {}, el("summary", { text: `${rest.length} optional file(s) not installed` }), ...rest.map(entryView)));
-    }
+    const here = await workflowEntries(report);
+    if (here.length) workflowView(body, report, here);
+    else inventoryView(body, report);
   } catch (error) {
     body.textContent = `Could not reach /infiniteyou/models: ${error}`;
   }
@@ -483,8 +649,12 @@ app.registerExtension({
   },
   async beforeConfigureGraph() {
     // another workflow: node ids mean other nodes now
+    graphGeneration += 1;
     lastReports.clear();
     lastErrors.clear();
+  },
+  async afterConfigureGraph() {
+    checkLoaders();
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData.name.startsWith(PREFIX)) return;

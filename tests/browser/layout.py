@@ -30,20 +30,42 @@ _MEASURE_BODY = """
       how = "element";
     } else if (n.getBounding) { b = Array.from(n.getBounding()); }
     else { b = [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30]; how = "pos/size"; }
-    return {id: n.id, type: n.type, title: n.title, box: b, how, below: below[n.id] ?? below[String(n.id)] ?? 0};
+    return {id: n.id, type: n.type, title: n.title, box: b, how, below: below[n.id] ?? below[String(n.id)] ?? 0,
+            panel: Number(n.__infuPanel?.dataset?.height || 0)};
   });
   const groups = (graph.groups ?? graph._groups ?? []).map(g => ({title: g.title,
     box: Array.from(g._bounding ?? g.bounding)}));
   const types = globalThis.LiteGraph?.registered_node_types ?? window.comfyAPI?.litegraph?.LiteGraph?.registered_node_types;
   const unknown = nodes.filter(n => types && !types[n.type]).map(n => n.type);
-  return {boxes, groups, unknown};
+  return {boxes, groups, unknown, view: typeof view === "undefined" ? null : view};
 """
 """Fits the graph into the canvas (Nodes 2.0 renders what is in view), then reads each node's box [x, y, w, h]
 in canvas units, title bar included: the node element's box in Nodes 2.0 mode, else LiteGraph's
-``getBounding()``; ``below`` (by node id) is passed through. Also the groups' boxes and unknown node types."""
+``getBounding()``; ``below`` (by node id) is passed through; ``panel``: the height the pack's panel already
+added to the node (a loader's missing-file marks when the workflow opens). Also the groups' boxes and unknown node types."""
+
+_VIEW_ON_LOAD = """
+  await new Promise(r => setTimeout(r, 600));
+  app.canvas.setDirty(true, true);
+  await new Promise(r => requestAnimationFrame(() => setTimeout(r, 200)));
+  const view = (() => {
+    const c = app.canvas, el = c.canvas, rect = el.getBoundingClientRect(), [s, [ox, oy]] = [c.ds.scale, c.ds.offset];
+    const first = (app.graph.groups ?? app.graph._groups ?? [])[0];
+    const b = first ? Array.from(first._bounding ?? first.bounding) : null;
+    const at = (x, y) => { const px = rect.left + (x + ox) * s, py = rect.top + (y + oy) * s;
+      const hit = document.elementFromPoint(px, py);
+      return {x: Math.round(px), y: Math.round(py), on: hit === el ? "canvas" : hit ? `${hit.tagName}.${String(hit.className).slice(0, 40)}` : "outside"}; };
+    return {scale: s, low_quality: c.low_quality, threshold: c._lowQualityZoomThreshold ?? null,
+            group: first?.title ?? null,
+            corners: b ? [at(b[0] + 8, b[1] + 8), at(b[0] + b[2] - 8, b[1] + 8), at(b[0] + 8, b[1] + Math.min(b[3], 400) - 8)] : []};
+  })();
+"""
+"""Right after a workflow opens, before anything moves the view: the zoom it opened at, whether the canvas draws
+text at it (LiteGraph's ``low_quality``), and what is on screen at three corners of its first group (title band
+left and right, and lower on its left edge): the canvas, or the frontend's own bars covering it."""
 
 LOAD_AND_MEASURE = ("async ([wf, below]) => { const app = " + APP + "; await app.loadGraphData(wf);"
-                    + _MEASURE_BODY + "}")
+                    + _VIEW_ON_LOAD + _MEASURE_BODY + "}")
 MEASURE = "async ([below]) => { const app = " + APP + ";" + _MEASURE_BODY + "}"
 
 

@@ -87,6 +87,10 @@ def test_self_test_runs_from_the_run_button_and_every_node_shows_what_it_did(pag
     page.wait_for_function("() => [...document.querySelectorAll('.infu-panel img')].every(i => i.complete && i.naturalWidth > 0)",
                            timeout=30_000)
     assert faces.first.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [768, 512]
+    page.wait_for_timeout(500)  # the panels take their measured size a frame after their pictures arrive
+    clipped = page.evaluate("""() => [...document.querySelectorAll('.infu-panel')].filter(p => p.childElementCount)
+      .map(p => [p.dataset.infuType, p.scrollHeight, p.clientHeight]).filter(([, content, box]) => content > box + 2)""")
+    assert clipped == [], f"{frontend}: panels cut off (content height, box height): {clipped}"
     caption = page.locator('.infu-panel[data-infu-type="InfU_IdentityFromImages"] .infu-caption').first.inner_text()
     assert "face box" in caption and "5 keypoints" in caption
     facts = page.locator('.infu-panel[data-infu-type="InfU_InfuseNetLoader"] .infu-facts').inner_text()
@@ -120,7 +124,7 @@ def test_after_a_run_what_the_nodes_show_fits_the_room_the_layout_keeps(page, fr
     """After the self-test ran, each node (grown by its panel or image preview) still overlaps no other, and
     has grown by no more than the room the workflow builder keeps below it (shown_below), against the same
     workflow as loaded in the same frontend before the run."""
-    from scripts.build_workflows import shown_below
+    from scripts.build_workflows import SHOWN_ON_LOAD, shown_below
     from tests.browser.layout import MEASURE, clashes
 
     workflow = json.loads(SELF_TEST.read_text())
@@ -134,8 +138,9 @@ def test_after_a_run_what_the_nodes_show_fits_the_room_the_layout_keeps(page, fr
     grown = {str(b["id"]): round(b["box"][3] - fresh[str(b["id"])]) for b in boxes}
     print(f"\n{frontend}: height each node gained after the self-test ran: "
           + ", ".join(f"{saved[i]['type']} {g}" for i, g in grown.items() if g))
+    # a Load Image preview may still be arriving when the graph is first measured: its room is kept too
     too_much = {saved[i]["type"]: g for i, g in grown.items()
-                if g > shown_below(saved[i], workflow)}
+                if g > shown_below(saved[i], workflow) + SHOWN_ON_LOAD.get(saved[i]["type"], 0)}
     assert not too_much, f"{frontend}: grew past the room kept below them: {too_much}"
 
 
@@ -147,6 +152,99 @@ def test_reports_come_back_when_the_nodes_are_cached(page, frontend):
     page.wait_for_selector('.infu-panel[data-infu-type="InfU_IdentityFromImages"] img.infu-face', state="attached", timeout=120_000)
     page.wait_for_selector('.infu-panel[data-infu-type="InfU_ApplyInfiniteYou"] img.infu-mask', state="attached", timeout=30_000)
     assert page.locator('.infu-panel[data-infu-type="InfU_IdentitySimilarity"] .infu-similarity tr').count() == 1
+
+
+LOADER_REPORT = {"kind": "infusenet", "variant": "aes_stage2", "precision": "bf16", "base": "flux1", "double_blocks": 1,
+                 "single_blocks": 1, "tokens": 8, "hidden_size": 3072}
+SHOWN = """() => [...document.querySelectorAll('.infu-panel')].filter(p => p.childElementCount)
+  .map(p => `${p.dataset.infuType} #${p.dataset.infuNode}`)"""
+
+
+def test_a_runs_reports_stay_with_its_workflow(page, frontend):
+    """Queue the self-test, open workflow 01 while it runs: the run's reports (node ids 4, 5, 10, 12 are the same
+    node types in both graphs) are not drawn on the other workflow's nodes."""
+    load(page, SELF_TEST)
+    page.evaluate("""() => { window.__infuDone = false; window.comfyAPI.api.api.addEventListener('execution_success',
+      () => { window.__infuDone = true; }, {once: true}); }""")
+    with page.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST", timeout=60_000):
+        run_from_button(page)
+    load(page, PACK_ROOT / "workflows" / "01_basic.json")
+    page.wait_for_function("() => window.__infuDone", timeout=240_000)
+    page.wait_for_timeout(500)
+    assert page.evaluate(SHOWN) == [], f"{frontend}: the self-test's reports drawn on workflow 01"
+
+
+def test_a_node_id_inside_a_subgraph_is_not_the_root_graphs(page, frontend):
+    """``12:5`` names node 5 inside the subgraph of node 12: a report for it never lands on node 5 of the root
+    graph; the same report for the root graph's own node does."""
+    load(page, SELF_TEST)
+    loader = node_ids(page, "InfU_InfuseNetLoader")[0]
+    send = f"""(node) => window.comfyAPI.api.api.dispatchCustomEvent('executed', {{prompt_id: 'elsewhere', node,
+      display_node: node, output: {{infu_report: [{json.dumps(json.dumps(LOADER_REPORT))}]}}}})"""
+    page.evaluate(send, f"999:{loader}")
+    page.wait_for_timeout(300)
+    assert page.evaluate(SHOWN) == []
+    page.evaluate(send, str(loader))
+    page.wait_for_timeout(300)
+    assert page.evaluate(SHOWN) == [f"InfU_InfuseNetLoader #{loader}"]
+
+
+def test_missing_files_show_on_the_loaders_when_a_workflow_opens(page, frontend, browser_server):
+    """Workflow 01 opened with its InfuseNet folder and the insightface folder gone (as on a new install): both
+    loaders say which files are missing, ArcFace's .pth, the projection and antelopev2 included, before anyone
+    presses Run; the doctor, one click away, puts what this workflow uses first."""
+    from tests.browser.layout import MEASURE, clashes
+
+    models = browser_server.base_dir / "models"
+    away = [(models / "insightface", models / "insightface-away"),
+            (models / "infiniteyou" / "aes_stage2", models / "infiniteyou" / "aes_stage2-away")]
+    for there, gone in away:
+        there.rename(gone)
+    try:
+        close_dialogs(page)
+        load(page, PACK_ROOT / "workflows" / "01_basic.json")
+        said = {}
+        for node_type in ("InfU_InfuseNetLoader", "InfU_FaceEncoderLoader"):
+            panel = page.locator(f'.infu-panel[data-infu-type="{node_type}"]')
+            panel.locator(".infu-errors").wait_for(state="attached", timeout=60_000)
+            said[node_type] = panel.locator(".infu-errors").inner_text()
+            assert panel.locator("button", has_text="Open the model doctor").count() == 1, node_type
+        shot(page, frontend, "missing-files-on-open-01")
+        assert "infusenet_aes_bf16.safetensors" in said["InfU_InfuseNetLoader"], said
+        assert "image_proj_model.bin" in said["InfU_InfuseNetLoader"], said
+        assert "antelopev2" in said["InfU_FaceEncoderLoader"], said
+        assert "recognition_arcface_ir_se50.pth" in said["InfU_FaceEncoderLoader"], said
+        assert all(not text.startswith("InfiniteYou ") for text in said.values()), said  # the node's name is its title
+        assert page.locator(".infu-doctor").count() == 0  # nothing pops up by itself: the marks are on the nodes
+        boxes = page.evaluate(MEASURE, [{}])["boxes"]  # the marked loaders grow into the room kept below them
+        assert not clashes(boxes), f"{frontend}: with the marks, nodes overlap: {clashes(boxes)}"
+        page.evaluate(FIT, ["InfU_InfuseNetLoader", "InfU_FaceEncoderLoader"])
+        shot(page, frontend, "missing-files-on-the-loaders-01")
+        page.locator('.infu-panel[data-infu-type="InfU_InfuseNetLoader"] button', has_text="Open the model doctor").click()
+        summary = page.locator(".infu-doctor .infu-summary")
+        summary.wait_for(timeout=60_000)
+        assert summary.get_attribute("data-scope") == "workflow" and summary.get_attribute("data-ready") == "false"
+        here = page.locator(".infu-doctor .infu-here").inner_text()
+        assert "infusenet_aes_bf16.safetensors" in here and "t5xxl_fp16.safetensors" in here, here
+        assert "t5xxl_fp8" not in here and "fp8e4m3fn" not in here, here  # alternatives the workflow does not use
+        fix = page.locator(".infu-doctor .infu-fix-all").first.inner_text()
+        assert "t5xxl_fp16.safetensors" in fix and "t5xxl_fp8" not in fix, fix
+        shot(page, frontend, "missing-files-doctor-01")
+        page.locator(".infu-doctor .infu-close").click()
+    finally:
+        for there, gone in away:
+            gone.rename(there)
+
+
+def test_after_the_self_test_the_doctor_says_its_files_are_in_place(page, frontend):
+    load(page, SELF_TEST)
+    page.evaluate("() => window.InfiniteYou.openDoctor()")
+    summary = page.locator(".infu-doctor .infu-summary")
+    summary.wait_for(timeout=60_000)
+    text = summary.inner_text()
+    assert summary.get_attribute("data-scope") == "workflow" and summary.get_attribute("data-ready") == "true", text
+    assert "Not ready" not in text
+    page.locator(".infu-doctor .infu-close").click()
 
 
 def set_widget(page, node_id: int, name: str, value) -> None:
@@ -186,6 +284,12 @@ def test_a_broken_model_file_opens_the_doctor_at_run_time_validation(page, front
     page.locator(".infu-doctor .infu-summary").wait_for(timeout=60_000)
     text = page.locator(".infu-doctor").inner_text()
     assert "truncated" in text and "curl -L --fail -o infiniteyou/aes_stage2/infusenet_aes_fp8e4m3fn.safetensors" in text
+    # one problem, said once: the node's name heads it once (the server's message starts with it too), and the
+    # projection beside the file, which is there, is no second item
+    refused = page.locator(".infu-doctor .infu-errors").inner_text()
+    title = page.evaluate(f"(id) => {APP}.graph.getNodeById(id).title", loader)
+    assert refused.startswith(f"{title}: ") and refused.count("InfiniteYou InfuseNet Loader") <= 1, refused
+    assert "1 model file cannot be used" in refused and "\n2. " not in refused and "image_proj_model" not in refused, refused
     page.locator(".infu-doctor .infu-close").click()
 
 
@@ -195,10 +299,12 @@ def test_the_model_doctor_says_what_to_do_for_each_file(page, frontend):
     options = page.evaluate(f"""(id) => {{ const n = {APP}.graph.getNodeById(id); const o = [];
       n.getExtraMenuOptions?.({APP}.canvas, o); return o.filter(Boolean).map(x => x.content); }}""", loader)
     assert "InfiniteYou: model doctor…" in options
+    page.evaluate(f"() => {APP}.graph.clear()")  # no workflow open: the doctor reports on every file the pack can use
     page.evaluate("() => window.InfiniteYou.openDoctor()")
     page.locator(".infu-doctor .infu-summary").wait_for(timeout=60_000)
     dialog = page.locator(".infu-doctor")
-    assert page.locator(".infu-doctor .infu-summary").get_attribute("data-ready") == "false"
+    summary = page.locator(".infu-doctor .infu-summary")
+    assert summary.get_attribute("data-ready") == "false" and summary.get_attribute("data-scope") == "pack"
     corrupt = dialog.locator('.infu-entry[data-key="infusenet_aes_fp8"]')
     assert corrupt.get_attribute("data-status") == "broken"
     assert "truncated" in corrupt.inner_text() and "curl" in corrupt.locator(".infu-shell").inner_text()
@@ -223,7 +329,8 @@ def test_a_run_that_fails_on_a_model_file_opens_the_doctor(page, frontend):
       + 'models/insightface/models/antelopev2/scrfd_10g_bnkps.onnx is missing.', exception_type: 'InfiniteYouNodeError',
       traceback: [], current_inputs: {}, current_outputs: {}})""")
     page.locator(".infu-doctor .infu-summary").wait_for(timeout=60_000)
-    assert "scrfd_10g_bnkps.onnx is missing" in page.locator(".infu-doctor .infu-errors").inner_text()
+    said = page.locator(".infu-doctor .infu-errors").inner_text()
+    assert "scrfd_10g_bnkps.onnx is missing" in said and said.count("InfiniteYou Face Encoder Loader") == 1, said
     page.locator(".infu-doctor .infu-close").click()
 
 

@@ -80,3 +80,45 @@ def test_apply_shows_what_a_person_changes_and_folds_away_the_rest(server):
     assert {"model", "infusenet", "identity", "vae", "strength", "control_image", "mask", "preset"} <= set(inputs)
     identity = server.object_info()["InfU_IdentityFromImages"]["input"]
     assert "infusenet" not in identity["required"] and identity["optional"]["infusenet"][1]["advanced"] is True
+
+
+def loader_check(server, **query) -> tuple[int, dict]:
+    import json
+    import urllib.parse
+
+    status, body = server.request("/infiniteyou/loader-check?" + urllib.parse.urlencode(query))
+    return status, json.loads(body)
+
+
+LOADERS = {"2": "InfiniteYou InfuseNet Loader", "3": "InfiniteYou Face Encoder Loader"}
+
+
+def test_a_loader_check_says_before_a_run_what_the_run_would_refuse(server):
+    """What the page asks when a workflow opens: the loaders' own validation, word for word the run's message."""
+    refused = node_errors(server)
+    for node_id, name in LOADERS.items():
+        node = refused_prompt()[node_id]
+        status, answer = loader_check(server, node=node["class_type"], **node["inputs"])
+        (error,) = refused[node_id]["errors"]
+        assert status == 200 and answer["ok"] is False, answer
+        assert error["details"].endswith(answer["message"]) and answer["message"].startswith(f"{name}: "), answer
+    assert "image_proj_model.bin" in loader_check(server, **{"node": "InfU_InfuseNetLoader",
+                                                           **refused_prompt()["2"]["inputs"]})[1]["message"]
+    assert "recognition_arcface_ir_se50.pth" in loader_check(server, **{"node": "InfU_FaceEncoderLoader",
+                                                                      **refused_prompt()["3"]["inputs"]})[1]["message"]
+
+
+def test_a_loader_check_refuses_what_is_no_loader_and_the_server_keeps_serving(server):
+    assert loader_check(server, node="UNETLoader", unet_name="x")[0] == 400
+    assert loader_check(server, node="InfU_InfuseNetLoader", infusenet_name="x" * 5000)[0] == 400
+    status, answer = loader_check(server, node="InfU_InfuseNetLoader", infusenet_name="../../etc/passwd",
+                                  projection="auto (image_proj_model beside the InfuseNet)", weight_dtype="default")
+    assert status == 200 and answer["ok"] is False, answer  # refused as a name, before any file is looked up
+    assert server.alive()
+
+
+def test_a_loader_check_of_files_in_place_is_ok(comfy_server):
+    node = refused_prompt()["2"]
+    inputs = {**node["inputs"], "infusenet_name": "aes_stage2/infusenet_aes_bf16.safetensors"}
+    assert loader_check(comfy_server, node="InfU_InfuseNetLoader", **inputs) == (200, {"ok": True})
+    assert loader_check(comfy_server, node="InfU_FaceEncoderLoader", **refused_prompt()["3"]["inputs"]) == (200, {"ok": True})
