@@ -32,3 +32,20 @@ def test_every_template_has_a_thumbnail_and_a_card_line(comfy_server):
         status, data = comfy_server.request(f"/api/workflow_templates/{PACK_LINK_NAME}/{name}.jpg")
         assert status == 200 and data[:3] == b"\xff\xd8\xff", name
         assert TEMPLATE_CARDS[name] and "\n" not in TEMPLATE_CARDS[name]
+
+
+def test_help_pages_fit_the_side_panel_and_list_every_input(comfy_server):
+    """The side panel that shows a node's help is about 400 px wide: a table of inputs there runs off its edge
+    (the frontend does not wrap table cells it cannot shrink). The pages list inputs one per line instead, each
+    input the node has, by the name the node shows."""
+    info = comfy_server.object_info()
+    for node_id in PACK_NODE_IDS:
+        text = comfy_server.request(f"/extensions/{PACK_LINK_NAME}/docs/{node_id}.md")[1].decode()
+        tables = [line for line in text.splitlines() if line.lstrip().startswith("|")]
+        assert tables == [], f"{node_id} help has table rows: {tables[:2]}"
+        spec = info[node_id]["input"]
+        inputs = [*spec.get("required", {}), *spec.get("optional", {})]
+        listed = set(re.findall(r"^- `([a-z_0-9]+)`", text, flags=re.M)) | {
+            name for line in re.findall(r"^- (`[a-z_0-9]+`(?:, `[a-z_0-9]+`)*)", text, flags=re.M)
+            for name in re.findall(r"`([a-z_0-9]+)`", line)}
+        assert set(inputs) <= listed, f"{node_id} help does not list {sorted(set(inputs) - listed)}"

@@ -322,6 +322,33 @@ def test_the_model_doctor_says_what_to_do_for_each_file(page, frontend):
     page.locator(".infu-doctor .infu-close").click()
 
 
+TITLE_BAR = f"""(id) => {{
+  const app = {APP}, node = app.graph.getNodeById(id);
+  const element = document.querySelector(`[data-node-id="${{id}}"]`);
+  if (element && element.getBoundingClientRect().width > 0) {{  // Nodes 2.0: the node's own element
+    const r = element.getBoundingClientRect(); return [r.left + 60, r.top + 12]; }}
+  const rect = app.canvas.canvas.getBoundingClientRect(), [ox, oy] = app.canvas.ds.offset, s = app.canvas.ds.scale;
+  return [rect.left + (node.pos[0] + 60 + ox) * s, rect.top + (node.pos[1] - 15 + oy) * s];
+}}"""
+
+
+def test_a_right_click_on_a_loader_opens_the_doctor(page, frontend):
+    """As a person does it: the mouse's right button on the InfuseNet Loader's title bar, then the menu entry."""
+    close_dialogs(page)
+    load(page, SELF_TEST)
+    loader = node_ids(page, "InfU_InfuseNetLoader")[0]
+    page.evaluate(FIT, [loader])
+    page.wait_for_timeout(400)
+    x, y = page.evaluate(TITLE_BAR, loader)
+    page.mouse.click(x, y, button="right")
+    entry = page.get_by_text("InfiniteYou: model doctor…", exact=True).first
+    entry.wait_for(timeout=10_000)
+    shot(page, frontend, "right-click-menu")
+    entry.click()
+    page.locator(".infu-doctor .infu-summary").wait_for(timeout=60_000)
+    page.locator(".infu-doctor .infu-close").click()
+
+
 def test_a_run_that_fails_on_a_model_file_opens_the_doctor(page, frontend):
     """The server's execution_error for one of our nodes naming a model file (as the socket delivers it)."""
     page.evaluate("""() => window.comfyAPI.api.api.dispatchCustomEvent('execution_error', {prompt_id: 'x', node_id: '5',
