@@ -65,12 +65,14 @@ def post_setting(server, key: str, value) -> None:
     urllib.request.urlopen(req, timeout=30).read()
 
 
-@pytest.fixture(scope="module", params=frontend_list())
+# One server and one Chromium per frontend for the whole run, shared by the browser test modules (each module
+# opens its own page): pytest runs every test of one frontend before it starts the next frontend's server.
+@pytest.fixture(scope="session", params=frontend_list())
 def frontend(request) -> str:
     return request.param
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser_server(frontend, tmp_path_factory, model_dir):
     from devtools.comfyui_gguf import install_comfyui_gguf
     from tests.conftest import start_server
@@ -90,7 +92,7 @@ def browser_server(frontend, tmp_path_factory, model_dir):
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright
 
