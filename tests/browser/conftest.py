@@ -65,14 +65,12 @@ def post_setting(server, key: str, value) -> None:
     urllib.request.urlopen(req, timeout=30).read()
 
 
-# One server and one Chromium per frontend for the whole run, shared by the browser test modules (each module
-# opens its own page): pytest runs every test of one frontend before it starts the next frontend's server.
-@pytest.fixture(scope="session", params=frontend_list())
+@pytest.fixture(scope="module", params=frontend_list())
 def frontend(request) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_server(frontend, tmp_path_factory, model_dir):
     from devtools.comfyui_gguf import install_comfyui_gguf
     from tests.conftest import start_server
@@ -92,7 +90,7 @@ def browser_server(frontend, tmp_path_factory, model_dir):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
