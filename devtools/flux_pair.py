@@ -158,6 +158,22 @@ def comfy_sample(patcher, noise: Tensor, steps: int, positive: list, negative: l
     return LATENT_FORMAT.process_in(out), sigmas
 
 
+def recording_euler(record: list, replay: list | None = None) -> comfy.samplers.KSAMPLER:
+    """An Euler sampler that appends (x, denoised) of each step to ``record``. With ``replay`` (another run's
+    record), step i is fed replay[i]'s x, so that each step compares one model call on the same input (rounding
+    differences do not pile up from step to step)."""
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        s_in = x.new_ones(x.shape[0])
+        for i in range(len(sigmas) - 1):
+            if replay is not None:
+                x = replay[i][0].clone()
+            denoised = model(x, sigmas[i] * s_in, **(extra_args or {}))
+            record.append((x.clone(), denoised.clone()))
+            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+        return x
+    return comfy.samplers.KSAMPLER(sample)
+
+
 def recorded_control(patcher, x: Tensor, positive: list, sigma: float = 0.7) -> dict:
     """One guided model call (CFG 1); returns the ``control`` dict the FLUX forward received: what
     ``Flux.forward_orig`` (the blocks) gets, after every DIFFUSION_MODEL wrapper (``patcher`` is not changed)."""

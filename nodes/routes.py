@@ -94,7 +94,7 @@ def loader_classes() -> dict:
     from .face import FaceEncoderLoader
     from .infusenet import InfuseNetLoader
 
-    return {cls.define_schema().node_id: cls for cls in (InfuseNetLoader, FaceEncoderLoader)}
+    return {"InfU_InfuseNetLoader": InfuseNetLoader, "InfU_FaceEncoderLoader": FaceEncoderLoader}
 
 
 async def loader_check(request: web.Request) -> web.Response:

@@ -507,13 +507,13 @@ function entryView(e) {
   return box;
 }
 
+// the model files the open workflow's loaders name, as paths under ComfyUI's models folder; the detector packs apart
 const MODEL_WIDGETS = {
   UNETLoader: { unet_name: "diffusion_models" }, CLIPLoader: { clip_name: "text_encoders" },
   DualCLIPLoader: { clip_name1: "text_encoders", clip_name2: "text_encoders" }, VAELoader: { vae_name: "vae" },
   InfU_InfuseNetLoader: { infusenet_name: "infiniteyou", projection: "infiniteyou" },
   InfU_FaceEncoderLoader: { arcface: "insightface" },
 };
-// the model files the open workflow's loaders name, as paths under ComfyUI's models folder; the detector packs apart
 
 function filesOfTheOpenWorkflow() {
   const files = new Set(), packs = new Set(), names = new Set();
@@ -537,24 +537,23 @@ function filesOfTheOpenWorkflow() {
 }
 
 async function workflowEntries(report) {
-  // the doctor's entries for what the open workflow uses: the catalogue's where it names the file, else the
-  // doctor's check of that one file (GET /infiniteyou/models?file=)
+  // the doctor's entries for what the open workflow uses, one per file: the catalogue's where it names the file,
+  // else the doctor's check of that one file (GET /infiniteyou/models/<path>)
   const { files, packs, names } = filesOfTheOpenWorkflow();
-  const here = report.entries.filter((e) => { const path = String(e.expected ?? "");
-    return files.has(path) || [...packs].some((p) => path.includes(`/${p}/`) || path.endsWith(`/${p}`)) ||
-      [...names].some((v) => path.endsWith(`/${v}`)); });
-  const known = new Set(here.map((e) => e.expected));
-  here.splice(0, here.length, ...here.filter((e, i) => here.findIndex((o) => o.expected === e.expected) === i));
+  const uses = (path) => files.has(path) || [...packs].some((p) => path.includes(`/${p}/`) || path.endsWith(`/${p}`)) ||
+    [...names].some((v) => path.endsWith(`/${v}`));
+  const here = new Map(); // path -> entry
+  for (const e of report.entries) if (uses(String(e.expected ?? "")) && !here.has(e.expected)) here.set(e.expected, e);
   for (const path of files) {
-    if (known.has(path)) continue;
+    if (here.has(path)) continue;
     try {
       const res = await api.fetchApi(`/infiniteyou/models/${path.split("/").map(encodeURIComponent).join("/")}`, { cache: "no-store" });
-      if (res.ok) here.push(await res.json());
+      if (res.ok) here.set(path, await res.json());
     } catch (e) {
       console.warn("InfiniteYou: could not check", path, e);
     }
   }
-  return here;
+  return [...here.values()];
 }
 
 function fixAllView(body, line, heading) {
@@ -572,7 +571,8 @@ function workflowView(body, report, here) {
   fixAllView(body, [...new Set(missing.map((e) => e.fix?.shell).filter(Boolean))].join(" && "),
     "What this workflow is missing, in one line"); // one download for the files of one archive
   body.append(el("h3", { text: "Files this workflow uses" }), el("div", { class: "infu-here" }, ...here.map(entryView)));
-  const rest = report.entries.filter((e) => !here.includes(e));
+  const shown = new Set(here.map((e) => e.expected));
+  const rest = report.entries.filter((e) => !shown.has(e.expected));
   if (rest.length) {
     const others = el("details", { class: "infu-others" }, el("summary", { text:
       `${rest.length} other file(s): alternatives this workflow does not use and other workflows' files` }));

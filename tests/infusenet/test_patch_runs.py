@@ -226,18 +226,7 @@ def test_a_mask_batch_of_another_size_is_refused(parts):
 # ---------------------------------------------------------------- TorchCompileModel
 def cfg_run(model, parts, record: list, replay: list | None = None, cfg: float = 2.0):
     """4 Euler steps, CFG ``cfg`` with a negative of another length (the two run as separate batch-1 calls); records
-    (x, denoised) per step. With ``replay`` step i is fed replay[i]'s x, so that each step compares one guided
-    model call on the same input (rounding differences do not pile up from step to step)."""
-    def sample(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
-        s_in = x.new_ones(x.shape[0])
-        for i in range(len(sigmas) - 1):
-            if replay is not None:
-                x = replay[i][0].clone()
-            denoised = model_k(x, sigmas[i] * s_in, **(extra_args or {}))
-            record.append((x.clone(), denoised.clone()))
-            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
-        return x
-
+    (x, denoised) per step, each step fed replay[i]'s x with ``replay`` (:func:`flux_pair.recording_euler`)."""
     ms = model.get_model_object("model_sampling")
     sigmas = comfy.samplers.calculate_sigmas(ms, "simple", 4).float()
     guider = comfy.samplers.CFGGuider(model)
@@ -245,7 +234,7 @@ def cfg_run(model, parts, record: list, replay: list | None = None, cfg: float =
     guider.set_cfg(cfg)
     noise = parts["noise"][:1]
     with torch.no_grad():
-        return guider.sample(noise, torch.zeros_like(noise), comfy.samplers.KSAMPLER(sample), sigmas,
+        return guider.sample(noise, torch.zeros_like(noise), fp.recording_euler(record, replay), sigmas,
                              disable_pbar=True, seed=0)
 
 

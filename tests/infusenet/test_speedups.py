@@ -51,20 +51,6 @@ def count_model_calls(model) -> list:
     return calls
 
 
-def euler(record: list, replay: list | None = None):
-    """An Euler sampler recording (x, denoised) per step; with ``replay``, step i is fed replay[i]'s x."""
-    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        s_in = x.new_ones(x.shape[0])
-        for i in range(len(sigmas) - 1):
-            if replay is not None:
-                x = replay[i][0].clone()
-            denoised = model(x, sigmas[i] * s_in, **(extra_args or {}))
-            record.append((x.clone(), denoised.clone()))
-            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
-        return x
-    return comfy.samplers.KSAMPLER(sample)
-
-
 def run(model, parts, record: list, replay=None):
     ms = model.get_model_object("model_sampling")
     sigmas = comfy.samplers.calculate_sigmas(ms, "simple", STEPS).float()
@@ -72,7 +58,7 @@ def run(model, parts, record: list, replay=None):
     guider.set_conds(parts["cond"], [])
     guider.set_cfg(1.0)
     with torch.no_grad():
-        return guider.sample(parts["noise"], torch.zeros_like(parts["noise"]), euler(record, replay), sigmas,
+        return guider.sample(parts["noise"], torch.zeros_like(parts["noise"]), fp.recording_euler(record, replay), sigmas,
                              disable_pbar=True, seed=0), sigmas
 
 
