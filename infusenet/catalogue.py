@@ -222,3 +222,26 @@ def readme_table() -> str:
     header = ("| file | folder under `ComfyUI/models/` | what for | official source | licence |\n"
               "| --- | --- | --- | --- | --- |")
     return header + "\n" + "\n".join(rows)
+
+
+TEMPLATE_LINES = {
+    "00_self_test_untrained_noise": "Self-test: runs on a CPU with no real models (the output is noise)",
+    "01_basic": "Basic: one photo, FLUX.1-dev, 864x1152, 30 steps, guidance 3.5",
+    "02_pose_control": "Pose control: identity from one photo, face position from another",
+    "03_multi_reference_identity": "Several reference photos averaged into one identity",
+    "04_two_people_regions": "Two people: one identity per region (masks)",
+    "05_fast_schnell": "Fast: FLUX.1-schnell in 4 steps",
+    "06_low_vram_fp8": "Low VRAM: fp8 FLUX, fp8 T5, fp8 InfuseNet",
+    "07_recraft_face_inpaint": "Recraft a photo: repaint the face with the identity (face swap)",
+    "08_low_vram_gguf": "Low VRAM: FLUX.1-dev as GGUF (ComfyUI-GGUF) for 12-16 GB cards",
+    "09_recraft_fill": "Recraft on FLUX.1 Fill: face swap on the inpainting model (recommended)",
+    "10_kontext_edit_keep_face": "FLUX.1 Kontext: edit this photo, keep this face",
+    "11_combine_photos": "Three photos of one person, weighted by quality, with a photo report",
+    "12_two_people_auto_regions": "Two people: regions found from a layout photo, no masks to draw",
+    "13_likeness_blend_sim_aes": "Likeness blend: sim_stage1 and aes_stage2 together",
+    "14_likeness_sweep": "Four candidates ranked by likeness, the best saved",
+    "15_flux2_klein_your_own_infusenet": "FLUX.2 [klein] 4B with an InfuseNet you trained (none is published)",
+}
+"""What each shipped workflow does, in one line: written on its template card's thumbnail (``workflows/<name>.jpg``)
+and, through ``GET /infiniteyou/templates``, under the card's title in the frontend's template browser, which
+otherwise repeats the file name there (ComfyUI's frontend gives custom-node templates no description of their own)."""

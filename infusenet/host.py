@@ -467,7 +467,14 @@ def model_folder_paths(folder_name: str) -> list[str]:
 
 
 def model_filenames(folder_name: str) -> list[str]:
-    return list(folder_paths.get_filename_list(folder_name))
+    """The files under a model folder, as ComfyUI lists them. ComfyUI's listing cache checks the time stamp of each
+    folder it listed last time; a folder removed since then (a user tidying ``models/`` while ComfyUI runs) raises
+    ``FileNotFoundError`` there instead of listing nothing. The stale listing is dropped and the folders read again."""
+    try:
+        return list(folder_paths.get_filename_list(folder_name))
+    except FileNotFoundError:
+        folder_paths.filename_list_cache.pop(folder_name, None)
+        return list(folder_paths.get_filename_list(folder_name))
 
 
 def input_directory() -> str:
@@ -612,6 +619,7 @@ CONTRACT: tuple[Contact, ...] = (
     Contact("folder_paths.add_model_folder_path", ("folder_name", "full_folder_path")),
     Contact("folder_paths.get_folder_paths", ("folder_name",)),
     Contact("folder_paths.get_filename_list", ("folder_name",)),
+    Contact("folder_paths.filename_list_cache"),
     Contact("folder_paths.get_input_directory"),
     # the running server (routes, the prompt answers' middleware: aiohttp's own API from there on)
     Contact("server.PromptServer", attributes=("instance", "routes", "app"), server_only=True),

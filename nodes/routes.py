@@ -10,7 +10,7 @@ import re
 
 from aiohttp import web
 
-from ..infusenet import doctor, host
+from ..infusenet import catalogue, doctor, host
 
 PREFIX = "/infiniteyou/models"
 _ENCODED = re.compile(r"%(2e|2f|5c|00|25)", re.IGNORECASE)
@@ -113,8 +113,17 @@ async def loader_check(request: web.Request) -> web.Response:
     return web.json_response({"ok": True} if verdict is True else {"ok": False, "message": str(verdict)})
 
 
+TEMPLATES = "/infiniteyou/templates"
+
+
+async def template_lines(request: web.Request) -> web.Response:
+    """``{workflow name: one line}``: what the page writes under each of the pack's template cards."""
+    return web.json_response(catalogue.TEMPLATE_LINES)
+
+
 def register_routes() -> bool:
     ok = host.add_get_route(LOADER_CHECK, loader_check)
+    ok = host.add_get_route(TEMPLATES, template_lines) and ok
     ok = host.add_get_route(PREFIX, models_report) and ok
     ok = host.add_get_route(PREFIX + "/{file:.+}", models_report) and ok
     return host.rewrite_prompt_answers(one_message_per_node) and ok

@@ -710,27 +710,6 @@ def wf_flux2_klein():
     return nodes, [Note(90, text, "Identity"), Note(91, models, "Models", width=320)]
 
 
-TEMPLATE_CARDS = {
-    "00_self_test_untrained_noise": "Self-test: runs on a CPU with no real models (the output is noise)",
-    "01_basic": "Basic: one photo, FLUX.1-dev, 864x1152, 30 steps, guidance 3.5",
-    "02_pose_control": "Pose control: identity from one photo, face position from another",
-    "03_multi_reference_identity": "Several reference photos averaged into one identity",
-    "04_two_people_regions": "Two people: one identity per region (masks)",
-    "05_fast_schnell": "Fast: FLUX.1-schnell in 4 steps",
-    "06_low_vram_fp8": "Low VRAM: fp8 FLUX, fp8 T5, fp8 InfuseNet",
-    "07_recraft_face_inpaint": "Recraft a photo: repaint the face with the identity (face swap)",
-    "08_low_vram_gguf": "Low VRAM: FLUX.1-dev as GGUF (ComfyUI-GGUF) for 12-16 GB cards",
-    "09_recraft_fill": "Recraft on FLUX.1 Fill: face swap on the inpainting model (recommended)",
-    "10_kontext_edit_keep_face": "FLUX.1 Kontext: edit this photo, keep this face",
-    "11_combine_photos": "Three photos of one person, weighted by quality, with a photo report",
-    "12_two_people_auto_regions": "Two people: regions found from a layout photo, no masks to draw",
-    "13_likeness_blend_sim_aes": "Likeness blend: sim_stage1 and aes_stage2 together",
-    "14_likeness_sweep": "Four candidates ranked by likeness, the best saved",
-    "15_flux2_klein_your_own_infusenet": "FLUX.2 [klein] 4B with an InfuseNet you trained (none is published)",
-}
-"""The line each template card shows on its thumbnail (workflows/<name>.jpg, made by
-tests/browser/make_pictures.py): ComfyUI's frontend titles custom-node templates with the file name."""
-
 WORKFLOWS = {
     "00_self_test_untrained_noise.json": wf_self_test,
     "01_basic.json": wf_basic,

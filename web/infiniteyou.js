@@ -7,6 +7,8 @@
 // * The model doctor (GET /infiniteyou/models) as a dialog: from the nodes' context menu, the
 //   Extensions menu, and by itself when a run or a validation fails on a model file.
 // * Our validation messages (/prompt node_errors) on the nodes and in the dialog.
+// * The template browser: each of the pack's cards gets its one-line description (GET /infiniteyou/templates)
+//   under its title, where the frontend repeats the file name.
 // * Presets (Apply, likeness blend): choosing one sets strength/start/end; editing one of those sets custom.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -52,6 +54,8 @@ const CSS = `
 .infu-status-refused{background:#7a2020}.infu-status-misplaced{background:#6a3d13}
 .infu-doctor .infu-errors{background:#5a1d1d;border:1px solid #c44;border-radius:4px;padding:6px 8px;white-space:pre-wrap}
 .infu-doctor a{color:#8cf}
+.infu-template-line{margin:0;font-size:12px;line-height:1.35;opacity:.8;display:-webkit-box;-webkit-line-clamp:2;
+  -webkit-box-orient:vertical;overflow:hidden}
 `;
 
 function el(tag, attrs = {}, ...children) {
@@ -634,6 +638,42 @@ async function openDoctor(errors = [], errorsOnly = false) {
   return backdrop;
 }
 
+// ------------------------------------------------------------------------------------------ template cards
+// The frontend titles a custom node's template with its file name and gives it no description (1.32.9 shows the
+// name again, spaced out, where a description goes). Cards carry data-testid="template-workflow-<name>".
+const CARD = "template-workflow-";
+
+function describeCards(lines) {
+  for (const card of document.querySelectorAll(`[data-testid^="${CARD}"]`)) {
+    const line = lines[card.dataset.testid.slice(CARD.length)];
+    const title = line && card.querySelector("h3");
+    if (!title) continue;
+    const own = card.querySelector(".infu-template-line");
+    const theirs = own ? null : title.parentElement.querySelector("p[title]"); // 1.32.9: the name, spaced out
+    const target = own ?? theirs ?? title.insertAdjacentElement("afterend", el("p", { class: "infu-template-line" }));
+    if (target.textContent !== line) target.textContent = line;
+    if (target.title !== line) target.title = line;
+  }
+}
+
+async function watchTemplateCards() {
+  let lines;
+  try {
+    lines = await (await api.fetchApi("/infiniteyou/templates")).json();
+  } catch {
+    return; // an older server without the route: the cards keep the frontend's text
+  }
+  let queued = false;
+  new MutationObserver(() => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => {
+      queued = false;
+      if (document.querySelector('[data-testid="template-workflows-content"]')) describeCards(lines);
+    });
+  }).observe(document.body, { childList: true, subtree: true });
+}
+
 // ------------------------------------------------------------------------------------------ registration
 app.registerExtension({
   name: "infiniteyou-studio.frontend",
@@ -645,6 +685,7 @@ app.registerExtension({
     api.addEventListener("execution_cached", onCached);
     api.addEventListener("execution_error", onExecutionError);
     wrapQueuePrompt();
+    watchTemplateCards();
     window.InfiniteYou = { openDoctor, lastReports, lastErrors, render };
   },
   async beforeConfigureGraph() {

@@ -3,7 +3,7 @@
     INFU_FIXTURE_CACHE=... .venv/bin/python -m tests.browser.make_pictures
 
 Writes ``workflows/<name>.jpg`` (the template card: the graph, with its one-line description from
-``scripts/build_workflows.TEMPLATE_CARDS`` written on it; the self-test after a run) and
+``infusenet.catalogue.TEMPLATE_LINES`` written on it; the self-test after a run) and
 ``web/docs/images/<NodeId>.jpg`` (each node where it sits in a graph, after the self-test ran, showing what
 the extension shows). Uses the small generated models and headless Chromium, like the browser tests.
 """
@@ -79,7 +79,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from devtools.comfyui_gguf import install_comfyui_gguf
-    from scripts.build_workflows import TEMPLATE_CARDS
+    from infusenet.catalogue import TEMPLATE_LINES as TEMPLATE_CARDS
     from tests.conftest import start_server
     from tests.fixtures.model_set import model_set
 

@@ -190,16 +190,16 @@ def test_a_node_id_inside_a_subgraph_is_not_the_root_graphs(page, frontend):
 
 
 def test_missing_files_show_on_the_loaders_when_a_workflow_opens(page, frontend, browser_server):
-    """Workflow 01 opened with its InfuseNet folder and the insightface folder gone (as on a new install): both
-    loaders say which files are missing, ArcFace's .pth, the projection and antelopev2 included, before anyone
-    presses Run; the doctor, one click away, puts what this workflow uses first."""
+    """Workflow 01 opened on a new install, with nothing in the models folder: both loaders say which files are
+    missing, ArcFace's .pth, the projection and antelopev2 included, before anyone presses Run; the doctor, one
+    click away, puts what this workflow uses first, FLUX, T5 and the VAE included."""
     from tests.browser.layout import MEASURE, clashes
 
     models = browser_server.base_dir / "models"
-    away = [(models / "insightface", models / "insightface-away"),
-            (models / "infiniteyou" / "aes_stage2", models / "infiniteyou" / "aes_stage2-away")]
+    away = [(models, browser_server.base_dir / "models-away")]
     for there, gone in away:
         there.rename(gone)
+    models.mkdir()
     try:
         close_dialogs(page)
         load(page, PACK_ROOT / "workflows" / "01_basic.json")
@@ -227,11 +227,15 @@ def test_missing_files_show_on_the_loaders_when_a_workflow_opens(page, frontend,
         here = page.locator(".infu-doctor .infu-here").inner_text()
         assert "infusenet_aes_bf16.safetensors" in here and "t5xxl_fp16.safetensors" in here, here
         assert "t5xxl_fp8" not in here and "fp8e4m3fn" not in here, here  # alternatives the workflow does not use
+        for name in ("flux1-dev.safetensors", "ae.safetensors", "clip_l.safetensors", "antelopev2",
+                     "recognition_arcface_ir_se50.pth", "image_proj_model.bin"):
+            assert name in here, (name, here)
         fix = page.locator(".infu-doctor .infu-fix-all").first.inner_text()
         assert "t5xxl_fp16.safetensors" in fix and "t5xxl_fp8" not in fix, fix
         shot(page, frontend, "missing-files-doctor-01")
         page.locator(".infu-doctor .infu-close").click()
     finally:
+        models.rmdir()
         for there, gone in away:
             gone.rename(there)
 
@@ -361,14 +365,25 @@ def test_a_run_that_fails_on_a_model_file_opens_the_doctor(page, frontend):
     page.locator(".infu-doctor .infu-close").click()
 
 
-def test_template_cards_show_thumbnails(page, frontend):
-    from scripts.build_workflows import TEMPLATE_CARDS
+def test_template_cards_show_thumbnails_and_a_description(page, frontend):
+    """Each of the pack's cards in the template browser shows its picture and, under its title, what the workflow
+    does (the frontend alone repeats the file name there)."""
+    from infusenet.catalogue import TEMPLATE_LINES
 
     close_dialogs(page)
     page.get_by_text("Templates", exact=True).first.click()
     page.locator('[role="dialog"]').get_by_text("infiniteyou-studio", exact=True).first.click()
-    for name in TEMPLATE_CARDS:
-        page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+    for name, line in TEMPLATE_LINES.items():
+        card = page.locator(f'[data-testid="template-workflow-{name}"]').first
+        card.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+        card.get_by_text(line, exact=True).first.wait_for(timeout=10_000)
+        card.scroll_into_view_if_needed()  # pictures load when their card comes into view
+        card.locator("img").first.wait_for(timeout=10_000)
+        assert card.locator("img").first.get_attribute("alt") == name
+        texts = card.evaluate("(c) => [...c.querySelectorAll('h3, p')].map(e => e.textContent.trim())")
+        assert texts == [name, line], texts  # the title, then the line: the spaced-out name is gone
+        box, picture = card.bounding_box(), card.locator("img").first.bounding_box()
+        assert picture["width"] > 100 and box["height"] > picture["height"] + 30, (box, picture)
     page.wait_for_timeout(1500)
     shot(page, frontend, "template-cards")
     page.keyboard.press("Escape")

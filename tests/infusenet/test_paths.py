@@ -158,3 +158,20 @@ def test_registering_infusenet_folders_leaves_the_shared_extension_set_alone(tmp
     finally:
         shared.clear()
         shared.update(before)
+
+
+def test_a_model_folder_removed_while_comfyui_runs_lists_nothing(infu_folders, monkeypatch):
+    """ComfyUI's listing cache raises FileNotFoundError for a folder it listed before and that is gone now (seen as a
+    500 from the loader check and from the loaders' schema when a user empties ``models/``)."""
+    import shutil
+
+    import folder_paths
+
+    from infusenet import paths
+
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    assert "aes_stage2/infusenet_aes_bf16.safetensors" in paths.list_infusenet_models()
+    shutil.rmtree(infu_folders)
+    with pytest.raises(FileNotFoundError):
+        folder_paths.get_filename_list(paths.FOLDER_NAME)  # the host's own behaviour, which the pack works around
+    assert "aes_stage2/infusenet_aes_bf16.safetensors" not in paths.list_infusenet_models()
