@@ -44,6 +44,17 @@ def parts(tmp_path_factory):
                 negative=torch.randn(1, 5, fp.TEXT_DIM, generator=g))
 
 
+@pytest.fixture(scope="module")
+def compile_parts(parts, tmp_path_factory):
+    """The same inputs on a base and an InfuseNet of one double and one single block each: what the compile test
+    checks does not depend on depth, and inductor's time on a CPU grows with every block it compiles."""
+    tmp = tmp_path_factory.mktemp("compile")
+    spec = files.InfuseNetSpec(hidden_size=fp.HIDDEN, head_dim=fp.HEAD_DIM, num_layers=1, num_single_layers=1,
+                               axes_dims_rope=fp.AXES)
+    bundle = weights.load_infusenet(files.write_infusenet_folder(str(tmp), files.random_infusenet_state_dict(spec, 5), spec))
+    return dict(parts, base=fp.make_base(1, 1, seed=6), bundle=bundle)
+
+
 def positive(parts):
     return fp.conds(parts["context"], parts["pooled"], 3.5)
 
@@ -238,7 +249,7 @@ def cfg_run(model, parts, record: list, replay: list | None = None, cfg: float =
                              disable_pbar=True, seed=0)
 
 
-def test_torch_compile_model_one_graph_and_eager_numbers(parts, monkeypatch):
+def test_torch_compile_model_one_graph_and_eager_numbers(compile_parts, monkeypatch):
     """TorchCompileModel (CPU inductor) on a patched model with a window (off, then on) and CFG whose negative runs
     apart: no graph break, the InfuseNet compiled on its own, and eager's numbers. ComfyUI picks PyTorch attention
     on a GPU; on a CPU it picks sub-quadratic attention, which breaks the graph itself (it reads free memory), so
@@ -251,6 +262,7 @@ def test_torch_compile_model_one_graph_and_eager_numbers(parts, monkeypatch):
     Each step feeds the compiled model eager's input. The numbers: inductor's float32 rounding alone moves this
     InfuseNet's residuals by about 1e-6 (relative), the base's prediction by about 3e-7; CFG 2 doubles the
     positive's share, hence 2e-6 there and 1e-6 at CFG 1."""
+    parts = compile_parts
     from comfy_extras import nodes_torch_compile
     from torch._dynamo.utils import counters
 
