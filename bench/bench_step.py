@@ -157,17 +157,56 @@ def row(name: str, plain: list[float], patched: list[float], note: str) -> dict:
             "ratio": median([b / a for a, b in zip(plain, patched)]), "note": note}
 
 
-def plain_rows(args, base, patched, x, pos, ctx, pooled, branch) -> list[dict]:
-    """This pack and the diffusers reference, all four paths interleaved."""
+def timed(fn, calls: int = 3) -> float:
+    """Seconds of one call of ``fn``: the median of ``calls``, as :func:`step_seconds` times a model call."""
+    seconds = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - t)
+    return median(seconds)
+
+
+def networks_alone(base, bundle, x, ctx, pooled):
+    """(the base's forward, the InfuseNet's forward then the base's with its residuals): the two networks called
+    directly, without ComfyUI's sampling path or the pack's wrappers: the floor of the pack's ratio."""
+    from infusenet import patch
+
+    flux = base.patcher.model.diffusion_model
+    net = bundle.model
+    g = torch.Generator().manual_seed(1)
+    img, img_ids = flux.process_img(x)
+    txt_ids = torch.zeros(1, ctx.shape[1], img_ids.shape[-1])
+    tokens = torch.randn(1, 8, net.txt_in.weight.shape[1], generator=g)
+    control = torch.randn(1, img.shape[1], net.controlnet_x_embedder.weight.shape[1], generator=g)
+    t, y, guidance = torch.tensor([0.7]), pooled[:, :flux.params.vec_in_dim], torch.tensor([3.5])
+
+    def plain():
+        return flux.forward_orig(img, img_ids, ctx, txt_ids, t, y, guidance)
+
+    def patched():
+        double, single = net(img, img_ids, control, tokens, t, pooled, guidance, flux.pe_embedder)
+        merged = patch.merge_control(None, double, single, len(flux.double_blocks), len(flux.single_blocks))
+        return flux.forward_orig(img, img_ids, ctx, txt_ids, t, y, guidance, control=merged)
+    return plain, patched
+
+
+def plain_rows(args, base, patched, x, pos, ctx, pooled, branch, bundle) -> list[dict]:
+    """This pack, the two networks called directly, and the diffusers reference, all six paths interleaved."""
     from devtools import flux_pair as fp
 
-    comfy_plain, comfy_patched, diff_plain, diff_patched = interleaved([
+    alone_plain, alone_patched = networks_alone(base, bundle, x, ctx, pooled)
+    comfy_plain, comfy_patched, bare_plain, bare_patched, diff_plain, diff_patched = interleaved([
         lambda: step_seconds(base.patcher, x, pos),
         lambda: step_seconds(patched, x, pos),
+        lambda: timed(alone_plain),
+        lambda: timed(alone_patched),
         lambda: fp.reference_velocity(base, [], x, 0.7, ctx, pooled, 3.5),
         lambda: fp.reference_velocity(base, branch, x, 0.7, ctx, pooled, 3.5),
     ], args.repeat)
     return [row("ComfyUI FLUX (this pack)", comfy_plain, comfy_patched, "per step"),
+            row("the two networks alone", bare_plain, bare_patched,
+                "Flux.forward_orig, InfuseNet.forward: no sampler, no wrapper"),
             row("diffusers FluxTransformer2DModel", diff_plain, diff_patched, "per step, + FluxControlNetModel")]
 
 
@@ -247,7 +286,8 @@ def measure(args) -> dict:
     def patched_of(model):
         return patch.apply_infiniteyou(model, bundle, ids, ctrl, strength=1.0)
 
-    rows = plain_rows(args, base, patched_of(base.patcher), x, pos, ctx, pooled, [fp.Branch(net, ids, ctrl, 1.0)])
+    rows = plain_rows(args, base, patched_of(base.patcher), x, pos, ctx, pooled, [fp.Branch(net, ids, ctrl, 1.0)],
+                      bundle)
     rows += speedup_rows(args, base, patched_of, x, pos, tmp)
     tmp_dir.cleanup()
     img = (s // 2) ** 2
