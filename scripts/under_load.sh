@@ -14,7 +14,7 @@ python3 - "$gb" <<'PY' &
 import sys, time
 held = [bytearray(1 << 30) for _ in range(int(sys.argv[1]))]
 for block in held:  # touch every page so the memory is really taken
-    block[::4096] = b"\x01" * len(range(0, len(block), 4096))
+    block[::4096] = b"\x01" * (len(block) // 4096)
 while True:
     time.sleep(60)
 PY

@@ -23,17 +23,17 @@ def test_every_node_has_a_help_page_with_its_picture(comfy_server):
 
 
 def test_every_template_has_a_thumbnail_and_a_card_line(comfy_server):
-    from infusenet.catalogue import TEMPLATE_LINES as TEMPLATE_CARDS
+    from infusenet.catalogue import TEMPLATE_LINES
 
     templates = comfy_server.get_json("/api/workflow_templates")[PACK_LINK_NAME]
-    assert sorted(templates) == sorted(TEMPLATE_CARDS) == sorted(p.stem for p in (PACK_ROOT / "workflows").glob("*.json"))
+    assert sorted(templates) == sorted(TEMPLATE_LINES) == sorted(p.stem for p in (PACK_ROOT / "workflows").glob("*.json"))
     for name in templates:
         # what the frontend's template browser loads for a custom node's card
         status, data = comfy_server.request(f"/api/workflow_templates/{PACK_LINK_NAME}/{name}.jpg")
         assert status == 200 and data[:3] == b"\xff\xd8\xff", name
-        assert TEMPLATE_CARDS[name] and "\n" not in TEMPLATE_CARDS[name]
+        assert TEMPLATE_LINES[name] and "\n" not in TEMPLATE_LINES[name]
     # the lines the page writes under each card's title
-    assert comfy_server.get_json("/infiniteyou/templates") == TEMPLATE_CARDS
+    assert comfy_server.get_json("/infiniteyou/templates") == TEMPLATE_LINES
 
 
 def test_help_pages_fit_the_side_panel_and_list_every_input(comfy_server):

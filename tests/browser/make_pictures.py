@@ -79,7 +79,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from devtools.comfyui_gguf import install_comfyui_gguf
-    from infusenet.catalogue import TEMPLATE_LINES as TEMPLATE_CARDS
+    from infusenet.catalogue import TEMPLATE_LINES
     from tests.conftest import start_server
     from tests.fixtures.model_set import model_set
 
@@ -100,7 +100,7 @@ def main() -> None:
             page.wait_for_function(f"() => window.InfiniteYou && {APP}?.graph", timeout=120_000)
             page.wait_for_timeout(1500)
             page.keyboard.press("Escape")
-            for name, line in TEMPLATE_CARDS.items():
+            for name, line in TEMPLATE_LINES.items():
                 if name.startswith("00_"):
                     continue
                 load(page, name)
@@ -116,7 +116,7 @@ def main() -> None:
             page.wait_for_selector(".infu-similarity tr", state="attached", timeout=240_000)
             page.wait_for_function("() => [...document.querySelectorAll('.infu-panel img')].every(i => i.complete)")
             page.evaluate(FRAME, [None, False, 250])
-            page.evaluate(BANNER, f"00 · {TEMPLATE_CARDS['00_self_test_untrained_noise']}")
+            page.evaluate(BANNER, f"00 · {TEMPLATE_LINES['00_self_test_untrained_noise']}")
             save(page, PACK_ROOT / "workflows" / "00_self_test_untrained_noise.jpg", 640)
             page.evaluate("() => document.getElementById('infu-banner').remove()")
             for node in ("InfU_FaceEncoderLoader", "InfU_InfuseNetLoader", "InfU_IdentityFromImages", "InfU_PoseImage",

@@ -5,6 +5,7 @@ the numbers it runs."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -195,10 +196,8 @@ def test_missing_files_show_on_the_loaders_when_a_workflow_opens(page, frontend,
     click away, puts what this workflow uses first, FLUX, T5 and the VAE included."""
     from tests.browser.layout import MEASURE, clashes
 
-    models = browser_server.base_dir / "models"
-    away = [(models, browser_server.base_dir / "models-away")]
-    for there, gone in away:
-        there.rename(gone)
+    models, away = browser_server.base_dir / "models", browser_server.base_dir / "models-away"
+    models.rename(away)
     models.mkdir()
     try:
         close_dialogs(page)
@@ -235,9 +234,8 @@ def test_missing_files_show_on_the_loaders_when_a_workflow_opens(page, frontend,
         shot(page, frontend, "missing-files-doctor-01")
         page.locator(".infu-doctor .infu-close").click()
     finally:
-        models.rmdir()
-        for there, gone in away:
-            gone.rename(there)
+        shutil.rmtree(models)
+        away.rename(models)
 
 
 def test_after_the_self_test_the_doctor_says_its_files_are_in_place(page, frontend):

@@ -262,9 +262,10 @@ def test_torch_compile_model_one_graph_and_eager_numbers(compile_parts, monkeypa
     Each step feeds the compiled model eager's input. The numbers: inductor's float32 rounding alone moves this
     InfuseNet's residuals by about 1e-6 (relative), the base's prediction by about 3e-7; CFG 2 doubles the
     positive's share, hence 2e-6 there and 1e-6 at CFG 1."""
-    parts = compile_parts
     from comfy_extras import nodes_torch_compile
     from torch._dynamo.utils import counters
+
+    parts = compile_parts
 
     monkeypatch.setattr(comfy.ldm.flux.math, "optimized_attention", comfy.ldm.modules.attention.attention_pytorch)
     model = apply(parts, start=0.25, end=1.0)
