@@ -152,9 +152,11 @@ def run_seconds(patcher, x, positive, ran: list) -> float:
 
 
 def row(name: str, plain: list[float], patched: list[float], note: str) -> dict:
-    """A table row from per-round seconds: the medians, and the median of the per-round ratios."""
+    """A table row from per-round seconds: the medians, the median of the per-round ratios, and the median of the
+    per-round added seconds (patched - unpatched: what the branch costs, whatever the base's own speed)."""
     return {"path": name, "unpatched": median(plain), "patched": median(patched),
-            "ratio": median([b / a for a, b in zip(plain, patched)]), "note": note}
+            "ratio": median([b / a for a, b in zip(plain, patched)]),
+            "added": median([b - a for a, b in zip(plain, patched)]), "note": note}
 
 
 def timed(fn, calls: int = 3) -> float:
@@ -326,12 +328,20 @@ def print_table(results: list[dict], args) -> None:
     print(f"hidden {args.hidden}, {first['image_tokens']} image tokens, {args.text} text tokens, {args.tokens} identity "
           f"tokens, torch {first['torch']}, threads {first['threads']}, {args.attention} attention in ComfyUI; "
           f"median of {args.repeat} interleaved rounds (ratio: median of the per-round ratios)")
-    print(f"{'ComfyUI':8s} {'path':34s} {'unpatched s':>11s} {'patched s':>10s} {'ratio':>6s} {'FLOPs':>6s} "
-          f"{'/FLOPs':>7s}  note")
+    print(f"{'ComfyUI':8s} {'path':34s} {'unpatched s':>11s} {'patched s':>10s} {'added s':>8s} {'ratio':>6s} "
+          f"{'FLOPs':>6s} {'/FLOPs':>7s}  note")
     for result in results:
         for r in result["rows"]:
-            print(f"{result['host']:8s} {r['path']:34s} {r['unpatched']:11.4f} {r['patched']:10.4f} {r['ratio']:6.3f} "
-                  f"{result['flops_ratio']:6.3f} {r['ratio'] / result['flops_ratio']:7.3f}  {r['note']}")
+            added = f"{r['added']:8.4f}" if "added" in r else f"{'-':>8s}"
+            print(f"{result['host']:8s} {r['path']:34s} {r['unpatched']:11.4f} {r['patched']:10.4f} {added} "
+                  f"{r['ratio']:6.3f} {result['flops_ratio']:6.3f} {r['ratio'] / result['flops_ratio']:7.3f}  {r['note']}")
+    for result in results:  # the ratio divides by the base's own speed, which differs between the two stacks
+        rows = {r["path"]: r for r in result["rows"]}
+        pack, ref = rows.get("ComfyUI FLUX (this pack)"), rows.get("diffusers FluxTransformer2DModel")
+        if pack and ref and "added" in pack and "added" in ref:
+            print(f"{result['host']}: the branch adds {pack['added']:.4f} s to ComfyUI's step and {ref['added']:.4f} s "
+                  f"to diffusers' ({pack['added'] / ref['added']:.3f}x); ComfyUI's unpatched step is "
+                  f"{pack['unpatched'] / ref['unpatched']:.3f}x diffusers'")
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone, on every ComfyUI host it can get:
 #   ComfyUI 0.3.75 (from the package index) and ComfyUI 0.30.0 (from ../shared/hosts/, which exists on
-#   the project's machines and in CI only). Each host is set up (scripts/setup.sh, idempotent), then the
-#   whole suite runs against every host, each in its own Python environment. Tests that touch no ComfyUI
+#   the project's machines and in CI only). Each host is set up (scripts/setup.sh, idempotent; every host
+#   after the first while the first one's tests run), then the whole suite runs against every host, one
+#   after the other, each in its own Python environment. Tests that touch no ComfyUI
 #   code (tests/host_features.py: newest_host_only) run on the last host only (the newest). The summary at
 #   the end gives per-host counts, every skipped test with its reason, what each host left to the newest,
 #   each host that could not be tested, and how the hosts' workflow outputs compare.
@@ -25,30 +26,51 @@ else
   hosts=(${INFU_HOSTS:-0.3.75 0.30.0})
 fi
 
-# ---- set up every host (one after the other: pip and the disk are the limit here)
-ready=()
-declare -A COMFY PYTHON
+# ---- set up the hosts: the first one alone (pip and the disk are the limit), every other one in the
+# background while the first one's tests run (its environment, then its tests).
+available=()
 for name in "${hosts[@]}"; do
   if [[ "$name" == 0.30.0 && ! -f "$SHARED_HOSTS/comfyui-0.30.0.tar.gz" ]]; then
     echo "ComfyUI 0.30.0 not tested: $SHARED_HOSTS/comfyui-0.30.0.tar.gz not found (it exists on the project's machines and in CI only)." > "$REPORTS/$name.unavailable"
     continue
   fi
-  echo "=== host $name: setting up"
+  available+=("$name")
+done
+setup_host() {
+  local name=$1 t0
+  t0=$(date +%s)
   bash scripts/setup.sh "$name" > "$REPORTS/$name.setup.log" 2>&1
-  rc=$?
+  echo $? > "$REPORTS/$name.setup-rc"
+  echo $(( $(date +%s) - t0 )) > "$REPORTS/$name.setup-seconds"
+}
+ready=()
+declare -A COMFY PYTHON
+finish_setup() {  # the host's set-up result: ready, or not tested with the reason
+  local name=$1 rc line
+  rc=$(cat "$REPORTS/$name.setup-rc")
+  echo "=== host $name: set up in $(cat "$REPORTS/$name.setup-seconds") s"
   quiet_pip < "$REPORTS/$name.setup.log" | tail -n 5
   if [[ $rc -ne 0 ]]; then
     echo "ComfyUI $name not tested: scripts/setup.sh failed (exit $rc; .host/reports/$name.setup.log)." > "$REPORTS/$name.unavailable"
     echo "$rc" > "$REPORTS/$name.rc"
     quiet_pip < "$REPORTS/$name.setup.log" | tail -n 40
-    continue
+    return 1
   fi
   line=$(tail -n 1 "$REPORTS/$name.setup.log")
   COMFY[$name]=$(sed -E 's/.* comfyui=([^ ]+) .*/\1/' <<<"$line")
   PYTHON[$name]=$(sed -E 's/.* python=([^ ]+)$/\1/' <<<"$line")
   ready+=("$name")
-done
-echo "set-up: $(( $(date +%s) - started )) s"
+}
+later_setup=
+if (( ${#available[@]} )); then
+  setup_host "${available[0]}"
+  finish_setup "${available[0]}"
+  if (( ${#available[@]} > 1 )); then
+    ( for name in "${available[@]:1}"; do setup_host "$name"; done ) &
+    later_setup=$!
+  fi
+fi
+echo "set-up of the first host: $(( $(date +%s) - started )) s"
 
 # ---- the small generated models, once for all hosts (they are host-independent)
 if (( ${#ready[@]} )); then
@@ -60,19 +82,23 @@ fi
 
 # ---- the suite on every host
 cores=$(nproc)
-parallel=${#ready[@]}
+parallel=${#available[@]}
 # One host at a time unless INFU_PARALLEL=1: two hosts' servers and models at once need more than 24 GB.
 [[ -z "${INFU_PARALLEL:-}" ]] && parallel=1
 threads=$(( cores / parallel )); (( threads < 1 )) && threads=1
+# The newest host (the last one asked for) runs the host-independent tests and the newest frontend; if its
+# set-up fails, the run fails (scripts/test_summary.py).
+newest=
+(( ${#available[@]} )) && newest=${available[-1]}
 run_host() {
   local name=$1 host_started
   host_started=$(date +%s)
   # Browser tests: every host's own frontend (classic canvas); the newest frontend package with Nodes 2.0
   # on the newest host, where it is meant to run.
   local frontends=host
-  [[ "$name" == "${ready[-1]}" ]] && frontends=${INFU_FRONTENDS:-host,1.58.1+vue}
+  [[ "$name" == "$newest" ]] && frontends=${INFU_FRONTENDS:-host,1.58.1+vue}
   # Host-independent tests: on the last host only (tests/host_features.py).
-  COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_NEWEST_HOST="${ready[-1]}" \
+  COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_NEWEST_HOST="$newest" \
   INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \
   INFU_ARTIFACTS="$REPORTS/screenshots/$name" TORCHINDUCTOR_CACHE_DIR="$ROOT/.host/tmp/$name-inductor" \
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
@@ -84,9 +110,22 @@ run_host() {
   # it is done, unless INFU_KEEP_TMP=1 (tests that failed keep theirs until then).
   [[ -n "${INFU_KEEP_TMP:-}" ]] || rm -rf "$ROOT/.host/tmp/$name" "$ROOT/.host/tmp/$name-inductor"
 }
+await_later_setup() {  # the hosts set up in the background join the ready ones
+  [[ -n "$later_setup" ]] || return 0
+  wait "$later_setup"
+  later_setup=
+  local name
+  for name in "${available[@]:1}"; do finish_setup "$name"; done
+}
 mkdir -p "$ROOT/.host/tmp"
 pids=()
-for name in "${ready[@]}"; do
+(( parallel > 1 )) && await_later_setup
+i=0
+while (( i < ${#ready[@]} )) || [[ -n "$later_setup" ]]; do
+  (( i < ${#ready[@]} )) || await_later_setup
+  (( i < ${#ready[@]} )) || break
+  name=${ready[$i]}
+  i=$(( i + 1 ))
   echo "=== host $name: pytest against ${COMFY[$name]} ($threads CPU threads)"
   if (( parallel > 1 )); then
     run_host "$name" "$@" > "$REPORTS/$name.log" 2>&1 &
