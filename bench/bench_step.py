@@ -332,13 +332,12 @@ def print_table(results: list[dict], args) -> None:
           f"{'FLOPs':>6s} {'/FLOPs':>7s}  note")
     for result in results:
         for r in result["rows"]:
-            added = f"{r['added']:8.4f}" if "added" in r else f"{'-':>8s}"
-            print(f"{result['host']:8s} {r['path']:34s} {r['unpatched']:11.4f} {r['patched']:10.4f} {added} "
+            print(f"{result['host']:8s} {r['path']:34s} {r['unpatched']:11.4f} {r['patched']:10.4f} {r['added']:8.4f} "
                   f"{r['ratio']:6.3f} {result['flops_ratio']:6.3f} {r['ratio'] / result['flops_ratio']:7.3f}  {r['note']}")
     for result in results:  # the ratio divides by the base's own speed, which differs between the two stacks
         rows = {r["path"]: r for r in result["rows"]}
         pack, ref = rows.get("ComfyUI FLUX (this pack)"), rows.get("diffusers FluxTransformer2DModel")
-        if pack and ref and "added" in pack and "added" in ref:
+        if pack and ref:
             print(f"{result['host']}: the branch adds {pack['added']:.4f} s to ComfyUI's step and {ref['added']:.4f} s "
                   f"to diffusers' ({pack['added'] / ref['added']:.3f}x); ComfyUI's unpatched step is "
                   f"{pack['unpatched'] / ref['unpatched']:.3f}x diffusers'")

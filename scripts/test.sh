@@ -119,21 +119,25 @@ await_later_setup() {  # the hosts set up in the background join the ready ones
 }
 mkdir -p "$ROOT/.host/tmp"
 pids=()
+started_hosts=0
+run_ready_hosts() {  # every ready host not yet run, in order
+  local name
+  while (( started_hosts < ${#ready[@]} )); do
+    name=${ready[$started_hosts]}
+    started_hosts=$(( started_hosts + 1 ))
+    echo "=== host $name: pytest against ${COMFY[$name]} ($threads CPU threads)"
+    if (( parallel > 1 )); then
+      run_host "$name" "$@" > "$REPORTS/$name.log" 2>&1 &
+      pids+=($!)
+    else
+      run_host "$name" "$@" 2>&1 | tee "$REPORTS/$name.log"
+    fi
+  done
+}
 (( parallel > 1 )) && await_later_setup
-i=0
-while (( i < ${#ready[@]} )) || [[ -n "$later_setup" ]]; do
-  (( i < ${#ready[@]} )) || await_later_setup
-  (( i < ${#ready[@]} )) || break
-  name=${ready[$i]}
-  i=$(( i + 1 ))
-  echo "=== host $name: pytest against ${COMFY[$name]} ($threads CPU threads)"
-  if (( parallel > 1 )); then
-    run_host "$name" "$@" > "$REPORTS/$name.log" 2>&1 &
-    pids+=($!)
-  else
-    run_host "$name" "$@" 2>&1 | tee "$REPORTS/$name.log"
-  fi
-done
+run_ready_hosts "$@"
+await_later_setup
+run_ready_hosts "$@"
 for pid in "${pids[@]}"; do wait "$pid"; done
 if (( parallel > 1 )); then
   for name in "${ready[@]}"; do
