@@ -6,6 +6,7 @@ the same global batch, up to float summation order.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -125,6 +126,15 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def shutdown(ctx: DistContext) -> None:
+def shutdown(ctx: DistContext, failed: bool = False) -> None:
+    """Leave the process group this trainer joined.
+
+    After a run that ended well, every rank first waits for the others, so that no rank tears down its
+    connections while another still sends on them (rank 0 writing the last checkpoint, say); after a failure it
+    leaves at once, since the others may never arrive. Garbage that still refers to the group is collected
+    now, while the interpreter is whole, not during its exit."""
     if ctx.owns_group and dist.is_initialized():
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
+        gc.collect()

@@ -31,6 +31,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -557,11 +558,14 @@ class Trainer:
             self._stream = None
 
     def close(self) -> None:
+        """Stop the loader, release the base's blocks and the watcher, and leave the process group. Called from a
+        ``finally`` while an error propagates, it leaves without waiting for the other ranks."""
+        failed = sys.exc_info()[0] is not None
         self._close_stream()
         release_blocks(self.blocks)
         if self.watcher is not None:
             self.watcher.close()
-        shutdown(self.ctx)
+        shutdown(self.ctx, failed=failed)
 
 
 def train(config: TrainConfig, base: "host.ModelPatcher | None" = None,

@@ -61,3 +61,40 @@ def test_two_processes_match_one_process(one_process, prepared, tmp_path, strate
     assert diff <= 1e-5 and ema_diff <= 1e-5
     assert len(two["losses"]) == STEPS
     assert all(abs(a - b) < 1e-5 for a, b in zip(ref["losses"], two["losses"]))
+
+
+LEAVER = """
+import sys, time, torch.distributed as dist
+from pathlib import Path
+from devtools.comfy_env import enable_in_process_comfy
+enable_in_process_comfy()
+from infusenet.trainer.distributed import DistContext, shutdown
+failed, late, out = sys.argv[1] == "failed", float(sys.argv[2]), Path(sys.argv[3])
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+time.sleep(late if rank == 1 else 0)
+(out / f"arrived{rank}").write_text(repr(time.time()))
+shutdown(DistContext(rank, 2, rank, "fsdp", None, True), failed=failed and rank == 0)
+(out / f"left{rank}").write_text(repr(time.time()))
+"""
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_a_rank_leaves_the_group_after_the_others_unless_its_run_failed(tmp_path, failed):
+    """After a run that ended well a rank leaves the process group only once every rank has arrived (none tears
+    down its connections while another still uses them); after a failure it leaves at once, because the others
+    may be stuck in a collective that never completes (there rank 1, whose run ended well, finds its peer gone and
+    fails instead of waiting). Rank 1 arrives 3 s after rank 0."""
+    import subprocess
+    import sys
+
+    from tests.infusenet.trainer.launchers import ROOT, _env, free_port
+
+    env = {**_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
+    procs = [subprocess.Popen([sys.executable, "-c", LEAVER, "failed" if failed else "ok", "3", str(tmp_path)],
+                              cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
+    logs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == ([0, 1] if failed else [0, 0]), "\n".join(log[-3000:] for log in logs)
+    left0, arrived1 = (float((tmp_path / name).read_text()) for name in ("left0", "arrived1"))
+    assert (left0 < arrived1) if failed else (left0 >= arrived1), (left0, arrived1)
