@@ -65,7 +65,29 @@ PYEOF
 fi
 
 # ---- the Python environment
-[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+# A new host environment starts as hard links to another host's finished one with the same Python: pip then
+# changes only what this host needs differently, replacing files, never editing them (so the other environment
+# keeps its own), and the disk holds torch once, not twice, even while this one installs.
+purelib() { "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+seed_environment() {
+  local other script
+  for other in "$ROOT"/.host/*/venv; do
+    [[ "$other" != "$VENV" && -f "$other/.infu-setup" ]] || continue
+    [[ "$(grep '^version' "$other/pyvenv.cfg")" == "$(grep '^version' "$VENV/pyvenv.cfg")" ]] || continue
+    cp -al --remove-destination "$(purelib "$other")/." "$(purelib "$VENV")/" || return 0
+    for script in "$other"/bin/*; do  # console scripts, pointed at this environment's Python
+      [[ -f "$script" && ! -L "$script" ]] && head -n 1 "$script" | grep -q "^#!$other/bin/python" || continue
+      sed "1s|^#!$other/bin/|#!$VENV/bin/|" "$script" > "$VENV/bin/${script##*/}"
+      chmod +x "$VENV/bin/${script##*/}"
+    done
+    echo "setup: started from the environment of $(basename "$(dirname "$other")") (hard links)"
+    return 0
+  done
+}
+if [[ ! -x "$VENV/bin/python" ]]; then
+  "$PY" -m venv "$VENV"
+  [[ "$VENV" == "$HOSTDIR/venv" ]] && seed_environment
+fi
 REQS="$HOSTDIR/comfy-requirements.txt"
 # ComfyUI's own requirements, less the torch family (pinned by our constraints, torchaudio below).
 grep -vE '^\s*(torch|torchvision|torchaudio)\s*([<>=~!].*)?$' "$COMFY/requirements.txt" > "$REQS"
