@@ -66,7 +66,7 @@ fi
 
 # ---- the Python environment
 # A new host environment starts as hard links to another host's finished one with the same Python: pip then
-# changes only what this host needs differently, replacing files, never editing them (so the other environment
+# changes only what this host needs differently, unlinking a file before it writes one (so the other environment
 # keeps its own), and the disk holds torch once, not twice, even while this one installs.
 purelib() { "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 seed_environment() {
@@ -86,7 +86,7 @@ seed_environment() {
 }
 if [[ ! -x "$VENV/bin/python" ]]; then
   "$PY" -m venv "$VENV"
-  [[ "$VENV" == "$HOSTDIR/venv" ]] && seed_environment
+  if [[ "$VENV" == "$HOSTDIR/venv" ]]; then seed_environment; fi
 fi
 REQS="$HOSTDIR/comfy-requirements.txt"
 # ComfyUI's own requirements, less the torch family (pinned by our constraints, torchaudio below).
