@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.host_features import newest_host_only
 from tests.infusenet.trainer.launchers import max_difference, run_ranks
 
 STEPS, GLOBAL_BATCH, EMA_DECAY = 3, 4, 0.5
@@ -66,9 +67,7 @@ def test_two_processes_match_one_process(one_process, prepared, tmp_path, strate
 LEAVER = """
 import sys, time, torch.distributed as dist
 from pathlib import Path
-from devtools.comfy_env import enable_in_process_comfy
-enable_in_process_comfy()
-from infusenet.trainer.distributed import DistContext, shutdown
+from infusenet.trainer.distributed import DistContext, shutdown  # torch.distributed only: no ComfyUI import
 failed, late, out = sys.argv[1] == "failed", float(sys.argv[2]), Path(sys.argv[3])
 dist.init_process_group("gloo")
 rank = dist.get_rank()
@@ -79,6 +78,7 @@ shutdown(DistContext(rank, 2, rank, "fsdp", None, True), failed=failed and rank 
 """
 
 
+@newest_host_only("torch.distributed's gloo group and the trainer's shutdown; imports no ComfyUI module")
 @pytest.mark.parametrize("failed", [False, True])
 def test_a_rank_leaves_the_group_after_the_others_unless_its_run_failed(tmp_path, failed):
     """After a run that ended well a rank leaves the process group only once every rank has arrived (none tears
