@@ -29,11 +29,14 @@ what the contract check found and the version: :func:`changed_internal`, :func:`
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
+import functools
 import importlib
 import inspect
 import json
+import linecache
 import logging
 import pickle
 import re
@@ -654,8 +657,49 @@ def _exists(path: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
+def _parsed_file(filename: str) -> tuple[list[str], ast.Module] | None:
+    """A source file's lines and syntax tree, read once per server start (the check looks into several classes
+    of the same ComfyUI module; ``inspect.getsource`` would parse that module again for each)."""
+    lines = linecache.getlines(filename)
+    if not lines:
+        return None
+    try:
+        return lines, ast.parse("".join(lines), filename)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _class_source(cls) -> str | None:
+    """The source of a class, found in its file's syntax tree by its qualified name (None when not found there)."""
+    try:
+        filename = inspect.getsourcefile(cls)
+    except TypeError:
+        return None
+    parsed = _parsed_file(filename) if filename else None
+    if parsed is None:
+        return None
+    lines, tree = parsed
+    scope: list[ast.AST] = [tree]
+    for part in [p for p in cls.__qualname__.split(".") if p != "<locals>"]:
+        found = [n for body in scope for n in getattr(body, "body", ())
+                 if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == part]
+        if not found:
+            return None
+        scope = found
+    node = scope[-1]  # a name defined twice (e.g. under an if): the last definition is the one that ran
+    if not isinstance(node, ast.ClassDef):
+        return None
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    return "".join(lines[first - 1:node.end_lineno])
+
+
 def _source(obj) -> str:
     """The source of a module, class or function ('' where there is none, e.g. a builtin)."""
+    if inspect.isclass(obj):
+        found = _class_source(obj)
+        if found is not None:
+            return found
     try:
         return inspect.getsource(obj)
     except (OSError, TypeError):
@@ -742,7 +786,10 @@ def check_contract() -> list[str]:
     """Every problem with :data:`CONTRACT` on the running ComfyUI (empty when all is in place). The pack runs it
     when it loads; what it finds is kept, so that a node that fails later can name the changed internal."""
     global _CHANGED
-    _CHANGED = [(c.path, problem) for c in CONTRACT if (problem := check_contact(c))]
+    try:
+        _CHANGED = [(c.path, problem) for c in CONTRACT if (problem := check_contact(c))]
+    finally:
+        _parsed_file.cache_clear()  # the syntax trees are not kept in the server's memory
     return [problem for _, problem in _CHANGED]
 
 

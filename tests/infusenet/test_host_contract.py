@@ -38,6 +38,29 @@ def test_every_internal_symbol_the_pack_uses_is_in_place():
     assert host.check_contract() == [], f"on ComfyUI {host.comfy_version()}"
 
 
+def test_a_class_source_read_from_the_parsed_file_is_what_inspect_reads():
+    """The check reads a class's source from its file's syntax tree, parsed once (a server start pays for each
+    module once, not once per class): the same text ``inspect.getsource`` gives, for every ComfyUI class the
+    contract names and its bases, nested and local classes included."""
+    classes = {k for c in host.CONTRACT if host._exists(c.path) and inspect.isclass(obj := host._resolve(c.path))
+               for k in obj.__mro__[:-1] if k.__module__.split(".")[0] in ("comfy", "comfy_api", "comfy_extras")}
+
+    class Outer:
+        class Inner:
+            def __init__(self):
+                self.seen = 1
+
+    def make():
+        class Local:
+            value = 2
+        return Local
+
+    assert len(classes) >= 8
+    for cls in [*classes, Outer, Outer.Inner, make()]:
+        assert host._class_source(cls) == inspect.getsource(cls), cls.__qualname__
+    assert host._class_source(int) is None and host._source(int) == ""
+
+
 def test_no_module_but_host_imports_comfy_internals():
     """Everything outside infusenet/host.py reaches ComfyUI through it or comfy_api."""
     offenders = []
