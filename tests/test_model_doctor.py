@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.infusenet_files import FLUX_WIDTH_SINGLE_ONLY_SPEC
 from tests.conftest import start_server
 from devtools.server import PromptRejected
 
@@ -85,7 +86,9 @@ def test_inventory_present_missing_corrupt_and_refused(doctor_server):
     bf16 = e["infusenet_aes_bf16"]
     assert bf16["status"] == "ok" and bf16["found"] == "infiniteyou/aes_stage2/infusenet_aes_bf16.safetensors"
     assert bf16["info"]["variant"] == "aes_stage2" and bf16["info"]["precision"] == "bf16"
-    assert bf16["info"]["double_blocks"] >= 1 and bf16["size"] > 0
+    spec = FLUX_WIDTH_SINGLE_ONLY_SPEC  # what the fixture set writes under the official names
+    assert (bf16["info"]["double_blocks"], bf16["info"]["single_blocks"], bf16["info"]["hidden_size"]) == \
+        (spec.num_layers, spec.num_single_layers, spec.hidden_size) and bf16["size"] > 0
     assert e["projection_aes"]["status"] == "ok" and e["projection_aes"]["info"]["tokens"] == 8
     assert e["arcface"]["status"] == "ok"
     fp8 = e["infusenet_aes_fp8"]

@@ -10,6 +10,7 @@ from PIL import Image
 import io as _io
 
 from devtools.comfy_env import PACK_ROOT
+from devtools.infusenet_files import FLUX_WIDTH_SINGLE_ONLY_SPEC
 from tests.test_workflows import photos, run_ok  # noqa: F401  (photos is a fixture)
 from devtools.workflow_api import to_api
 
@@ -30,7 +31,9 @@ def test_self_test_run_reports_what_each_node_did(comfy_server, photos):  # noqa
     assert set(r) >= {"InfU_InfuseNetLoader", "InfU_IdentityFromImages", "InfU_PoseImage", "InfU_ApplyInfiniteYou",
                       "InfU_IdentitySimilarity"}, sorted(r)
     loader = r["InfU_InfuseNetLoader"]
-    assert "bf16" in loader["precision"] and loader["tokens"] == 8 and loader["double_blocks"] >= 1
+    spec = FLUX_WIDTH_SINGLE_ONLY_SPEC  # the self-test names link to the fixture set's official-name InfuseNet
+    assert "bf16" in loader["precision"] and loader["tokens"] == 8
+    assert (loader["double_blocks"], loader["single_blocks"]) == (spec.num_layers, spec.num_single_layers)
     ident = r["InfU_IdentityFromImages"]
     assert len(ident["photos"]) == 1 and len(ident["photos"][0]["keypoints"]) == 5 and len(ident["photos"][0]["box"]) == 4
     face_png = Image.open(_io.BytesIO(comfy_server.view(ident["images"][0])))
