@@ -11,6 +11,7 @@ import pytest
 
 from tests.browser.conftest import artifacts_dir
 from devtools.comfy_env import PACK_ROOT
+from devtools.infusenet_files import FLUX_WIDTH_SINGLE_ONLY_SPEC
 
 SELF_TEST = PACK_ROOT / "workflows" / "00_self_test_untrained_noise.json"
 APP = "(window.comfyAPI?.app?.app ?? window.app)"
@@ -95,7 +96,8 @@ def test_self_test_runs_from_the_run_button_and_every_node_shows_what_it_did(pag
     caption = page.locator('.infu-panel[data-infu-type="InfU_IdentityFromImages"] .infu-caption').first.inner_text()
     assert "face box" in caption and "5 keypoints" in caption
     facts = page.locator('.infu-panel[data-infu-type="InfU_InfuseNetLoader"] .infu-facts').inner_text()
-    assert "bf16" in facts and "1 double + 1 single" in facts and "8" in facts
+    spec = FLUX_WIDTH_SINGLE_ONLY_SPEC  # the self-test's InfuseNet name links to the fixture set's
+    assert "bf16" in facts and f"{spec.num_layers} double + {spec.num_single_layers} single" in facts and "8" in facts
     apply = page.locator('.infu-panel[data-infu-type="InfU_ApplyInfiniteYou"]')
     assert apply.locator("img.infu-mask").count() == 1
     identity_fp = page.locator('.infu-panel[data-infu-type="InfU_IdentityFromImages"] .infu-title').inner_text().split()[1]

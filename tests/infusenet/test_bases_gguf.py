@@ -75,8 +75,9 @@ def test_gguf_base_gives_the_numbers_of_its_dequantised_weights(gguf_pack, base_
     for label in ("UnetLoaderGGUF", "dequant float32"):
         control, out = runs[label]
         errors = []
+        # the fixture InfuseNet has single blocks only (tests/fixtures/model_set.py): no double-block residuals
+        assert (len(control["input"]), len(on_ref["input"])) == (0, 0) and len(control["output"]) == len(on_ref["output"]) > 0
         for part in ("input", "output"):
-            assert len(control[part]) == len(on_ref[part]) > 0
             for a, b in zip(control[part], on_ref[part]):
                 assert b.abs().max() > 0
                 errors.append(rel(a, b))
