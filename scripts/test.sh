@@ -96,11 +96,15 @@ run_host() {
   # Browser tests: every host's own frontend (classic canvas); the newest frontend package with Nodes 2.0
   # on the newest host, where it is meant to run.
   local frontends=host
+  # inductor's caches are keyed by what they hold: hosts run one after the other share theirs (the kernels both
+  # hosts' compile tests generate alike are built once)
+  local inductor="$ROOT/.host/tmp/inductor"
+  (( parallel > 1 )) && inductor="$ROOT/.host/tmp/$name-inductor"
   [[ "$name" == "$newest" ]] && frontends=${INFU_FRONTENDS:-host,1.58.1+vue}
   # Host-independent tests: on the last host only (tests/host_features.py).
   COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_NEWEST_HOST="$newest" \
   INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \
-  INFU_ARTIFACTS="$REPORTS/screenshots/$name" TORCHINDUCTOR_CACHE_DIR="$ROOT/.host/tmp/$name-inductor" \
+  INFU_ARTIFACTS="$REPORTS/screenshots/$name" TORCHINDUCTOR_CACHE_DIR="$inductor" \
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
     "${PYTHON[$name]}" -m pytest tests -q -ra --durations=10 --basetemp="$ROOT/.host/tmp/$name" \
     --junitxml="$REPORTS/$name.xml" -o junit_family=xunit1 "${@:2}"
@@ -145,6 +149,7 @@ if (( parallel > 1 )); then
     cat "$REPORTS/$name.log"
   done
 fi
+[[ -n "${INFU_KEEP_TMP:-}" ]] || rm -rf "$ROOT/.host/tmp/inductor"
 echo $(( $(date +%s) - started )) > "$REPORTS/total.seconds"
 summary_python=python3
 (( ${#ready[@]} )) && summary_python=${PYTHON[${ready[0]}]}
