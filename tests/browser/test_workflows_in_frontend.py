@@ -13,14 +13,17 @@ frontend itself, and run from the frontend's own prompt.
 * Every node type is known to the frontend and no missing-node dialog opens.
 * A screenshot of each loaded workflow, fitted to the graph, goes to the artifacts folder.
 * After a run: the workflows whose nodes show what the self-test (tests/browser/test_frontend.py) has not
-  (Face Mask, Face Regions, PreviewAny, the likeness blend) run, in every frontend, on the browser's own server
-  (the same model files) instead, their progress going to the page as if it had queued them; then no node
-  overlaps another and none has grown past the room kept below it.
+  (Face Mask, Face Regions, PreviewAny, the likeness blend) run on the browser's own server (the same model files)
+  instead, their progress going to the page as if it had queued them; the other frontends are shown the same run
+  (the ``executed`` messages the first frontend's page received, and the images they name), so each prompt runs
+  once per host. Then no node overlaps another and none has grown past the room kept below it.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -82,20 +85,56 @@ def test_photo_names(browser_server, tmp_path_factory):
     return names
 
 
-def run_for_the_page(page, frontend, server, photo_names, workflow, runnable, loaded_boxes, name):
-    """Run ``runnable`` on the browser's server with the page as its client (it gets the progress and what each
-    node shows, as if it had queued the prompt); then no node overlaps another, and none has grown past the room
-    the layout keeps below it. Returns the run."""
+RUNS: dict[str, tuple[list[dict], Path]] = {}
+"""What the page of the first frontend received from each run (its ``executed`` messages) and a copy of the image
+files those name, for the other frontends to be shown the same run without running it again."""
+RECORD_EXECUTED = """() => { window.__infuExecuted = [];
+  if (!window.__infuRecording) { window.__infuRecording = true;
+    window.comfyAPI.api.api.addEventListener('executed', e => window.__infuExecuted.push(e.detail)); } }"""
+
+
+def shown_files(executed: list[dict]) -> list[Path]:
+    """The files (``<type>/<subfolder>/<filename>`` under a base folder) that ``executed`` messages show."""
+    return [Path(item["type"], item.get("subfolder", ""), item["filename"]) for detail in executed
+            for items in detail["output"].values() if isinstance(items, list)
+            for item in items if isinstance(item, dict) and {"filename", "type"} <= item.keys()]
+
+
+def run_for_the_page(page, frontend, server, photo_names, workflow, runnable, loaded_boxes, name, tmp_path_factory):
+    """Show the page a run of ``runnable`` on the browser's server, then check that no node overlaps another and none
+    has grown past the room the layout keeps below it. The first frontend runs it with the page as its client (it
+    gets the progress and what each node shows, as if it had queued the prompt), and its ``executed`` messages and
+    the images they name are kept; the other frontends get those same messages (the images copied into
+    their server's folders), so the prompt runs once per host. Returns the run, or None where it was replayed."""
     saved = {str(n["id"]): n for n in workflow["nodes"]}
     before = {str(b["id"]): b["box"][3] for b in loaded_boxes}
-    runnable = json.loads(json.dumps(runnable))
-    for node in runnable.values():
-        if node["class_type"] == "LoadImage":
-            node["inputs"]["image"] = photo_names[node["inputs"]["image"]]
-    client = page.evaluate("() => window.comfyAPI.api.api.clientId")
-    assert client, f"{frontend}: no client id on the page"
-    result = server.wait(server.submit(runnable, client_id=client), timeout=600)
-    assert result.status == "success", f"{result.error}\n{server.log()[-4000:]}"
+    result = None
+    if frontend == frontend_list()[0]:
+        runnable = json.loads(json.dumps(runnable))
+        for node in runnable.values():
+            if node["class_type"] == "LoadImage":
+                node["inputs"]["image"] = photo_names[node["inputs"]["image"]]
+        client = page.evaluate("() => window.comfyAPI.api.api.clientId")
+        assert client, f"{frontend}: no client id on the page"
+        page.evaluate(RECORD_EXECUTED)
+        result = server.wait(server.submit(runnable, client_id=client), timeout=600)
+        assert result.status == "success", f"{result.error}\n{server.log()[-4000:]}"
+        shown = {k for k, v in result.history.get("outputs", {}).items() if v}
+        page.wait_for_function("(n) => new Set(window.__infuExecuted.map(d => d.node)).size >= n", arg=len(shown),
+                               timeout=60_000)
+        executed = page.evaluate("() => window.__infuExecuted")
+        keep = tmp_path_factory.mktemp(f"shown-{name}")
+        for file in shown_files(executed):
+            (keep / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(server.base_dir / file, keep / file)
+        RUNS[name] = (executed, keep)
+    else:
+        assert name in RUNS, f"{frontend_list()[0]} did not run {name}"
+        executed, kept_files = RUNS[name]
+        for file in shown_files(executed):
+            (server.base_dir / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(kept_files / file, server.base_dir / file)
+        page.evaluate("(all) => all.forEach(d => window.comfyAPI.api.api.dispatchCustomEvent('executed', d))", executed)
     for node_type in SHOWS_WHAT_IT_DID & {n["type"] for n in workflow["nodes"]}:  # the reports reached the page
         page.wait_for_selector(f'.infu-panel[data-infu-type="{node_type}"] > *', state="attached", timeout=60_000)
     page.wait_for_function("() => [...document.querySelectorAll('img')].every(i => i.complete)", timeout=30_000)
@@ -116,7 +155,7 @@ def run_for_the_page(page, frontend, server, photo_names, workflow, runnable, lo
 
 @pytest.mark.parametrize("path", ALL_WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_servers,
-                                 test_photo_names, path):
+                                 test_photo_names, tmp_path_factory, path):
     started = time.monotonic()
     workflow = json.loads(path.read_text())
     measured = page.evaluate(LOAD_AND_MEASURE, [workflow, {n["id"]: shown_below(n, workflow) for n in workflow["nodes"]}])
@@ -157,7 +196,8 @@ def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_
     result = None
     if path.stem in SHOWN_AFTER_A_RUN:
         server = browser_server
-        result = run_for_the_page(page, frontend, server, test_photo_names, workflow, runnable, boxes, path.stem)
+        result = run_for_the_page(page, frontend, server, test_photo_names, workflow, runnable, boxes, path.stem,
+                                  tmp_path_factory)
     if frontend == first and refusal_here(path):  # e.g. FLUX.2 [klein] on a ComfyUI that cannot load it
         expect_failure(server, runnable, *refusal_here(path))
     elif frontend == first:
