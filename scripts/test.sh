@@ -96,11 +96,11 @@ run_host() {
   # Browser tests: every host's own frontend (classic canvas); the newest frontend package with Nodes 2.0
   # on the newest host, where it is meant to run.
   local frontends=host
+  [[ "$name" == "$newest" ]] && frontends=${INFU_FRONTENDS:-host,1.58.1+vue}
   # inductor's caches are keyed by what they hold: hosts run one after the other share theirs (the kernels both
   # hosts' compile tests generate alike are built once)
   local inductor="$ROOT/.host/tmp/inductor"
   (( parallel > 1 )) && inductor="$ROOT/.host/tmp/$name-inductor"
-  [[ "$name" == "$newest" ]] && frontends=${INFU_FRONTENDS:-host,1.58.1+vue}
   # Host-independent tests: on the last host only (tests/host_features.py).
   COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_NEWEST_HOST="$newest" \
   INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \

@@ -93,11 +93,16 @@ RECORD_EXECUTED = """() => { window.__infuExecuted = [];
     window.comfyAPI.api.api.addEventListener('executed', e => window.__infuExecuted.push(e.detail)); } }"""
 
 
-def shown_files(executed: list[dict]) -> list[Path]:
-    """The files (``<type>/<subfolder>/<filename>`` under a base folder) that ``executed`` messages show."""
-    return [Path(item["type"], item.get("subfolder", ""), item["filename"]) for detail in executed
-            for items in detail["output"].values() if isinstance(items, list)
-            for item in items if isinstance(item, dict) and {"filename", "type"} <= item.keys()]
+def copy_shown_files(executed: list[dict], source: Path, target: Path) -> None:
+    """Copy the files that ``executed`` messages show (``<type>/<subfolder>/<filename>`` under a base folder)
+    from the base folder ``source`` to ``target``."""
+    for detail in executed:
+        for items in detail["output"].values():
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and {"filename", "type"} <= item.keys():
+                    file = Path(item["type"], item.get("subfolder", ""), item["filename"])
+                    (target / file).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source / file, target / file)
 
 
 def run_for_the_page(page, frontend, server, photo_names, workflow, runnable, loaded_boxes, name, tmp_path_factory):
@@ -124,16 +129,12 @@ def run_for_the_page(page, frontend, server, photo_names, workflow, runnable, lo
                                timeout=60_000)
         executed = page.evaluate("() => window.__infuExecuted")
         keep = tmp_path_factory.mktemp(f"shown-{name}")
-        for file in shown_files(executed):
-            (keep / file).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(server.base_dir / file, keep / file)
+        copy_shown_files(executed, server.base_dir, keep)
         RUNS[name] = (executed, keep)
     else:
         assert name in RUNS, f"{frontend_list()[0]} did not run {name}"
         executed, kept_files = RUNS[name]
-        for file in shown_files(executed):
-            (server.base_dir / file).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(kept_files / file, server.base_dir / file)
+        copy_shown_files(executed, kept_files, server.base_dir)
         page.evaluate("(all) => all.forEach(d => window.comfyAPI.api.api.dispatchCustomEvent('executed', d))", executed)
     for node_type in SHOWS_WHAT_IT_DID & {n["type"] for n in workflow["nodes"]}:  # the reports reached the page
         page.wait_for_selector(f'.infu-panel[data-infu-type="{node_type}"] > *', state="attached", timeout=60_000)
