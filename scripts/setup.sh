@@ -88,6 +88,24 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PY" -m venv "$VENV"
   if [[ "$VENV" == "$HOSTDIR/venv" ]]; then seed_environment; fi
 fi
+# On a machine with no NVIDIA GPU, the test environment leaves out the libraries that torch and onnxruntime open
+# only when a GPU computes (about 1.6 GB): cuDNN's engines (libcudnn.so itself, which torch links, stays),
+# cuSOLVER, the alternative NVRTC, the profiler's host libraries, onnxruntime's CUDA and TensorRT providers.
+# `import torch` links the rest of the CUDA runtime and still works, reporting no GPU. INFU_KEEP_GPU_LIBRARIES=1
+# keeps everything; the pack itself never depends on this (a user's ComfyUI keeps its own environment).
+drop_gpu_only_libraries() {
+  [[ -z "${INFU_KEEP_GPU_LIBRARIES:-}" ]] || return 0
+  if [[ -e /dev/nvidiactl ]] || command -v nvidia-smi >/dev/null 2>&1; then return 0; fi
+  local site freed
+  site=$(purelib "$VENV")
+  freed=$(cd "$site" && du -scm nvidia/cudnn/lib/libcudnn_*.so* nvidia/cu*/lib/libcusolver*.so* \
+            nvidia/cu*/lib/libnvrtc*.alt.so* nvidia/cu*/lib/libnvperf_*.so \
+            onnxruntime/capi/libonnxruntime_providers_{cuda,tensorrt}.so 2>/dev/null | tail -n 1 | cut -f1)
+  (cd "$site" && rm -f nvidia/cudnn/lib/libcudnn_*.so* nvidia/cu*/lib/libcusolver*.so* \
+     nvidia/cu*/lib/libnvrtc*.alt.so* nvidia/cu*/lib/libnvperf_*.so \
+     onnxruntime/capi/libonnxruntime_providers_{cuda,tensorrt}.so)
+  echo "setup: no NVIDIA GPU here: left out ${freed:-0} MB of GPU-only libraries (INFU_KEEP_GPU_LIBRARIES=1 keeps them)"
+}
 REQS="$HOSTDIR/comfy-requirements.txt"
 # ComfyUI's own requirements, less the torch family (pinned by our constraints, torchaudio below).
 grep -vE '^\s*(torch|torchvision|torchaudio)\s*([<>=~!].*)?$' "$COMFY/requirements.txt" > "$REQS"
@@ -102,6 +120,7 @@ if [[ "$(cat "$VENV/.infu-setup" 2>/dev/null)" != "$stamp" ]]; then
   pip_ -r tests/requirements.txt -r tests/requirements-browser.txt
   # Test-only reference implementations whose declared dependencies would pull a second torch.
   pip_ --no-deps -r tests/requirements-nodeps.txt
+  drop_gpu_only_libraries
   # After an install: the hosts' own environments hold the same large files (torch with its CUDA libraries
   # is about 5.5 GB); identical files are hard-linked so that each copy is stored once (pip replaces files,
   # never edits them).

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.fixtures import model_set as ms
+from tests.host_features import newest_host_only
 
 
 def test_flux_files_load_with_the_stock_loader(model_dir):
@@ -59,3 +60,27 @@ def test_face_models_load_with_the_pack_loader(model_dir):
 
     encoder = load_face_encoder(model_dir / "insightface", model_dir / "insightface" / "recognition_arcface_ir_se50.pth")
     assert encoder.providers == ["CPUExecutionProvider"]
+
+
+@newest_host_only("the test scratch folder's shared files: no ComfyUI involved")
+def test_a_shared_generated_file_is_written_once_and_linked_for_each_test(tmp_path_factory, tmp_path):
+    from tests.fixtures.shared_files import shared_file
+
+    writes = []
+
+    def write(target):
+        writes.append(target)
+        target.write_bytes(b"weights " + str(len(writes)).encode())
+
+    key = f"shared-file-test-{tmp_path.name}.bin"
+    first = shared_file(tmp_path_factory, tmp_path / "a" / "model.bin", key, write)
+    second = shared_file(tmp_path_factory, tmp_path / "b" / "model.bin", key, write)
+    assert len(writes) == 1 and first.read_bytes() == second.read_bytes() == b"weights 1"
+    assert first.stat().st_ino == second.stat().st_ino and first.stat().st_nlink == 3  # the run's copy + 2 links
+    kept = tmp_path / "kept.bin"
+    kept.write_bytes(b"kept elsewhere")
+    third = shared_file(tmp_path_factory, tmp_path / "c" / "model.bin", key + "-other", write, existing=kept)
+    assert len(writes) == 1 and third.stat().st_ino == kept.stat().st_ino
+    fourth = shared_file(tmp_path_factory, tmp_path / "d" / "model.bin", key + "-other", write,
+                         existing=tmp_path / "missing.bin")  # not there: written once for the run
+    assert len(writes) == 2 and fourth.read_bytes() == b"weights 2"

@@ -14,6 +14,7 @@ import pytest
 
 from tests.browser.frontends import frontend_list, server_args
 from devtools.comfy_env import PACK_ROOT
+from tests.fixtures.shared_files import shared_file
 
 
 def chromium_path() -> str | None:
@@ -26,9 +27,10 @@ def artifacts_dir() -> Path:
     return path
 
 
-def build_browser_models(models: Path, cache: Path) -> None:
+def build_browser_models(models: Path, cache: Path, tmp_path_factory=None) -> None:
     """The small-model set, file by file, except: the fp8 InfuseNet is cut short (corrupt) and the
-    deliberately broken files are left out. T5 is missing (not generated)."""
+    deliberately broken files are left out. T5 is missing (not generated). With ``tmp_path_factory``, every browser
+    server of the run links the same cut-short file (tests/fixtures/shared_files.py)."""
     models.mkdir(parents=True, exist_ok=True)
     for sub in cache.iterdir():
         if sub.name != "infiniteyou":
@@ -43,8 +45,15 @@ def build_browser_models(models: Path, cache: Path) -> None:
     aes.mkdir()
     for name in ("infusenet_aes_bf16.safetensors", "image_proj_model.bin"):
         (aes / name).symlink_to(cache / "infiniteyou" / "aes_stage2" / name)
-    data = (cache / "infiniteyou" / "aes_stage2" / "infusenet_aes_fp8e4m3fn.safetensors").read_bytes()
-    (aes / "infusenet_aes_fp8e4m3fn.safetensors").write_bytes(data[: len(data) // 3])
+    def cut_short(target: Path) -> None:
+        data = (cache / "infiniteyou" / "aes_stage2" / "infusenet_aes_fp8e4m3fn.safetensors").read_bytes()
+        target.write_bytes(data[: len(data) // 3])
+
+    target = aes / "infusenet_aes_fp8e4m3fn.safetensors"
+    if tmp_path_factory is None:
+        cut_short(target)
+    else:
+        shared_file(tmp_path_factory, target, "infusenet_aes_fp8e4m3fn-cut-short.safetensors", cut_short)
 
 
 def write_photos(folder: Path) -> None:
@@ -79,7 +88,7 @@ def browser_server(frontend, tmp_path_factory, model_dir):
         pytest.fail("the browser tests need Chromium: apt-get install chromium (scripts/setup.sh does it as root), "
                     "or set INFU_CHROMIUM to a Chromium binary")
     base = tmp_path_factory.mktemp(f"browser-{frontend}")
-    build_browser_models(base / "models", model_dir)
+    build_browser_models(base / "models", model_dir, tmp_path_factory)
     write_photos(base / "input")
     install_comfyui_gguf(base / "custom_nodes")  # the GGUF workflow's loader, as its users have it
     server = start_server(base, extra_args=server_args(frontend.split("+")[0]))

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from devtools.face_models import write_arcface_ir_se50, write_insightface_root
+from tests.fixtures.shared_files import shared_file
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +19,8 @@ def insightface_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def arcface_file(tmp_path_factory) -> Path:
-    return write_arcface_ir_se50(tmp_path_factory.mktemp("arcface") / "recognition_arcface_ir_se50.pth", seed=1)
+    return shared_file(tmp_path_factory, tmp_path_factory.mktemp("arcface") / "recognition_arcface_ir_se50.pth",
+                       "arcface-ir-se50-seed1.pth", lambda target: write_arcface_ir_se50(target, seed=1))
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +63,7 @@ def people_encoder(insightface_root, tmp_path_factory):
     from infusenet.face.encoder import load_face_encoder
     from tests.infusenet.face.people import write_calibrated_arcface
 
-    path = write_calibrated_arcface(tmp_path_factory.mktemp("arcface_people") / "recognition_arcface_ir_se50.pth",
-                                    load_detector(insightface_root))
+    path = shared_file(tmp_path_factory, tmp_path_factory.mktemp("arcface_people") / "recognition_arcface_ir_se50.pth",
+                       "arcface-ir-se50-calibrated.pth",
+                       lambda target: write_calibrated_arcface(target, load_detector(insightface_root)))
     return load_face_encoder(insightface_root, path, providers="auto")

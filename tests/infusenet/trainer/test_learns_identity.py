@@ -58,6 +58,7 @@ from infusenet.trainer.data import CachedDataset, Encoders, prepare_cache
 from infusenet.trainer.loop import Trainer
 from infusenet.trainer.watch import RunWatcher, face_embeddings, cosine
 from tests.infusenet.face.people import draw_person, write_calibrated_arcface
+from tests.fixtures.shared_files import shared_file
 from tests.infusenet.trainer.conftest import save
 
 SIZE = (64, 64)
@@ -113,8 +114,8 @@ def people_encoder(tmp_path_factory):
     from infusenet.face.encoder import load_face_encoder
 
     root = write_insightface_root(tmp_path_factory.mktemp("insightface")).parent.parent
-    arcface = write_calibrated_arcface(tmp_path_factory.mktemp("arcface") / "recognition_arcface_ir_se50.pth",
-                                       load_detector(root))
+    arcface = shared_file(tmp_path_factory, tmp_path_factory.mktemp("arcface") / "recognition_arcface_ir_se50.pth",
+                          "arcface-ir-se50-calibrated.pth", lambda target: write_calibrated_arcface(target, load_detector(root)))
     return load_face_encoder(root, arcface, providers="auto")
 
 
