@@ -74,12 +74,14 @@ def post_setting(server, key: str, value) -> None:
     urllib.request.urlopen(req, timeout=30).read()
 
 
-@pytest.fixture(scope="module", params=frontend_list())
+@pytest.fixture(scope="session", params=frontend_list())
 def frontend(request) -> str:
+    """One frontend at a time for the whole run: pytest runs every browser test of a frontend (all modules) before
+    it starts the next one's server, so each frontend's server and Chromium start once."""
     return request.param
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser_server(frontend, tmp_path_factory, model_dir):
     from devtools.comfyui_gguf import install_comfyui_gguf
     from tests.conftest import start_server
@@ -99,7 +101,7 @@ def browser_server(frontend, tmp_path_factory, model_dir):
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright
 
