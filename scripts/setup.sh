@@ -65,6 +65,20 @@ PYEOF
 fi
 
 # ---- the Python environment
+# The browser tests drive Debian's Chromium (never a downloaded browser). Where it is missing, apt installs it in
+# the background while pip installs the environment (both are mostly waiting on the disk and unpacking).
+chromium_install=
+if [[ -z "${INFU_CHROMIUM:-}" ]] && ! command -v chromium >/dev/null 2>&1; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium for the browser tests (in the background)"
+    ( (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "setup: apt-get install chromium failed; the browser tests will say so" >&2 ) &
+    chromium_install=$!
+  else
+    echo "setup: the browser tests need Chromium: apt-get install chromium (or set INFU_CHROMIUM)" >&2
+  fi
+fi
+wait_for_chromium() { [[ -z "$chromium_install" ]] || wait "$chromium_install" || true; }
 # A new host environment starts as hard links to another host's finished one with the same Python: pip then
 # changes only what this host needs differently, unlinking a file before it writes one (so the other environment
 # keeps its own), and the disk holds torch once, not twice, even while this one installs.
@@ -135,15 +149,7 @@ if [[ "$(cat "$VENV/.infu-setup" 2>/dev/null)" != "$stamp" ]]; then
   fi
   echo "$stamp" > "$VENV/.infu-setup"
 fi
-# The browser tests drive Debian's Chromium (never a downloaded browser).
-if [[ -z "${INFU_CHROMIUM:-}" ]] && ! command -v chromium >/dev/null 2>&1; then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing Debian's chromium for the browser tests"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "setup: apt-get install chromium failed; the browser tests will say so" >&2
-  else
-    echo "setup: the browser tests need Chromium: apt-get install chromium (or set INFU_CHROMIUM)" >&2
-  fi
-fi
+# Debian's Chromium, installed (if missing) while pip works: see the top of "the Python environment".
+wait_for_chromium
 "$VENV/bin/python" -c "import torch, insightface, onnxruntime, diffusers; print('setup:', 'torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, '| diffusers', diffusers.__version__)"
 echo "host=$NAME comfyui=$COMFY python=$VENV/bin/python"
