@@ -114,7 +114,7 @@ drop_gpu_only_libraries() {
   site=$(purelib "$VENV")
   freed=$(cd "$site" && du -scm nvidia/cudnn/lib/libcudnn_*.so* nvidia/cu*/lib/libcusolver*.so* \
             nvidia/cu*/lib/libnvrtc*.alt.so* nvidia/cu*/lib/libnvperf_*.so \
-            onnxruntime/capi/libonnxruntime_providers_{cuda,tensorrt}.so 2>/dev/null | tail -n 1 | cut -f1)
+            onnxruntime/capi/libonnxruntime_providers_{cuda,tensorrt}.so 2>/dev/null | tail -n 1 | cut -f1 || true)
   (cd "$site" && rm -f nvidia/cudnn/lib/libcudnn_*.so* nvidia/cu*/lib/libcusolver*.so* \
      nvidia/cu*/lib/libnvrtc*.alt.so* nvidia/cu*/lib/libnvperf_*.so \
      onnxruntime/capi/libonnxruntime_providers_{cuda,tensorrt}.so)
