@@ -74,6 +74,21 @@ def post_setting(server, key: str, value) -> None:
     urllib.request.urlopen(req, timeout=30).read()
 
 
+CLOSE_AFTER_THE_BROWSER_TESTS: list = []
+"""How to close the browser server of the frontend under test and Chromium (session fixtures)."""
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """A browser server holds a 3072-wide FLUX (about 4 GB) and Chromium its pages: once the next test is not a
+    browser test, they close instead of staying until the session ends (their fixtures' own teardown then finds
+    them closed)."""
+    if nextitem is not None and Path(__file__).parent in Path(nextitem.path).parents:
+        return
+    while CLOSE_AFTER_THE_BROWSER_TESTS:
+        CLOSE_AFTER_THE_BROWSER_TESTS.pop()()
+
+
 @pytest.fixture(scope="session", params=frontend_list())
 def frontend(request) -> str:
     """One frontend at a time for the whole run: pytest runs every browser test of a frontend (all modules) before
@@ -97,6 +112,7 @@ def browser_server(frontend, tmp_path_factory, model_dir):
     for key, value in (("Comfy.TutorialCompleted", True), ("Comfy.Workflow.ShowMissingModelsWarning", False),
                        ("Comfy.VueNodes.Enabled", frontend.endswith("+vue")), ("Comfy.Validation.Workflows", True)):
         post_setting(server, key, value)
+    CLOSE_AFTER_THE_BROWSER_TESTS.append(server.stop)
     yield server
     server.stop()
 
@@ -108,6 +124,7 @@ def browser():
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium_path(), headless=True,
                               args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        CLOSE_AFTER_THE_BROWSER_TESTS.append(b.close)
         yield b
         b.close()
 
