@@ -102,9 +102,10 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PY" -m venv "$VENV"
   if [[ "$VENV" == "$HOSTDIR/venv" ]]; then seed_environment; fi
 fi
-# On a machine with no NVIDIA GPU, the test environment leaves out the libraries that torch and onnxruntime open
-# only when a GPU computes (about 1.6 GB): cuDNN's engines (libcudnn.so itself, which torch links, stays),
-# cuSOLVER, the alternative NVRTC, the profiler's host libraries, onnxruntime's CUDA and TensorRT providers.
+# On a machine with no NVIDIA GPU, the test environment leaves out what torch and onnxruntime use only when a GPU
+# computes (about 2.4 GB): cuDNN's engines (libcudnn.so itself, which torch links, stays), cuSOLVER, the
+# alternative NVRTC, the profiler's host libraries, onnxruntime's CUDA and TensorRT providers, and triton (GPU
+# kernels; on the CPU, torch.compile builds C++ kernels without it; pip uninstalls it).
 # `import torch` links the rest of the CUDA runtime and still works, reporting no GPU. INFU_KEEP_GPU_LIBRARIES=1
 # keeps everything; the pack itself never depends on this (a user's ComfyUI keeps its own environment).
 drop_gpu_only_libraries() {
@@ -118,6 +119,10 @@ drop_gpu_only_libraries() {
   (cd "$site" && rm -f nvidia/cudnn/lib/libcudnn_*.so* nvidia/cu*/lib/libcusolver*.so* \
      nvidia/cu*/lib/libnvrtc*.alt.so* nvidia/cu*/lib/libnvperf_*.so \
      onnxruntime/capi/libonnxruntime_providers_{cuda,tensorrt}.so)
+  if "$VENV/bin/python" -m pip show -q triton >/dev/null 2>&1; then
+    freed=$(( ${freed:-0} + $(du -scm "$site"/triton | tail -n 1 | cut -f1) ))
+    "$VENV/bin/python" -m pip uninstall -y -q triton
+  fi
   echo "setup: no NVIDIA GPU here: left out ${freed:-0} MB of GPU-only libraries (INFU_KEEP_GPU_LIBRARIES=1 keeps them)"
 }
 REQS="$HOSTDIR/comfy-requirements.txt"
