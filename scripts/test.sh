@@ -17,7 +17,7 @@ REPORTS="$ROOT/.host/reports"
 rm -rf "$REPORTS" && mkdir -p "$REPORTS"
 SHARED_HOSTS=${INFU_SHARED_HOSTS:-$ROOT/../shared/hosts}
 started=$(date +%s)
-echo "disk: $(df -Pm "$ROOT/.host" | awk 'NR==2 {printf "%.1f GB free", $4/1024}') under .host at start (a fresh run needs about 15 GB at its peak)"
+echo "disk: $(df -Pm "$ROOT/.host" | awk 'NR==2 {printf "%.1f GB free", $4/1024}') under .host at start (a fresh run needs about 14 GB at its peak)"
 quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 if [[ -n "${COMFYUI_DIR:-}" ]]; then
