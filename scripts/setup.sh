@@ -120,7 +120,9 @@ drop_gpu_only_libraries() {
      nvidia/cu*/lib/libnvrtc*.alt.so* nvidia/cu*/lib/libnvperf_*.so \
      onnxruntime/capi/libonnxruntime_providers_{cuda,tensorrt}.so)
   if "$VENV/bin/python" -m pip show -q triton >/dev/null 2>&1; then
-    freed=$(( ${freed:-0} + $(du -scm "$site"/triton | tail -n 1 | cut -f1) ))
+    local triton_mb
+    triton_mb=$(du -scm "$site"/triton 2>/dev/null | tail -n 1 | cut -f1 || true)
+    freed=$(( ${freed:-0} + ${triton_mb:-0} ))
     "$VENV/bin/python" -m pip uninstall -y -q triton
   fi
   echo "setup: no NVIDIA GPU here: left out ${freed:-0} MB of GPU-only libraries (INFU_KEEP_GPU_LIBRARIES=1 keeps them)"
