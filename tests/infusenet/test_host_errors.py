@@ -13,7 +13,6 @@ import importlib
 import pytest
 
 import comfy.utils
-from devtools import face_models
 from devtools import flux_pair as fp
 from devtools import infusenet_files as files
 from devtools.comfy_env import comfyui_version
@@ -21,7 +20,7 @@ from infusenet import host, weights
 from infusenet.face.encoder import load_arcface_state_dict
 from infusenet.face.errors import FaceError
 from infusenet.weights import InfiniteYouError
-from tests.fixtures.shared_files import shared_file
+from tests.fixtures.shared_files import shared_arcface
 from tests.nodes.conftest import PACKAGE, import_pack
 
 SPEC = files.InfuseNetSpec(hidden_size=fp.HIDDEN, head_dim=fp.HEAD_DIM, num_layers=1, num_single_layers=1,
@@ -38,8 +37,7 @@ def infusenet_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def arcface_file(tmp_path_factory):
-    return shared_file(tmp_path_factory, tmp_path_factory.mktemp("arcface") / "recognition_arcface_ir_se50.pth",
-                       "arcface-ir-se50-seed2.pth", lambda target: face_models.write_arcface_ir_se50(target, seed=2))
+    return shared_arcface(tmp_path_factory, tmp_path_factory.mktemp("arcface") / "recognition_arcface_ir_se50.pth", seed=2)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from devtools import flux_pair as fp
 from devtools import host_models
 from devtools import infusenet_files as files
 from devtools.comfy_env import PACK_ROOT
-from tests.fixtures.shared_files import shared_file
+from tests.fixtures.shared_files import shared_arcface
 from tests.nodes.conftest import PACKAGE
 
 H, W = 8, 8  # latent -> 4x4 image tokens
@@ -36,8 +36,7 @@ def parts(tmp_path_factory, pack_nodes):
     files.write_projection_bin(str(folder / "image_proj_model.bin"),
                                files.random_resampler_state_dict(files.ResamplerSpec(), 4))
     bundle = weights.load_infusenet(path, str(folder / "image_proj_model.bin"))
-    arcface = shared_file(tmp_path_factory, tmp / "arcface.pth", "arcface-ir-se50-seed2.pth",
-                          lambda target: face_models.write_arcface_ir_se50(target, seed=2))
+    arcface = shared_arcface(tmp_path_factory, tmp / "arcface.pth", seed=2)
     encoder = encoder_mod.load_face_encoder(face_models.write_insightface_root(tmp / "insightface"), arcface)
     vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(host_models.write_flux_vae(tmp / "vae.safetensors"))))
     photo = torch.from_numpy(face_models.draw_faces((256, 256), [(72, 56, 184, 200)], texture_seed=7)).float()[None]

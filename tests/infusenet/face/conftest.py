@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.face_models import write_arcface_ir_se50, write_insightface_root
-from tests.fixtures.shared_files import shared_file
+from devtools.face_models import write_insightface_root
+from tests.fixtures.shared_files import shared_arcface, shared_file
 
 
 @pytest.fixture(scope="session")
@@ -19,8 +19,7 @@ def insightface_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def arcface_file(tmp_path_factory) -> Path:
-    return shared_file(tmp_path_factory, tmp_path_factory.mktemp("arcface") / "recognition_arcface_ir_se50.pth",
-                       "arcface-ir-se50-seed1.pth", lambda target: write_arcface_ir_se50(target, seed=1))
+    return shared_arcface(tmp_path_factory, tmp_path_factory.mktemp("arcface") / "recognition_arcface_ir_se50.pth", seed=1)
 
 
 @pytest.fixture(scope="session")

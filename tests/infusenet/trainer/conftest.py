@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from devtools.face_models import draw_faces, write_arcface_ir_se50, write_insightface_root
-from devtools.host_models import write_clip_l, write_flux_vae
+from devtools.face_models import draw_faces, write_insightface_root
+from devtools.host_models import write_flux_vae
 
-from tests.fixtures.model_set import CLIP_L, model_in_the_set
-from tests.fixtures.shared_files import shared_file
+from tests.fixtures.shared_files import shared_arcface, shared_clip_l
 from devtools.tiny_training import tiny_config, tiny_shape  # noqa: F401  (used by the trainer tests)
 
 RES = (64, 64)            # training images -> 8x8 latents -> 16 image tokens
@@ -32,8 +31,7 @@ def face_encoder(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("insightface")
     write_insightface_root(root)
-    arcface = shared_file(tmp_path_factory, tmp_path_factory.mktemp("arcface") / "recognition_arcface_ir_se50.pth",
-                          "arcface-ir-se50-seed1.pth", lambda target: write_arcface_ir_se50(target, seed=1))
+    arcface = shared_arcface(tmp_path_factory, tmp_path_factory.mktemp("arcface") / "recognition_arcface_ir_se50.pth", seed=1)
     return load_face_encoder(root, arcface, providers="auto")
 
 
@@ -41,8 +39,7 @@ def face_encoder(tmp_path_factory):
 def clip(tmp_path_factory):
     import comfy.sd
 
-    path = shared_file(tmp_path_factory, tmp_path_factory.mktemp("clip") / "clip_l.safetensors", "clip_l-seed1.safetensors",
-                       write_clip_l, existing=model_in_the_set(f"text_encoders/{CLIP_L}"))  # the set's is seed 1 too
+    path = shared_clip_l(tmp_path_factory, tmp_path_factory.mktemp("clip") / "clip_l.safetensors")
     return comfy.sd.load_clip(ckpt_paths=[str(path)], clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
 
 

@@ -18,13 +18,11 @@ SHORT = "a photo of a man (left) with glasses"
 
 @pytest.fixture(scope="module")
 def flux_clip(tmp_path_factory):
-    from devtools.host_models import load_flux_text_encoders, write_clip_l, write_t5_tiny
-    from tests.fixtures.model_set import CLIP_L, model_in_the_set
-    from tests.fixtures.shared_files import shared_file
+    from devtools.host_models import load_flux_text_encoders, write_t5_tiny
+    from tests.fixtures.shared_files import shared_clip_l
 
     d = tmp_path_factory.mktemp("flux_text")
-    clip_l = shared_file(tmp_path_factory, d / "clip_l.safetensors", "clip_l-seed1.safetensors", write_clip_l,
-                         existing=model_in_the_set(f"text_encoders/{CLIP_L}"))
+    clip_l = shared_clip_l(tmp_path_factory, d / "clip_l.safetensors")
     return load_flux_text_encoders(clip_l, write_t5_tiny(d / "t5xxl_tiny.safetensors"))
 
 
