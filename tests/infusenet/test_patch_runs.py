@@ -259,9 +259,10 @@ def test_torch_compile_model_one_graph_and_eager_numbers(compile_parts, monkeypa
     TorchCompileModel drops the guards on ``transformer_options`` (where the wrappers are), so a patched model whose
     compiled graph depends on nothing else reuses the base's graph and silently runs without the InfuseNet.
 
-    Each step feeds the compiled model eager's input. The numbers: inductor's float32 rounding alone moves this
-    InfuseNet's residuals by about 1e-6 (relative), the base's prediction by about 3e-7; CFG 2 doubles the
-    positive's share, hence 2e-6 there and 1e-6 at CFG 1."""
+    Each step feeds the compiled model eager's input. The numbers: inductor's float32 rounding alone moves a step's
+    prediction by 0.5-1.3e-6 (relative) at CFG 1 and 0.6-2.1e-6 at CFG 2 (which doubles the positive's share); the
+    kernels inductor picks depend on the CPU's vector instructions, so the bounds are 32 and 64 float32 epsilons
+    (3.8e-6, 7.6e-6): rounding, where a residual left out or added twice moves it by more than 1e-3."""
     from comfy_extras import nodes_torch_compile
     from torch._dynamo.utils import counters
 
@@ -297,6 +298,7 @@ def test_torch_compile_model_one_graph_and_eager_numbers(compile_parts, monkeypa
     assert n_eager == 3, "steps 1-3 of 4, positive only"
     assert breaks == 0, dict(counters["graph_break"])
     assert [type(b.forward).__name__ for b in state.compiled_branches.values()] == ["OptimizedModule"]
-    assert len(errors) == len(errors_1) == 4 and max(errors) < 2e-6 and max(errors_1) < 1e-6
+    eps = torch.finfo(torch.float32).eps
+    assert len(errors) == len(errors_1) == 4 and max(errors) < 64 * eps and max(errors_1) < 32 * eps
     assert all(torch.equal(a[1], f[1]) for a, f in zip(again, fast))
     assert min(rel(u[1], e[1]) for u, e in zip(unpatched[1:], eager[1:])) > 1e-3  # the InfuseNet mattered
