@@ -48,6 +48,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PortTaken(Exception):
+    """ComfyUI could not listen on its port: another process took it after it was picked."""
+
+
 class PromptRejected(Exception):
     """POST /prompt answered 400: the prompt failed validation."""
 
@@ -120,8 +124,20 @@ class ComfyServer:
             link.symlink_to(pack_dir, target_is_directory=True)
 
     def start(self, timeout: float = 180.0) -> "ComfyServer":
+        """Start ComfyUI and wait until it answers. Its port is picked free before the start; when another process
+        took it meanwhile (test hosts run side by side), ComfyUI exits saying so, and it starts again on another."""
         self.log_path = self.base_dir / "server.log"
-        log = open(self.log_path, "w")
+        self.log_path.write_text("")  # one log for every try
+        for _ in range(3):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                self.port = free_port()
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> "ComfyServer":
+        earlier = len(self.log())
+        log = open(self.log_path, "a")
         cmd = [
             sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
             "--base-directory", str(self.base_dir), "--disable-api-nodes", "--disable-auto-launch",
@@ -134,6 +150,8 @@ class ComfyServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "already in use" in self.log()[earlier:].lower():  # 0.3.75: asyncio's bind error; 0.30: its own
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"ComfyUI exited with {self.process.returncode} during start:\n{self.log()}")
             try:
                 self.get_json("/system_stats", timeout=2)
@@ -214,6 +232,14 @@ class ComfyServer:
             raise
         cleared = self.cancel_all()
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout:.0f} s; {cleared}")
+
+    def free_models(self) -> None:
+        """Let go of the loaded models and cached node outputs (``POST /free``), as ComfyUI's own "unload models"
+        button does: on a CPU, unloading alone moves nothing, so the cache that holds them goes too. ComfyUI does it
+        once no prompt runs; the next prompt loads what it needs again."""
+        status, body = self.request("/free", {"unload_models": True, "free_memory": True})
+        if status != 200:
+            raise RuntimeError(f"POST /free -> {status}: {body[:500]!r}")
 
     def queue(self) -> tuple[list[str], list[str]]:
         """The ids of the prompts running and of those waiting (``GET /queue``)."""

@@ -8,7 +8,8 @@
 #   the end gives per-host counts, every skipped test with its reason, what each host left to the newest,
 #   each host that could not be tested, and how the hosts' workflow outputs compare.
 # COMFYUI_DIR=/path/to/ComfyUI runs the suite against your ComfyUI only.
-# INFU_HOSTS="0.30.0" runs only the hosts named; INFU_PARALLEL=1 runs the hosts side by side (memory!).
+# INFU_HOSTS="0.30.0" runs only the hosts named; the hosts run side by side where the memory allows
+# (INFU_PARALLEL=1 always, INFU_PARALLEL=0 never).
 # Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -82,9 +83,24 @@ fi
 
 # ---- the suite on every host
 cores=$(nproc)
-parallel=${#available[@]}
-# One host at a time unless INFU_PARALLEL=1: two hosts' servers and models at once need more than 24 GB.
-[[ -z "${INFU_PARALLEL:-}" ]] && parallel=1
+# The hosts run side by side when the memory free now holds both (INFU_PARALLEL=1 / 0 decides instead): each host's
+# servers then let go of their models between test modules (tests/conftest.py), so two hosts need about
+# PARALLEL_MB at their peak; a loaded machine runs them one after the other.
+PARALLEL_MB=${INFU_PARALLEL_MB:-18000}
+free_mb=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
+parallel=1
+if (( ${#available[@]} > 1 )); then
+  case "${INFU_PARALLEL:-auto}" in
+    1) parallel=${#available[@]} ;;
+    auto) (( free_mb >= PARALLEL_MB )) && parallel=${#available[@]} ;;
+  esac
+fi
+if (( parallel > 1 )); then
+  echo "hosts side by side: ${free_mb} MB of memory free (INFU_PARALLEL=0 runs them one after the other)"
+  export INFU_FREE_MODELS_BETWEEN_MODULES=1
+elif (( ${#available[@]} > 1 )); then
+  echo "hosts one after the other: ${free_mb} MB of memory free, side by side needs ${PARALLEL_MB} MB"
+fi
 threads=$(( cores / parallel )); (( threads < 1 )) && threads=1
 # The newest host (the last one asked for) runs the host-independent tests and the newest frontend; if its
 # set-up fails, the run fails (scripts/test_summary.py).

@@ -82,8 +82,11 @@ CLOSE_AFTER_THE_BROWSER_TESTS: list = []
 def pytest_runtest_teardown(item, nextitem):
     """A browser server holds a 3072-wide FLUX (about 4 GB) and Chromium its pages: once the next test is not a
     browser test, they close instead of staying until the session ends (their fixtures' own teardown then finds
-    them closed)."""
-    if nextitem is not None and Path(__file__).parent in Path(nextitem.path).parents:
+    them closed). After the session's last test, the fixtures' own teardown has closed them already."""
+    if nextitem is None:
+        CLOSE_AFTER_THE_BROWSER_TESTS.clear()
+        return
+    if Path(__file__).parent in Path(nextitem.path).parents:
         return
     while CLOSE_AFTER_THE_BROWSER_TESTS:
         CLOSE_AFTER_THE_BROWSER_TESTS.pop()()

@@ -3,6 +3,26 @@ from __future__ import annotations
 
 APP = "(window.comfyAPI?.app?.app ?? window.app)"
 
+_SETTLED = """
+  // read() until it gives the same answer (and ready() holds) at 4 checks in a row, each after a drawn frame and
+  // 50 ms: the frontend has drawn what it will draw. Bounded by 10 s (the checks then fail on what was read).
+  const settled = async (read, ready = () => true) => {
+    let last = null, same = 0, value = null;
+    const until = performance.now() + 10000;
+    while (performance.now() < until) {
+      await new Promise(r => requestAnimationFrame(() => setTimeout(r, 50)));
+      value = read();
+      const text = JSON.stringify(value);
+      same = text === last && ready(value) ? same + 1 : 0;
+      last = text;
+      if (same >= 3) break;
+    }
+    return value;
+  };
+"""
+"""Waits for the page to settle instead of for a fixed time: the same reading at 4 checks in a row (about 0.25 s on a
+quiet machine; longer where frames come slower, on a loaded one)."""
+
 _MEASURE_BODY = """
   const graph = app.graph;
   const nodes = graph.nodes ?? graph._nodes;
@@ -18,10 +38,9 @@ _MEASURE_BODY = """
   app.canvas.ds.scale = scale;
   app.canvas.ds.offset = [-x0 + left / scale, -y0 + top / scale];
   app.canvas.setDirty(true, true);
-  await new Promise(r => setTimeout(r, 1200));
   const rect = el.getBoundingClientRect();
   const [ox, oy] = app.canvas.ds.offset;
-  const boxes = nodes.map(n => {
+  const readBoxes = () => nodes.map(n => {
     let b = null, how = "getBounding";
     const e = document.querySelector(`[data-node-id="${n.id}"]`);
     if (e && e.getBoundingClientRect().width > 0) {
@@ -33,6 +52,8 @@ _MEASURE_BODY = """
     return {id: n.id, type: n.type, title: n.title, box: b, how, below: below[n.id] ?? below[String(n.id)] ?? 0,
             panel: Number(n.__infuPanel?.dataset?.height || 0)};
   });
+  // drawn: where the frontend renders nodes as elements (Nodes 2.0), every node has one
+  const boxes = await settled(readBoxes, bs => !bs.some(b => b.how === "element") || bs.every(b => b.how === "element"));
   const groups = (graph.groups ?? graph._groups ?? []).map(g => ({title: g.title,
     box: Array.from(g._bounding ?? g.bounding)}));
   const types = globalThis.LiteGraph?.registered_node_types ?? window.comfyAPI?.litegraph?.LiteGraph?.registered_node_types;
@@ -45,10 +66,8 @@ in canvas units, title bar included: the node element's box in Nodes 2.0 mode, e
 added to the node (a loader's missing-file marks when the workflow opens). Also the groups' boxes and unknown node types."""
 
 _VIEW_ON_LOAD = """
-  await new Promise(r => setTimeout(r, 600));
   app.canvas.setDirty(true, true);
-  await new Promise(r => requestAnimationFrame(() => setTimeout(r, 200)));
-  const view = (() => {
+  const view = await settled(() => {
     const c = app.canvas, el = c.canvas, rect = el.getBoundingClientRect(), [s, [ox, oy]] = [c.ds.scale, c.ds.offset];
     const first = (app.graph.groups ?? app.graph._groups ?? [])[0];
     const b = first ? Array.from(first._bounding ?? first.bounding) : null;
@@ -58,15 +77,15 @@ _VIEW_ON_LOAD = """
     return {scale: s, low_quality: c.low_quality, threshold: c._lowQualityZoomThreshold ?? null,
             group: first?.title ?? null,
             corners: b ? [at(b[0] + 8, b[1] + 8), at(b[0] + b[2] - 8, b[1] + 8), at(b[0] + 8, b[1] + Math.min(b[3], 400) - 8)] : []};
-  })();
+  });
 """
 """Right after a workflow opens, before anything moves the view: the zoom it opened at, whether the canvas draws
 text at it (LiteGraph's ``low_quality``), and what is on screen at three corners of its first group (title band
 left and right, and lower on its left edge): the canvas, or the frontend's own bars covering it."""
 
 LOAD_AND_MEASURE = ("async ([wf, below]) => { const app = " + APP + "; await app.loadGraphData(wf);"
-                    + _VIEW_ON_LOAD + _MEASURE_BODY + "}")
-MEASURE = "async ([below]) => { const app = " + APP + ";" + _MEASURE_BODY + "}"
+                    + _SETTLED + _VIEW_ON_LOAD + _MEASURE_BODY + "}")
+MEASURE = "async ([below]) => { const app = " + APP + ";" + _SETTLED + _MEASURE_BODY + "}"
 
 
 def overlap(a, b) -> float:

@@ -1,0 +1,52 @@
+"""What the test servers share with the rest of the machine (devtools/server.py): the memory a loaded model holds,
+given back on request between test modules, and the port, picked again when another process took it first (test
+hosts side by side, scripts/test.sh)."""
+from __future__ import annotations
+
+import socket
+import time
+
+from devtools.server import ComfyServer
+from tests.test_workflows import api_prompt, run_ok, write_photos
+
+
+def resident_mb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def test_freeing_the_models_gives_back_the_flux_and_the_next_prompt_loads_it_again(comfy_server):
+    write_photos(comfy_server.base_dir / "input")
+    prompt = api_prompt(comfy_server, "01_basic.json")
+    run_ok(comfy_server, prompt)
+    loaded = resident_mb(comfy_server.process.pid)
+
+    comfy_server.free_models()
+    deadline = time.monotonic() + 120
+    while resident_mb(comfy_server.process.pid) > loaded - 2000 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    freed = resident_mb(comfy_server.process.pid)
+    print(f"\nserver memory with the models loaded {loaded} MB, after POST /free {freed} MB")
+    assert freed < loaded - 2000, (loaded, freed)  # the 3072-wide FLUX alone is 2.3 GB in float32
+
+    again = run_ok(comfy_server, prompt)
+    assert again.images()
+    assert resident_mb(comfy_server.process.pid) > freed + 2000
+
+
+def test_a_port_taken_before_the_server_listens_is_traded_for_a_free_one(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = ComfyServer(tmp_path / "base", port=port)
+        server.prepare_base()
+        try:
+            server.start()
+            assert server.port != port and server.alive()
+            assert "already in use" in server.log().lower()  # what this ComfyUI says when the first try fails
+            assert "InfU_ApplyInfiniteYou" in server.object_info()
+        finally:
+            server.stop()
