@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from devtools.build_lock import building
 from devtools.comfy_env import PACK_ROOT
 
 GGUF_TYPES = ("Q8_0", "Q4_0")
@@ -97,15 +98,17 @@ def bases_dir(model_set: Path) -> Path:
     root = cache / "bases" / _key(model_set)
     if (root / "complete").exists():
         return root / "models"
-    if root.parent.exists():
+    with building(root):  # another test process may be building it now
+        if (root / "complete").exists():
+            return root / "models"
         for old in root.parent.iterdir():
             if old != root and (old / "complete").exists():
                 shutil.rmtree(old, ignore_errors=True)
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_bases(tmp / "models", Path(model_set))
-    (tmp / "complete").write_text("ok")
-    tmp.rename(root)
+        tmp = root.with_name(root.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_bases(tmp / "models", Path(model_set))
+        (tmp / "complete").write_text("ok")
+        tmp.rename(root)
     return root / "models"
 
 

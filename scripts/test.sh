@@ -73,11 +73,11 @@ if (( ${#available[@]} )); then
 fi
 echo "set-up of the first host: $(( $(date +%s) - started )) s"
 
-# ---- the small generated models, once for all hosts (they are host-independent)
+# ---- the small generated models and the other bases' files, once for all hosts (they are host-independent)
 if (( ${#ready[@]} )); then
   first=${ready[0]}
   COMFYUI_DIR="${COMFY[$first]}" "${PYTHON[$first]}" -c \
-    "import tests.conftest; from tests.fixtures.model_set import model_set; print('fixture models:', model_set())" \
+    "import tests.conftest; from tests.fixtures.model_set import model_set; from devtools import bases; m = model_set(); print('fixture models:', m, '| other bases:', bases.bases_dir(m))" \
     || { echo "generating the fixture models failed" > "$REPORTS/fixtures.unavailable"; echo 1 > "$REPORTS/fixtures.rc"; }
 fi
 
@@ -86,7 +86,7 @@ cores=$(nproc)
 # The hosts run side by side when the memory free now holds both (INFU_PARALLEL=1 / 0 decides instead): each host's
 # servers then let go of their models between test modules (tests/conftest.py), so two hosts need about
 # PARALLEL_MB at their peak; a loaded machine runs them one after the other.
-PARALLEL_MB=${INFU_PARALLEL_MB:-18000}
+PARALLEL_MB=${INFU_PARALLEL_MB:-21000}
 free_mb=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
 parallel=1
 if (( ${#available[@]} > 1 )); then
@@ -101,7 +101,10 @@ if (( parallel > 1 )); then
 elif (( ${#available[@]} > 1 )); then
   echo "hosts one after the other: ${free_mb} MB of memory free, side by side needs ${PARALLEL_MB} MB"
 fi
+# Side by side, the hosts share the cores; the newest one has more to run (the host-independent tests, the newest
+# frontend) and finishes last, so it gets every core: its own cores alone once the others are done.
 threads=$(( cores / parallel )); (( threads < 1 )) && threads=1
+host_threads() { if [[ "$1" == "$newest" ]]; then echo "$cores"; else echo "$threads"; fi; }
 # The newest host (the last one asked for) runs the host-independent tests and the newest frontend; if its
 # set-up fails, the run fails (scripts/test_summary.py).
 newest=
@@ -121,7 +124,7 @@ run_host() {
   COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_NEWEST_HOST="$newest" \
   INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \
   INFU_ARTIFACTS="$REPORTS/screenshots/$name" TORCHINDUCTOR_CACHE_DIR="$inductor" \
-  OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
+  OMP_NUM_THREADS=$(host_threads "$name") MKL_NUM_THREADS=$(host_threads "$name") \
     "${PYTHON[$name]}" -m pytest tests -q -ra --durations=10 --basetemp="$ROOT/.host/tmp/$name" \
     --junitxml="$REPORTS/$name.xml" -o junit_family=xunit1 "${@:2}"
   echo $? > "$REPORTS/$name.rc"
@@ -145,7 +148,7 @@ run_ready_hosts() {  # every ready host not yet run, in order
   while (( started_hosts < ${#ready[@]} )); do
     name=${ready[$started_hosts]}
     started_hosts=$(( started_hosts + 1 ))
-    echo "=== host $name: pytest against ${COMFY[$name]} ($threads CPU threads)"
+    echo "=== host $name: pytest against ${COMFY[$name]} ($(host_threads "$name") CPU threads)"
     if (( parallel > 1 )); then
       run_host "$name" "$@" > "$REPORTS/$name.log" 2>&1 &
       pids+=($!)

@@ -84,3 +84,38 @@ def test_a_shared_generated_file_is_written_once_and_linked_for_each_test(tmp_pa
     fourth = shared_file(tmp_path_factory, tmp_path / "d" / "model.bin", key + "-other", write,
                          existing=tmp_path / "missing.bin")  # not there: written once for the run
     assert len(writes) == 2 and fourth.read_bytes() == b"weights 2"
+
+
+
+BUILD_UNDER_THE_LOCK = """
+import os, sys, time
+from pathlib import Path
+from devtools.build_lock import building
+
+root, log = Path(sys.argv[1]), sys.argv[2]
+with building(root):  # what a test process does when it needs a cached folder (tests/fixtures/model_set.py)
+    if not (root / "complete").exists():
+        with open(log, "a") as out:
+            out.write(f"start {os.getpid()}\\n")
+        time.sleep(0.5)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "complete").write_text("ok")
+        with open(log, "a") as out:
+            out.write(f"end {os.getpid()}\\n")
+"""
+
+
+@newest_host_only("a file lock between processes: no ComfyUI involved")
+def test_two_processes_asking_for_a_cached_folder_at_once_build_it_once(tmp_path):
+    import subprocess
+    import sys
+
+    from devtools.comfy_env import PACK_ROOT
+
+    root, log = tmp_path / "cache" / "set", tmp_path / "log"
+    workers = [subprocess.Popen([sys.executable, "-c", BUILD_UNDER_THE_LOCK, str(root), str(log)], cwd=PACK_ROOT)
+               for _ in range(3)]
+    assert [w.wait(60) for w in workers] == [0, 0, 0]
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("start ") and lines[1] == "end " + lines[0].split()[1], lines
+    assert (root / "complete").read_text() == "ok"
