@@ -105,6 +105,15 @@ fi
 # frontend) and finishes last, so it gets every core: its own cores alone once the others are done.
 threads=$(( cores / parallel )); (( threads < 1 )) && threads=1
 host_threads() { if [[ "$1" == "$newest" ]]; then echo "$cores"; else echo "$threads"; fi; }
+# Side by side, the browser tests (a browser server, Chromium and the two shared servers loaded at once) must not
+# run on both hosts at the same time: the newest host runs them first, as pytest orders them, the others last.
+test_order() {
+  if (( parallel > 1 )) && [[ "$1" != "$newest" ]]; then
+    ls -d tests/*/ tests/test_*.py | grep -v -e '^tests/browser/$' -e __pycache__; echo tests/browser
+  else
+    echo tests
+  fi
+}
 # The newest host (the last one asked for) runs the host-independent tests and the newest frontend; if its
 # set-up fails, the run fails (scripts/test_summary.py).
 newest=
@@ -125,7 +134,7 @@ run_host() {
   INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \
   INFU_ARTIFACTS="$REPORTS/screenshots/$name" TORCHINDUCTOR_CACHE_DIR="$inductor" \
   OMP_NUM_THREADS=$(host_threads "$name") MKL_NUM_THREADS=$(host_threads "$name") \
-    "${PYTHON[$name]}" -m pytest tests -q -ra --durations=10 --basetemp="$ROOT/.host/tmp/$name" \
+    "${PYTHON[$name]}" -m pytest $(test_order "$name") -q -ra --durations=10 --basetemp="$ROOT/.host/tmp/$name" \
     --junitxml="$REPORTS/$name.xml" -o junit_family=xunit1 "${@:2}"
   echo $? > "$REPORTS/$name.rc"
   echo $(( $(date +%s) - host_started )) > "$REPORTS/$name.seconds"

@@ -38,9 +38,8 @@ _MEASURE_BODY = """
   app.canvas.ds.scale = scale;
   app.canvas.ds.offset = [-x0 + left / scale, -y0 + top / scale];
   app.canvas.setDirty(true, true);
-  const rect = el.getBoundingClientRect();
-  const [ox, oy] = app.canvas.ds.offset;
   const readBoxes = () => nodes.map(n => {
+    const rect = el.getBoundingClientRect(), [ox, oy] = app.canvas.ds.offset, scale = app.canvas.ds.scale;
     let b = null, how = "getBounding";
     const e = document.querySelector(`[data-node-id="${n.id}"]`);
     if (e && e.getBoundingClientRect().width > 0) {
