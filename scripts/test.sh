@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone, on every ComfyUI host it can get:
 #   ComfyUI 0.3.75 (from the package index) and ComfyUI 0.30.0 (from ../shared/hosts/, which exists on
-#   the project's machines and in CI only). Each host is set up (scripts/setup.sh, idempotent; every host
-#   after the first while the first one's tests run), then the whole suite runs against every host, one
-#   after the other, each in its own Python environment. Tests that touch no ComfyUI
-#   code (tests/host_features.py: newest_host_only) run on the last host only (the newest). The summary at
+#   the project's machines and in CI only). Each host is set up (scripts/setup.sh, idempotent), then the whole
+#   suite runs against every host, each in its own Python environment: side by side where the free memory holds
+#   them, else one after the other (every host after the first set up while the first one's tests run). Tests that
+#   touch no ComfyUI code (tests/host_features.py: newest_host_only) run on the last host only (the newest). The summary at
 #   the end gives per-host counts, every skipped test with its reason, what each host left to the newest,
 #   each host that could not be tested, and how the hosts' workflow outputs compare.
 # COMFYUI_DIR=/path/to/ComfyUI runs the suite against your ComfyUI only.
@@ -84,9 +84,9 @@ fi
 # ---- the suite on every host
 cores=$(nproc)
 # The hosts run side by side when the memory free now holds both (INFU_PARALLEL=1 / 0 decides instead): each host's
-# servers then let go of their models between test modules (tests/conftest.py), so two hosts need about
-# PARALLEL_MB at their peak; a loaded machine runs them one after the other.
-PARALLEL_MB=${INFU_PARALLEL_MB:-21000}
+# servers then let go of their models between test modules (tests/conftest.py), and two hosts peaked at 20.4 GB of
+# memory in use on a 24 GB machine; with less than PARALLEL_MB free (a loaded machine), one runs after the other.
+PARALLEL_MB=${INFU_PARALLEL_MB:-22000}
 free_mb=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
 parallel=1
 if (( ${#available[@]} > 1 )); then
