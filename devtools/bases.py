@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
-from devtools.build_lock import building
+from devtools.build_lock import cached_folder
 from devtools.comfy_env import PACK_ROOT
 
 GGUF_TYPES = ("Q8_0", "Q4_0")
@@ -96,20 +95,7 @@ def bases_dir(model_set: Path) -> Path:
     """The cached models folder with the base files (built if missing)."""
     cache = Path(os.environ.get("INFU_FIXTURE_CACHE", PACK_ROOT / ".host" / "fixture-cache"))  # as the main set
     root = cache / "bases" / _key(model_set)
-    if (root / "complete").exists():
-        return root / "models"
-    with building(root):  # another test process may be building it now
-        if (root / "complete").exists():
-            return root / "models"
-        for old in root.parent.iterdir():
-            if old != root and (old / "complete").exists():
-                shutil.rmtree(old, ignore_errors=True)
-        tmp = root.with_name(root.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_bases(tmp / "models", Path(model_set))
-        (tmp / "complete").write_text("ok")
-        tmp.rename(root)
-    return root / "models"
+    return cached_folder(root, lambda folder: build_bases(folder / "models", Path(model_set))) / "models"
 
 
 def link_into(base_dir: Path, model_set: Path, bases: Path) -> None:

@@ -1,6 +1,8 @@
 """Shared fixtures. Importing this module makes the test ComfyUI importable in-process (CPU)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import tests  # noqa: F401  (this package, bound before ComfyUI's own tests/ folder joins sys.path)
@@ -44,8 +46,6 @@ def pytest_runtest_teardown(item, nextitem):
     """With ``INFU_FREE_MODELS_BETWEEN_MODULES=1`` (scripts/test.sh sets it when hosts run side by side), every running
     ComfyUI lets go of its models once a test module is done: a server idle between modules then holds about 1.5 GB
     instead of about 4.4 GB (a 3072-wide FLUX in float32), and the next module that uses it loads them again."""
-    import os
-
     if not os.environ.get("INFU_FREE_MODELS_BETWEEN_MODULES") or nextitem is None or nextitem.path == item.path:
         return
     from devtools.server import running_servers

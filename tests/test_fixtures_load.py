@@ -90,18 +90,19 @@ def test_a_shared_generated_file_is_written_once_and_linked_for_each_test(tmp_pa
 BUILD_UNDER_THE_LOCK = """
 import os, sys, time
 from pathlib import Path
-from devtools.build_lock import building
+from devtools.build_lock import cached_folder
 
 root, log = Path(sys.argv[1]), sys.argv[2]
-with building(root):  # what a test process does when it needs a cached folder (tests/fixtures/model_set.py)
-    if not (root / "complete").exists():
-        with open(log, "a") as out:
-            out.write(f"start {os.getpid()}\\n")
-        time.sleep(0.5)
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "complete").write_text("ok")
-        with open(log, "a") as out:
-            out.write(f"end {os.getpid()}\\n")
+
+def build(folder):
+    with open(log, "a") as out:
+        out.write(f"start {os.getpid()}\\n")
+    time.sleep(0.5)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        out.write(f"end {os.getpid()}\\n")
+
+cached_folder(root, build)  # what a test process does when it needs a cached folder (tests/fixtures/model_set.py)
 """
 
 
