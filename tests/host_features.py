@@ -6,6 +6,10 @@
   hosts it runs on the last one (the newest) only; on the others it is deselected, not skipped, and the summary
   lists per test module how many tests each host left to the newest one. Run alone (plain pytest,
   ``COMFYUI_DIR=...``, or ``INFU_HOSTS`` naming one host) it always runs.
+
+Side by side, scripts/test.sh runs the newest host's tests in two pytest processes (``INFU_TEST_PART``): ``host``,
+what touches ComfyUI, from the start; ``independent``, the host-independent tests, once an older host is done, so
+that the hosts end at about the same time.
 """
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ HOST_INDEPENDENT = "host_independent"
 """The marker ``newest_host_only`` sets; its one argument says why the host does not matter."""
 NEWEST_HOST_ENV = "INFU_NEWEST_HOST"
 """Set by scripts/test.sh to the name of the last host of the run, the one that runs host-independent tests."""
+TEST_PART_ENV = "INFU_TEST_PART"
+"""On the newest host: ``host`` (only the tests that touch ComfyUI) or ``independent`` (only the host-independent
+ones); unset, both."""
 
 
 def needs_host(has_feature: bool, lacking: str):
@@ -52,12 +59,20 @@ def select_for_this_host(config, items: list) -> None:
     write ``$INFU_REPORTS/<host>.newest-only.json`` (what was left to the newest host, or run here for all)."""
     marked = [item for item in items if item.get_closest_marker(HOST_INDEPENDENT) is not None]
     newest = leaves_host_independent_tests()
-    if newest and marked:
+    part = "" if newest else os.environ.get(TEST_PART_ENV, "")
+    if part not in ("", "host", "independent"):
+        raise pytest.UsageError(f"{TEST_PART_ENV} must be 'host' or 'independent', not {part!r}")
+    if part == "independent":
+        marked_ids = set(map(id, marked))
+        unmarked = [item for item in items if id(item) not in marked_ids]
+        items[:] = marked
+        config.hook.pytest_deselected(items=unmarked)
+    elif (newest or part == "host") and marked:
         left = set(map(id, marked))
         items[:] = [item for item in items if id(item) not in left]
         config.hook.pytest_deselected(items=marked)
     reports, host = os.environ.get("INFU_REPORTS"), os.environ.get("INFU_HOST_NAME")
-    if reports and host:
+    if reports and host and part != "host":  # the newest host's ``independent`` part writes what it ran
         Path(reports).mkdir(parents=True, exist_ok=True)
         (Path(reports) / f"{host}.newest-only.json").write_text(json.dumps(
             {"newest": os.environ.get(NEWEST_HOST_ENV, host), "left_to_newest": bool(newest),

@@ -22,7 +22,8 @@ ONCE = {"tests/test_example_photos.py": 2, "tests/test_no_skips.py": 1}
 
 def collect(tmp_path, **env) -> tuple[list[str], str]:
     """The node ids a child pytest collects from MODULES with ``env`` added, and its last output line."""
-    base = {k: v for k, v in os.environ.items() if k not in ("INFU_HOST_NAME", "INFU_NEWEST_HOST", "INFU_REPORTS")}
+    base = {k: v for k, v in os.environ.items() if k not in ("INFU_HOST_NAME", "INFU_NEWEST_HOST", "INFU_REPORTS",
+                                                                  "INFU_TEST_PART")}
     out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
                           f"--basetemp={tmp_path / 'child'}", *MODULES], cwd=PACK_ROOT, env={**base, **env},
                          capture_output=True, text=True, timeout=300)
@@ -56,3 +57,52 @@ def test_the_newest_host_runs_them_for_every_host(tmp_path):
 def test_one_host_alone_runs_everything(tmp_path):
     collected, last = collect(tmp_path, INFU_HOST_NAME="user")  # scripts/test.sh with COMFYUI_DIR, or plain pytest
     assert len(collected) == 5 and "deselected" not in last, last
+
+
+def test_the_newest_hosts_two_processes_share_its_tests_without_overlap(tmp_path):
+    """Side by side, the newest host's tests run in two processes (INFU_TEST_PART): together they collect what one
+    process collects, each test once; the ``independent`` one writes the report of what ran for every host."""
+    newest = {"INFU_HOST_NAME": "0.30.0", "INFU_NEWEST_HOST": "0.30.0", "INFU_REPORTS": str(tmp_path)}
+    touching, last = collect(tmp_path, **newest, INFU_TEST_PART="host")
+    assert touching == ON_EVERY_HOST and "(3 deselected)" in last, last
+    assert not (tmp_path / "0.30.0.newest-only.json").exists()
+    independent, last = collect(tmp_path, **newest, INFU_TEST_PART="independent")
+    assert len(independent) == 3 and not set(independent) & set(touching) and "(2 deselected)" in last, last
+    report = json.loads((tmp_path / "0.30.0.newest-only.json").read_text())
+    assert report == {"newest": "0.30.0", "left_to_newest": False, "modules": ONCE}
+    everything, _ = collect(tmp_path, INFU_HOST_NAME="0.30.0", INFU_NEWEST_HOST="0.30.0")
+    assert sorted(touching + independent) == sorted(everything)
+    older, _ = collect(tmp_path, INFU_HOST_NAME="0.3.75", INFU_NEWEST_HOST="0.30.0", INFU_TEST_PART="independent")
+    assert older == ON_EVERY_HOST  # the part applies to the newest host only
+
+
+def junit(path, passed: int, failed: int = 0) -> None:
+    cases = [f'<testcase classname="m" name="ok{i}" time="1"/>' for i in range(passed)]
+    cases += [f'<testcase classname="m" name="bad{i}" time="1"><failure message="x"/></testcase>' for i in range(failed)]
+    path.write_text(f'<testsuites><testsuite>{"".join(cases)}</testsuite></testsuites>')
+
+
+def summary(reports) -> tuple[int, str]:
+    out = subprocess.run([sys.executable, "scripts/test_summary.py", str(reports)], cwd=PACK_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    return out.returncode, out.stdout
+
+
+def test_the_summary_counts_the_newest_hosts_two_processes_as_one_host(tmp_path):
+    for name, passed, rc, seconds in (("0.3.75", 4, 0, 500), ("0.30.0", 6, 0, 700), ("0.30.0.independent", 3, 0, 90)):
+        junit(tmp_path / f"{name}.xml", passed)
+        (tmp_path / f"{name}.rc").write_text(f"{rc}\n")
+        (tmp_path / f"{name}.seconds").write_text(f"{seconds}\n")
+    rc, out = summary(tmp_path)
+    assert rc == 0, out
+    assert "- ComfyUI 0.30.0: 9 passed, 0 failed, 0 errors, 0 skipped in 700 s (pytest exit 0); of these, the 3 " \
+           "host-independent tests ran in a second process in 90 s (pytest exit 0)\n" in out, out
+    assert "- ComfyUI 0.3.75: 4 passed" in out and "0.30.0.independent:" not in out and out.endswith("13 passed, 0 failed\n")
+
+    junit(tmp_path / "0.30.0.independent.xml", 2, failed=1)
+    (tmp_path / "0.30.0.independent.rc").write_text("1\n")
+    rc, out = summary(tmp_path)
+    assert rc == 1 and out.endswith("12 passed, 1 failed\n"), out
+    (tmp_path / "0.30.0.independent.xml").unlink()
+    rc, out = summary(tmp_path)
+    assert rc == 1 and "the host-independent tests wrote no report (exit code 1)" in out, out
