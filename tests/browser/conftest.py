@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.frontends import frontend_list, server_args
+from tests.browser.layout import settle
 from devtools.comfy_env import PACK_ROOT
 from tests.fixtures.shared_files import shared_file
 
@@ -141,7 +142,7 @@ def page(browser, browser_server):
     pg.on("pageerror", lambda e: pg.console_messages.append(f"pageerror: {e}"))
     pg.goto(browser_server.url, wait_until="domcontentloaded", timeout=120_000)
     pg.wait_for_function("() => window.InfiniteYou && (window.comfyAPI?.app?.app?.graph)", timeout=120_000)
-    pg.wait_for_timeout(1500)
+    settle(pg)
     pg.keyboard.press("Escape")
     yield pg
     context.close()

@@ -85,6 +85,17 @@ left and right, and lower on its left edge): the canvas, or the frontend's own b
 LOAD_AND_MEASURE = ("async ([wf, below]) => { const app = " + APP + "; await app.loadGraphData(wf);"
                     + _SETTLED + _VIEW_ON_LOAD + _MEASURE_BODY + "}")
 MEASURE = "async ([below]) => { const app = " + APP + ";" + _SETTLED + _MEASURE_BODY + "}"
+SETTLE = ("async () => { const app = " + APP + ";" + _SETTLED + """
+  await settled(() => [(app.graph.nodes ?? app.graph._nodes).map(n => [n.id, ...n.pos, ...n.size]),
+    [...document.querySelectorAll('.infu-panel')].map(p => [p.dataset.infuType, p.childElementCount, p.scrollHeight]),
+    [...document.images].map(i => i.complete && i.naturalWidth), document.querySelectorAll('[role="dialog"]').length,
+    app.canvas.ds.scale, ...app.canvas.ds.offset]); }""")
+
+
+def settle(page) -> None:
+    """Wait until the page stops changing: the nodes' places and sizes, the pack's panels, the pictures, the open
+    dialogs and the view read the same at 4 checks in a row (instead of a fixed wait)."""
+    page.evaluate(SETTLE)
 
 
 def overlap(a, b) -> float:

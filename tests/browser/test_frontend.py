@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from tests.browser.conftest import artifacts_dir
+from tests.browser.layout import settle
 from devtools.comfy_env import PACK_ROOT
 from devtools.infusenet_files import FLUX_WIDTH_SINGLE_ONLY_SPEC
 
@@ -40,7 +41,7 @@ FIT = f"""(ids) => {{
 
 
 def shot(page, frontend: str, name: str) -> None:
-    page.wait_for_timeout(400)
+    settle(page)
     page.screenshot(path=str(artifacts_dir() / f"{frontend}-{name}.png"))
 
 
@@ -51,7 +52,7 @@ def missing_node_dialog(page) -> bool:
 
 def load(page, path) -> dict:
     result = page.evaluate(LOAD, json.loads(path.read_text()))
-    page.wait_for_timeout(300)
+    settle(page)
     return result
 
 
@@ -89,7 +90,7 @@ def test_self_test_runs_from_the_run_button_and_every_node_shows_what_it_did(pag
     page.wait_for_function("() => [...document.querySelectorAll('.infu-panel img')].every(i => i.complete && i.naturalWidth > 0)",
                            timeout=30_000)
     assert faces.first.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [768, 512]
-    page.wait_for_timeout(500)  # the panels take their measured size a frame after their pictures arrive
+    settle(page)  # the panels take their measured size a frame after their pictures arrive
     clipped = page.evaluate("""() => [...document.querySelectorAll('.infu-panel')].filter(p => p.childElementCount)
       .map(p => [p.dataset.infuType, p.scrollHeight, p.clientHeight]).filter(([, content, box]) => content > box + 2)""")
     assert clipped == [], f"{frontend}: panels cut off (content height, box height): {clipped}"
@@ -173,7 +174,7 @@ def test_a_runs_reports_stay_with_its_workflow(page, frontend):
         run_from_button(page)
     load(page, PACK_ROOT / "workflows" / "01_basic.json")
     page.wait_for_function("() => window.__infuDone", timeout=240_000)
-    page.wait_for_timeout(500)
+    settle(page)
     assert page.evaluate(SHOWN) == [], f"{frontend}: the self-test's reports drawn on workflow 01"
 
 
@@ -185,10 +186,10 @@ def test_a_node_id_inside_a_subgraph_is_not_the_root_graphs(page, frontend):
     send = f"""(node) => window.comfyAPI.api.api.dispatchCustomEvent('executed', {{prompt_id: 'elsewhere', node,
       display_node: node, output: {{infu_report: [{json.dumps(json.dumps(LOADER_REPORT))}]}}}})"""
     page.evaluate(send, f"999:{loader}")
-    page.wait_for_timeout(300)
+    settle(page)
     assert page.evaluate(SHOWN) == []
     page.evaluate(send, str(loader))
-    page.wait_for_timeout(300)
+    settle(page)
     assert page.evaluate(SHOWN) == [f"InfU_InfuseNetLoader #{loader}"]
 
 
@@ -342,7 +343,7 @@ def test_a_right_click_on_a_loader_opens_the_doctor(page, frontend):
     load(page, SELF_TEST)
     loader = node_ids(page, "InfU_InfuseNetLoader")[0]
     page.evaluate(FIT, [loader])
-    page.wait_for_timeout(400)
+    settle(page)
     x, y = page.evaluate(TITLE_BAR, loader)
     page.mouse.click(x, y, button="right")
     entry = page.get_by_text("InfiniteYou: model doctor…", exact=True).first
@@ -384,7 +385,7 @@ def test_template_cards_show_thumbnails_and_a_description(page, frontend):
         assert texts == [name, line], texts  # the title, then the line: the spaced-out name is gone
         box, picture = card.bounding_box(), card.locator("img").first.bounding_box()
         assert picture["width"] > 100 and box["height"] > picture["height"] + 30, (box, picture)
-    page.wait_for_timeout(1500)
+    settle(page)
     shot(page, frontend, "template-cards")
     page.keyboard.press("Escape")
 
@@ -431,5 +432,5 @@ def test_a_preset_shows_the_numbers_it_runs_and_an_edit_by_hand_makes_it_custom(
       saved.widgets_values[at("start")] = 0.6;
       return wf; }}""", [node, reference])
     page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", saved)
-    page.wait_for_timeout(300)
+    settle(page)
     assert page.evaluate(PRESET_STATE, node) == {"preset": reference, **PRESETS[reference]}
