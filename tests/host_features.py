@@ -62,15 +62,13 @@ def select_for_this_host(config, items: list) -> None:
     part = "" if newest else os.environ.get(TEST_PART_ENV, "")
     if part not in ("", "host", "independent"):
         raise pytest.UsageError(f"{TEST_PART_ENV} must be 'host' or 'independent', not {part!r}")
-    if part == "independent":
-        marked_ids = set(map(id, marked))
-        unmarked = [item for item in items if id(item) not in marked_ids]
-        items[:] = marked
-        config.hook.pytest_deselected(items=unmarked)
-    elif (newest or part == "host") and marked:
-        left = set(map(id, marked))
-        items[:] = [item for item in items if id(item) not in left]
-        config.hook.pytest_deselected(items=marked)
+    marked_ids = set(map(id, marked))
+    run_marked, run_unmarked = not newest and part != "host", part != "independent"
+    dropped = [item for item in items if not (run_marked if id(item) in marked_ids else run_unmarked)]
+    if dropped:
+        dropped_ids = set(map(id, dropped))
+        items[:] = [item for item in items if id(item) not in dropped_ids]
+        config.hook.pytest_deselected(items=dropped)
     reports, host = os.environ.get("INFU_REPORTS"), os.environ.get("INFU_HOST_NAME")
     if reports and host and part != "host":  # the newest host's ``independent`` part writes what it ran
         Path(reports).mkdir(parents=True, exist_ok=True)
