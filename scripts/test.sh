@@ -101,10 +101,12 @@ if (( parallel > 1 )); then
 elif (( ${#available[@]} > 1 )); then
   echo "hosts one after the other: ${free_mb} MB of memory free, side by side needs ${PARALLEL_MB} MB"
 fi
-# Side by side, the hosts share the cores; the newest one has more to run (the host-independent tests, the newest
-# frontend) and finishes last, so it gets every core: its own cores alone once the others are done.
-threads=$(( cores / parallel )); (( threads < 1 )) && threads=1
-host_threads() { if [[ "$1" == "$newest" ]]; then echo "$cores"; else echo "$threads"; fi; }
+# Side by side, every pytest process (and the servers it starts) computes on one thread: two processes on two
+# threads each, or one on two beside one on one, keep more threads than cores and lose time waiting on each other
+# (measured: the GGUF parity module on both hosts at once, 60 s with the newest on two threads, 49 s on one; the
+# workflow module, 86 s and 70 s). One after the other, a host gets every core.
+threads=1
+(( parallel > 1 )) || threads=$cores
 # Side by side, the browser tests (a browser server, Chromium and the two shared servers loaded at once) must not
 # run on both hosts at the same time: the newest host runs them first, as pytest orders them, the others last.
 test_order() {
@@ -118,14 +120,14 @@ test_order() {
 # set-up fails, the run fails (scripts/test_summary.py).
 newest=
 (( ${#available[@]} )) && newest=${available[-1]}
-# Side by side, the newest host's tests run in two pytest processes (tests/host_features.py, INFU_TEST_PART): what
-# touches ComfyUI from the start ("host"), the host-independent tests once the first older host is done
-# ("independent", its own report: <host>.independent.*), so the hosts' processes end at about the same time.
+# Side by side, the newest host's tests run in two pytest processes (tests/host_features.py, INFU_TEST_PART): the
+# first from the start, beside the older host; the second (its own report: <host>.second.*) once the first older
+# host is done, so that both cores stay busy until the end.
 split_newest=
 (( parallel > 1 )) && split_newest=1
-run_host() {  # name, part (empty: all of the host's tests; host; independent), pytest arguments
+run_host() {  # name, part (empty: all of the host's tests; first; second), pytest arguments
   local name=$1 part=$2 host_started report=$1 frontends=host
-  [[ -n "$part" && "$part" != host ]] && report="$name.$part"
+  [[ "$part" == second ]] && report="$name.$part"
   host_started=$(date +%s)
   # Browser tests: every host's own frontend (classic canvas); the newest frontend package with Nodes 2.0
   # on the newest host, where it is meant to run.
@@ -134,14 +136,10 @@ run_host() {  # name, part (empty: all of the host's tests; host; independent), 
   # one, side by side too (the kernels both hosts' compile tests generate alike are built once; measured: the
   # compile test on 0.30.0 after 0.3.75's, 51 s instead of 63 s)
   local inductor="$ROOT/.host/tmp/inductor"
-  # Host-independent tests: on the last host only (tests/host_features.py).
-  local threads_here
-  threads_here=$(host_threads "$name")
-  [[ "$part" == independent ]] && threads_here=$threads
   COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_NEWEST_HOST="$newest" INFU_TEST_PART="$part" \
   INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \
   INFU_ARTIFACTS="$REPORTS/screenshots/$name" TORCHINDUCTOR_CACHE_DIR="$inductor" \
-  OMP_NUM_THREADS=$threads_here MKL_NUM_THREADS=$threads_here \
+  OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
     "${PYTHON[$name]}" -m pytest $(test_order "$name") -q -ra --durations=10 --basetemp="$ROOT/.host/tmp/$report" \
     --junitxml="$REPORTS/$report.xml" -o junit_family=xunit1 "${@:3}"
   echo $? > "$REPORTS/$report.rc"
@@ -165,13 +163,13 @@ run_ready_hosts() {  # every ready host not yet run, in order
   while (( started_hosts < ${#ready[@]} )); do
     name=${ready[$started_hosts]}
     started_hosts=$(( started_hosts + 1 ))
-    echo "=== host $name: pytest against ${COMFY[$name]} ($(host_threads "$name") CPU threads)"
+    echo "=== host $name: pytest against ${COMFY[$name]} ($threads CPU thread(s) per process)"
     if [[ -n "$split_newest" && "$name" == "$newest" ]]; then
-      run_host "$name" host "$@" > "$REPORTS/$name.log" 2>&1 &
+      run_host "$name" first "$@" > "$REPORTS/$name.log" 2>&1 &
       pids+=($!)
     elif [[ -n "$split_newest" && "$name" == "${ready[0]}" ]]; then
       { run_host "$name" "" "$@" > "$REPORTS/$name.log" 2>&1
-        [[ -n "${COMFY[$newest]:-}" ]] && run_host "$newest" independent "$@" > "$REPORTS/$newest.independent.log" 2>&1
+        [[ -n "${COMFY[$newest]:-}" ]] && run_host "$newest" second "$@" > "$REPORTS/$newest.second.log" 2>&1
       } &
       pids+=($!)
     elif (( parallel > 1 )); then
@@ -191,9 +189,9 @@ if (( parallel > 1 )); then
   for name in "${ready[@]}"; do
     echo "=== host $name: pytest output"
     cat "$REPORTS/$name.log"
-    if [[ -f "$REPORTS/$name.independent.log" ]]; then
-      echo "=== host $name: pytest output of the host-independent tests (after ${ready[0]})"
-      cat "$REPORTS/$name.independent.log"
+    if [[ -f "$REPORTS/$name.second.log" ]]; then
+      echo "=== host $name: pytest output of its second process (after ${ready[0]})"
+      cat "$REPORTS/$name.second.log"
     fi
   done
 fi

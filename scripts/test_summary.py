@@ -1,8 +1,8 @@
 """Summary of a scripts/test.sh run: per-host counts, skip reasons, tests left to the newest host, hosts not tested.
 
 Reads ``<reports>/<host>.xml`` (pytest JUnit XML), ``<host>.rc``, ``<host>.seconds``, ``<host>.unavailable`` and
-``<host>.newest-only.json`` (tests/host_features.py), and ``<host>.independent.{xml,rc,seconds}`` where the newest
-host's host-independent tests ran in a process of their own (scripts/test.sh, side by side); exits non-zero when any
+``<host>.newest-only.json`` (tests/host_features.py), and ``<host>.second.{xml,rc,seconds}`` where the newest
+host's tests ran in two processes (scripts/test.sh, side by side; tests/host_features.py); exits non-zero when any
 host failed, ran no test, or could not be set up.
 The last line is the total: ``N passed, N failed``.
 """
@@ -98,7 +98,7 @@ def main(reports: Path) -> int:
     total = {"passed": 0, "failed": 0}
     print("\n======== InfiniteYou test summary, per ComfyUI host ========")
     names = sorted({p.stem for p in reports.iterdir() if p.suffix in (".xml", ".unavailable", ".rc")
-                    and not p.stem.endswith(".independent")})
+                    and not p.stem.endswith(".second")})
     others_left = any(json.loads(p.read_text()).get("left_to_newest") for p in reports.glob("*.newest-only.json"))
     for name in names:
         unavailable = reports / f"{name}.unavailable"
@@ -114,18 +114,18 @@ def main(reports: Path) -> int:
         c, skips = counts(xml)
         rc = exit_code(reports, name)
         seconds = (reports / f"{name}.seconds").read_text().strip() if (reports / f"{name}.seconds").exists() else "?"
-        part = f"{name}.independent"
-        if (reports / f"{part}.rc").exists():  # the host-independent tests, in a process of their own
+        part = f"{name}.second"
+        if (reports / f"{part}.rc").exists():  # the host's second process (host-independent and listed modules)
             if not (reports / f"{part}.xml").exists():
-                print(f"- ComfyUI {name}: the host-independent tests wrote no report (exit code {exit_code(reports, part)}).")
+                print(f"- ComfyUI {name}: its second process wrote no report (exit code {exit_code(reports, part)}).")
                 ok = False
                 continue
             c_part, skips_part = counts(reports / f"{part}.xml")
             rc_part = exit_code(reports, part)
             ok = ok and (rc_part == 0 or (rc_part == 5 and sum(c_part.values()) == 0))  # 5: -k left none
             seconds_part = (reports / f"{part}.seconds").read_text().strip()
-            second = (f"; of these, the {sum(c_part.values())} host-independent tests ran in a second process in "
-                      f"{seconds_part} s (pytest exit {rc_part})")
+            second = (f"; of these, {sum(c_part.values())} tests (the host-independent ones and the modules "
+                      f"tests/host_features.py names) ran in a second process in {seconds_part} s (pytest exit {rc_part})")
             c = {key: c[key] + c_part[key] for key in c}
             skips += skips_part
         else:

@@ -7,9 +7,10 @@
   lists per test module how many tests each host left to the newest one. Run alone (plain pytest,
   ``COMFYUI_DIR=...``, or ``INFU_HOSTS`` naming one host) it always runs.
 
-Side by side, scripts/test.sh runs the newest host's tests in two pytest processes (``INFU_TEST_PART``): ``host``,
-what touches ComfyUI, from the start; ``independent``, the host-independent tests, once an older host is done, so
-that the hosts end at about the same time.
+Side by side, scripts/test.sh runs the newest host's tests in two pytest processes (``INFU_TEST_PART``), each on one
+CPU thread: ``first`` from the start, beside the older host; ``second`` once an older host is done, beside the first,
+so that both cores stay busy to the end. The second takes the host-independent tests and the in-process modules of
+``SECOND_PART_MODULES`` (they start no ComfyUI server, so the second process starts none either).
 """
 from __future__ import annotations
 
@@ -27,8 +28,17 @@ HOST_INDEPENDENT = "host_independent"
 NEWEST_HOST_ENV = "INFU_NEWEST_HOST"
 """Set by scripts/test.sh to the name of the last host of the run, the one that runs host-independent tests."""
 TEST_PART_ENV = "INFU_TEST_PART"
-"""On the newest host: ``host`` (only the tests that touch ComfyUI) or ``independent`` (only the host-independent
-ones); unset, both."""
+"""On the newest host: ``first`` or ``second`` (module docstring); unset, all of its tests."""
+SECOND_PART_MODULES = ("tests/infusenet/test_flux2_apply.py", "tests/infusenet/test_flux2_network.py",
+                       "tests/infusenet/trainer/test_flux2_training.py")
+"""Modules that touch ComfyUI in-process only (no server) and run in the newest host's second process: FLUX.2
+[klein], which only the newest host has, about a fifth of its test time (measured side by side: the two processes
+then end within a minute of each other). ``INFU_SECOND_PART_MODULES`` (paths separated by spaces) names others instead."""
+
+
+def second_part_modules() -> tuple[str, ...]:
+    named = os.environ.get("INFU_SECOND_PART_MODULES")
+    return tuple(named.split()) if named is not None else SECOND_PART_MODULES
 
 
 def needs_host(has_feature: bool, lacking: str):
@@ -55,22 +65,31 @@ def per_module(items) -> dict[str, int]:
 
 
 def select_for_this_host(config, items: list) -> None:
-    """``pytest_collection_modifyitems``: deselect the host-independent tests on every host but the newest, and
-    write ``$INFU_REPORTS/<host>.newest-only.json`` (what was left to the newest host, or run here for all)."""
+    """``pytest_collection_modifyitems``: deselect the host-independent tests on every host but the newest, keep the
+    newest host's part (``INFU_TEST_PART``), and write ``$INFU_REPORTS/<host>.newest-only.json`` (what was left to the
+    newest host, or run here for all)."""
     marked = [item for item in items if item.get_closest_marker(HOST_INDEPENDENT) is not None]
     newest = leaves_host_independent_tests()
     part = "" if newest else os.environ.get(TEST_PART_ENV, "")
-    if part not in ("", "host", "independent"):
-        raise pytest.UsageError(f"{TEST_PART_ENV} must be 'host' or 'independent', not {part!r}")
+    if part not in ("", "first", "second"):
+        raise pytest.UsageError(f"{TEST_PART_ENV} must be 'first' or 'second', not {part!r}")
     marked_ids = set(map(id, marked))
-    run_marked, run_unmarked = not newest and part != "host", part != "independent"
-    dropped = [item for item in items if not (run_marked if id(item) in marked_ids else run_unmarked)]
+    second_modules = second_part_modules()
+
+    def runs_here(item) -> bool:
+        if id(item) in marked_ids:
+            return not newest and part != "first"
+        if part:
+            return (item.nodeid.split("::", 1)[0] in second_modules) == (part == "second")
+        return True
+
+    dropped = [item for item in items if not runs_here(item)]
     if dropped:
         dropped_ids = set(map(id, dropped))
         items[:] = [item for item in items if id(item) not in dropped_ids]
         config.hook.pytest_deselected(items=dropped)
     reports, host = os.environ.get("INFU_REPORTS"), os.environ.get("INFU_HOST_NAME")
-    if reports and host and part != "host":  # the newest host's ``independent`` part writes what it ran
+    if reports and host and part != "first":  # the newest host's ``second`` part writes what it ran
         Path(reports).mkdir(parents=True, exist_ok=True)
         (Path(reports) / f"{host}.newest-only.json").write_text(json.dumps(
             {"newest": os.environ.get(NEWEST_HOST_ENV, host), "left_to_newest": bool(newest),

@@ -10,7 +10,7 @@ import sys
 
 from devtools.comfy_env import PACK_ROOT
 from scripts.test_summary import host_independent_lines
-from tests.host_features import newest_host_only
+from tests.host_features import SECOND_PART_MODULES, newest_host_only
 
 pytestmark = newest_host_only("the test harness's own selection logic, run in a child pytest")
 
@@ -20,12 +20,12 @@ ON_EVERY_HOST = ["tests/test_example_photos.py::test_the_server_lists_every_exam
 ONCE = {"tests/test_example_photos.py": 2, "tests/test_no_skips.py": 1}
 
 
-def collect(tmp_path, **env) -> tuple[list[str], str]:
-    """The node ids a child pytest collects from MODULES with ``env`` added, and its last output line."""
+def collect(tmp_path, modules=MODULES, **env) -> tuple[list[str], str]:
+    """The node ids a child pytest collects from ``modules`` with ``env`` added, and its last output line."""
     base = {k: v for k, v in os.environ.items() if k not in ("INFU_HOST_NAME", "INFU_NEWEST_HOST", "INFU_REPORTS",
                                                                   "INFU_TEST_PART")}
     out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                          f"--basetemp={tmp_path / 'child'}", *MODULES], cwd=PACK_ROOT, env={**base, **env},
+                          f"--basetemp={tmp_path / 'child'}", *modules], cwd=PACK_ROOT, env={**base, **env},
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
@@ -61,19 +61,32 @@ def test_one_host_alone_runs_everything(tmp_path):
 
 def test_the_newest_hosts_two_processes_share_its_tests_without_overlap(tmp_path):
     """Side by side, the newest host's tests run in two processes (INFU_TEST_PART): together they collect what one
-    process collects, each test once; the ``independent`` one writes the report of what ran for every host."""
-    newest = {"INFU_HOST_NAME": "0.30.0", "INFU_NEWEST_HOST": "0.30.0", "INFU_REPORTS": str(tmp_path)}
-    touching, last = collect(tmp_path, **newest, INFU_TEST_PART="host")
-    assert touching == ON_EVERY_HOST and "(3 deselected)" in last, last
+    process collects, each test once; the second gets the host-independent tests and the modules of
+    SECOND_PART_MODULES (here, to collect fast, a module named instead), and writes the report of what ran for every
+    host."""
+    module = "tests/test_timed_out_prompt.py"
+    modules, listed = [*MODULES, module], [f"{module}::test_a_timed_out_prompt_is_interrupted_and_the_prompts_behind_it_dropped"]
+    newest = {"INFU_HOST_NAME": "0.30.0", "INFU_NEWEST_HOST": "0.30.0", "INFU_REPORTS": str(tmp_path),
+              "INFU_SECOND_PART_MODULES": module}
+    first, last = collect(tmp_path, modules, **newest, INFU_TEST_PART="first")
+    assert first == ON_EVERY_HOST and "(4 deselected)" in last, last
     assert not (tmp_path / "0.30.0.newest-only.json").exists()
-    independent, last = collect(tmp_path, **newest, INFU_TEST_PART="independent")
-    assert len(independent) == 3 and not set(independent) & set(touching) and "(2 deselected)" in last, last
+    second, last = collect(tmp_path, modules, **newest, INFU_TEST_PART="second")
+    assert len(second) == 4 and second[-1:] == listed and "(2 deselected)" in last, last
     report = json.loads((tmp_path / "0.30.0.newest-only.json").read_text())
     assert report == {"newest": "0.30.0", "left_to_newest": False, "modules": ONCE}
-    everything, _ = collect(tmp_path, INFU_HOST_NAME="0.30.0", INFU_NEWEST_HOST="0.30.0")
-    assert sorted(touching + independent) == sorted(everything)
-    older, _ = collect(tmp_path, INFU_HOST_NAME="0.3.75", INFU_NEWEST_HOST="0.30.0", INFU_TEST_PART="independent")
-    assert older == ON_EVERY_HOST  # the part applies to the newest host only
+    everything, _ = collect(tmp_path, modules, INFU_HOST_NAME="0.30.0", INFU_NEWEST_HOST="0.30.0")
+    assert sorted(first + second) == sorted(everything)
+    older, _ = collect(tmp_path, modules, **{**newest, "INFU_HOST_NAME": "0.3.75"}, INFU_TEST_PART="second")
+    assert older == ON_EVERY_HOST + listed  # the part applies to the newest host only
+
+
+def test_the_second_part_names_modules_that_start_no_server():
+    """The modules the newest host's second process takes start no ComfyUI server: the second process must not load
+    a second copy of the test models beside the first process's servers."""
+    for module in SECOND_PART_MODULES:
+        source = (PACK_ROOT / module).read_text()
+        assert not any(word in source for word in ("comfy_server", "bases_server", "start_server", "ComfyServer")), module
 
 
 def junit(path, passed: int, failed: int = 0) -> None:
@@ -89,20 +102,21 @@ def summary(reports) -> tuple[int, str]:
 
 
 def test_the_summary_counts_the_newest_hosts_two_processes_as_one_host(tmp_path):
-    for name, passed, rc, seconds in (("0.3.75", 4, 0, 500), ("0.30.0", 6, 0, 700), ("0.30.0.independent", 3, 0, 90)):
+    for name, passed, rc, seconds in (("0.3.75", 4, 0, 500), ("0.30.0", 6, 0, 700), ("0.30.0.second", 3, 0, 90)):
         junit(tmp_path / f"{name}.xml", passed)
         (tmp_path / f"{name}.rc").write_text(f"{rc}\n")
         (tmp_path / f"{name}.seconds").write_text(f"{seconds}\n")
     rc, out = summary(tmp_path)
     assert rc == 0, out
-    assert "- ComfyUI 0.30.0: 9 passed, 0 failed, 0 errors, 0 skipped in 700 s (pytest exit 0); of these, the 3 " \
-           "host-independent tests ran in a second process in 90 s (pytest exit 0)\n" in out, out
-    assert "- ComfyUI 0.3.75: 4 passed" in out and "0.30.0.independent:" not in out and out.endswith("13 passed, 0 failed\n")
+    assert "- ComfyUI 0.30.0: 9 passed, 0 failed, 0 errors, 0 skipped in 700 s (pytest exit 0); of these, 3 tests " \
+           "(the host-independent ones and the modules tests/host_features.py names) ran in a second process in 90 s " \
+           "(pytest exit 0)\n" in out, out
+    assert "- ComfyUI 0.3.75: 4 passed" in out and "0.30.0.second:" not in out and out.endswith("13 passed, 0 failed\n")
 
-    junit(tmp_path / "0.30.0.independent.xml", 2, failed=1)
-    (tmp_path / "0.30.0.independent.rc").write_text("1\n")
+    junit(tmp_path / "0.30.0.second.xml", 2, failed=1)
+    (tmp_path / "0.30.0.second.rc").write_text("1\n")
     rc, out = summary(tmp_path)
     assert rc == 1 and out.endswith("12 passed, 1 failed\n"), out
-    (tmp_path / "0.30.0.independent.xml").unlink()
+    (tmp_path / "0.30.0.second.xml").unlink()
     rc, out = summary(tmp_path)
-    assert rc == 1 and "the host-independent tests wrote no report (exit code 1)" in out, out
+    assert rc == 1 and "its second process wrote no report (exit code 1)" in out, out

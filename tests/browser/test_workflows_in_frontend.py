@@ -17,10 +17,13 @@ frontend itself, and run from the frontend's own prompt.
   instead, their progress going to the page as if it had queued them; the other frontends are shown the same run
   (the ``executed`` messages the first frontend's page received, and the images they name), so each prompt runs
   once per host. Then no node overlaps another and none has grown past the room kept below it.
+* The workflows come grouped by the server that runs them (``RUN_ORDER``); side by side, a server lets go of its
+  models when the next workflow runs on another (``switch_to``).
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -154,7 +157,31 @@ def run_for_the_page(page, frontend, server, photo_names, workflow, runnable, lo
     return result
 
 
-@pytest.mark.parametrize("path", ALL_WORKFLOWS, ids=lambda p: p.stem)
+def run_server(path: Path) -> str:
+    """The fixture name of the server that runs a workflow for the first frontend."""
+    if path.stem in SHOWN_AFTER_A_RUN:
+        return "browser_server"
+    return "bases_server" if uses_other_bases(path) else "comfy_server"
+
+
+RUN_ORDER = sorted(ALL_WORKFLOWS, key=lambda p: ("comfy_server", "browser_server", "bases_server").index(run_server(p)))
+"""The workflows grouped by the server that runs them (in their own order within a group)."""
+LAST_RUN_ON: list = []
+
+
+def switch_to(server) -> None:
+    """Side by side (``INFU_FREE_MODELS_BETWEEN_MODULES``, tests/conftest.py), the server that ran the previous
+    workflow lets go of its models once the next one runs on another: with the workflows grouped by server
+    (``RUN_ORDER``), one of the three holds a 3072-wide FLUX at a time instead of all three (about 4 GB each) while
+    the other host's tests run beside them."""
+    if LAST_RUN_ON and LAST_RUN_ON[0] is not server and os.environ.get("INFU_FREE_MODELS_BETWEEN_MODULES"):
+        previous = LAST_RUN_ON[0]
+        if previous.process is not None and previous.process.poll() is None:
+            previous.free_models()
+    LAST_RUN_ON[:] = [server]
+
+
+@pytest.mark.parametrize("path", RUN_ORDER, ids=lambda p: p.stem)
 def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_servers,
                                  test_photo_names, tmp_path_factory, path):
     started = time.monotonic()
@@ -195,6 +222,8 @@ def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_
     runnable = for_test_host(prompt)
     assert any(v["class_type"] in ("InfU_ApplyInfiniteYou", "InfU_ApplyLikenessBlend") for v in runnable.values())
     result = None
+    if frontend == first:
+        switch_to(browser_server if path.stem in SHOWN_AFTER_A_RUN else server)
     if path.stem in SHOWN_AFTER_A_RUN:
         server = browser_server
         result = run_for_the_page(page, frontend, server, test_photo_names, workflow, runnable, boxes, path.stem,
