@@ -107,7 +107,7 @@ fi
 # workflow module, 86 s and 70 s). One after the other, a host gets every core.
 threads=1
 (( parallel > 1 )) || threads=$cores
-# Side by side, the browser tests (a browser server, Chromium and the two shared servers loaded at once) must not
+# Side by side, the browser tests (a browser server, Chromium and a loaded test server at once) must not
 # run on both hosts at the same time: the newest host runs them first, as pytest orders them, the others last.
 test_order() {
   if (( parallel > 1 )) && [[ "$1" != "$newest" ]]; then

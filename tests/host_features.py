@@ -29,11 +29,11 @@ NEWEST_HOST_ENV = "INFU_NEWEST_HOST"
 """Set by scripts/test.sh to the name of the last host of the run, the one that runs host-independent tests."""
 TEST_PART_ENV = "INFU_TEST_PART"
 """On the newest host: ``first`` or ``second`` (module docstring); unset, all of its tests."""
-SECOND_PART_MODULES = ("tests/infusenet/test_flux2_apply.py", "tests/infusenet/test_flux2_network.py",
-                       "tests/infusenet/trainer/test_flux2_training.py")
-"""Modules that touch ComfyUI in-process only (no server) and run in the newest host's second process: FLUX.2
-[klein], which only the newest host has, about a fifth of its test time (measured side by side: the two processes
-then end within a minute of each other). ``INFU_SECOND_PART_MODULES`` (paths separated by spaces) names others instead."""
+SECOND_PART_MODULES = ("tests/infusenet/test_flux2_apply.py", "tests/infusenet/test_flux2_network.py")
+"""Modules that touch ComfyUI in-process only (no server) and run in the newest host's second process: applying
+FLUX.2 [klein], which only the newest host has (about 65 s of its 1,200). Chosen so that the two processes end
+together: with FLUX.2 training here as well, the second ended 80-90 s after the first in two fresh runs.
+``INFU_SECOND_PART_MODULES`` (paths separated by spaces) names others instead."""
 
 
 def second_part_modules() -> tuple[str, ...]:
