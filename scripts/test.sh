@@ -84,7 +84,7 @@ fi
 # ---- the suite on every host
 cores=$(nproc)
 # The hosts run side by side when the memory free now holds both (INFU_PARALLEL=1 / 0 decides instead): each host's
-# servers then let go of their models between test modules (tests/conftest.py), and two hosts peaked at 20.4 GB of
+# servers then let go of their models between test modules (tests/conftest.py), and two hosts peaked at 20.7 GB of
 # memory in use on a 24 GB machine; with less than PARALLEL_MB free (a loaded machine), one runs after the other.
 PARALLEL_MB=${INFU_PARALLEL_MB:-22000}
 free_mb=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)

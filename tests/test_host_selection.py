@@ -65,7 +65,8 @@ def test_the_newest_hosts_two_processes_share_its_tests_without_overlap(tmp_path
     SECOND_PART_MODULES (here, to collect fast, a module named instead), and writes the report of what ran for every
     host."""
     module = "tests/test_timed_out_prompt.py"
-    modules, listed = [*MODULES, module], [f"{module}::test_a_timed_out_prompt_is_interrupted_and_the_prompts_behind_it_dropped"]
+    modules = [*MODULES, module]
+    listed = [f"{module}::test_a_timed_out_prompt_is_interrupted_and_the_prompts_behind_it_dropped"]
     newest = {"INFU_HOST_NAME": "0.30.0", "INFU_NEWEST_HOST": "0.30.0", "INFU_REPORTS": str(tmp_path),
               "INFU_SECOND_PART_MODULES": module}
     first, last = collect(tmp_path, modules, **newest, INFU_TEST_PART="first")
