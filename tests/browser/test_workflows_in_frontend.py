@@ -174,10 +174,9 @@ def switch_to(server) -> None:
     workflow lets go of its models once the next one runs on another: with the workflows grouped by server
     (``RUN_ORDER``), one of the three holds a 3072-wide FLUX at a time instead of all three (about 4 GB each) while
     the other host's tests run beside them."""
-    if LAST_RUN_ON and LAST_RUN_ON[0] is not server and os.environ.get("INFU_FREE_MODELS_BETWEEN_MODULES"):
-        previous = LAST_RUN_ON[0]
-        if previous.process is not None and previous.process.poll() is None:
-            previous.free_models()
+    if LAST_RUN_ON and LAST_RUN_ON[0] is not server and LAST_RUN_ON[0].alive() \
+            and os.environ.get("INFU_FREE_MODELS_BETWEEN_MODULES"):
+        LAST_RUN_ON[0].free_models()
     LAST_RUN_ON[:] = [server]
 
 
@@ -222,10 +221,11 @@ def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_
     runnable = for_test_host(prompt)
     assert any(v["class_type"] in ("InfU_ApplyInfiniteYou", "InfU_ApplyLikenessBlend") for v in runnable.values())
     result = None
-    if frontend == first:
-        switch_to(browser_server if path.stem in SHOWN_AFTER_A_RUN else server)
     if path.stem in SHOWN_AFTER_A_RUN:
         server = browser_server
+    if frontend == first:
+        switch_to(server)
+    if server is browser_server:
         result = run_for_the_page(page, frontend, server, test_photo_names, workflow, runnable, boxes, path.stem,
                                   tmp_path_factory)
     if frontend == first and refusal_here(path):  # e.g. FLUX.2 [klein] on a ComfyUI that cannot load it
