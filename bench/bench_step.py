@@ -7,6 +7,10 @@ alone; controlnet + transformer), and compared with the ratio predicted from the
     .venv/bin/python bench/bench_step.py [--hidden 128] [--latent 32] [--repeat 7]
         [--cases gguf,easycache,lazycache,compile] [--attention pytorch|comfy] [--this-host-only]
 
+Threads: one by default (``--threads``). At this size a block's matmuls take tens of microseconds; with two
+threads on a 2-core machine each operator waits for the slower thread, and that wait, not the work, moved the
+ratios by 3-6% between runs. One thread measures what the ratio is about: the work each network does.
+
 Every number is interleaved: each round runs every path of a row once, in turn, so that load from others on a
 shared machine hits all alike. A row shows the median seconds of each path and the median of the per-round
 ratios (patched / unpatched), next to the FLOPs ratio.
@@ -203,8 +207,8 @@ def plain_rows(args, base, patched, x, pos, ctx, pooled, branch, bundle) -> list
         lambda: step_seconds(patched, x, pos),
         lambda: timed(alone_plain),
         lambda: timed(alone_patched),
-        lambda: fp.reference_velocity(base, [], x, 0.7, ctx, pooled, 3.5),
-        lambda: fp.reference_velocity(base, branch, x, 0.7, ctx, pooled, 3.5),
+        lambda: timed(lambda: fp.reference_velocity(base, [], x, 0.7, ctx, pooled, 3.5)),
+        lambda: timed(lambda: fp.reference_velocity(base, branch, x, 0.7, ctx, pooled, 3.5)),
     ], args.repeat)
     return [row("ComfyUI FLUX (this pack)", comfy_plain, comfy_patched, "per step"),
             row("the two networks alone", bare_plain, bare_patched,
@@ -355,8 +359,11 @@ def main() -> None:
     ap.add_argument("--attention", choices=("pytorch", "comfy"), default="pytorch",
                     help="ComfyUI's attention: PyTorch's (ComfyUI's choice on a GPU) or ComfyUI's CPU choice")
     ap.add_argument("--this-host-only", action="store_true", help="do not run again under the other test hosts")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch's CPU threads (1: the ratio of the work itself; see the module docstring)")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON line (for the other run)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     result = measure(args)
     if args.json:
         print(json.dumps(result))

@@ -154,9 +154,12 @@ if [[ "$(cat "$VENV/.infu-setup" 2>/dev/null)" != "$stamp" ]]; then
       echo "setup: files shared with the other hosts' environments (hard links): ${saved:-nothing new}"
     fi
   fi
+  # The environment imports what the pack and the tests need (about 4 s, so once per install, not per start);
+  # the stamp is written only then, so a broken install is installed again on the next start.
+  "$VENV/bin/python" -c "import torch, insightface, onnxruntime, diffusers; print('setup:', 'torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, '| diffusers', diffusers.__version__)" > "$VENV/.infu-setup-report"
   echo "$stamp" > "$VENV/.infu-setup"
 fi
 # Debian's Chromium, installed (if missing) while pip works: see the top of "the Python environment".
 wait_for_chromium
-"$VENV/bin/python" -c "import torch, insightface, onnxruntime, diffusers; print('setup:', 'torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, '| diffusers', diffusers.__version__)"
+cat "$VENV/.infu-setup-report" 2>/dev/null || echo "setup: $VENV set up"
 echo "host=$NAME comfyui=$COMFY python=$VENV/bin/python"
