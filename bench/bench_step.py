@@ -12,8 +12,9 @@ threads on a 2-core machine each operator waits for the slower thread, and that 
 ratios by 3-6% between runs. One thread measures what the ratio is about: the work each network does.
 
 Every number is interleaved: each round runs every path of a row once, in turn, so that load from others on a
-shared machine hits all alike. A row shows the median seconds of each path and the median of the per-round
-ratios (patched / unpatched), next to the FLOPs ratio.
+shared machine hits all alike; a step's sample is the fastest of 3 calls (a whole run's, one run). A row shows
+the median seconds of each path and the median of the per-round ratios (patched / unpatched), next to the FLOPs
+ratio.
 
 The same ratio for the speed-ups people combine with it:
 * ``gguf``: the base as a Q8_0 GGUF through city96's ComfyUI-GGUF layers (weights dequantised per layer;
@@ -111,8 +112,9 @@ def comfy_step_seconds(patcher, x, positive, calls: int, sync=None) -> list[floa
 
 
 def step_seconds(patcher, x, positive) -> float:
-    """One model call's seconds: the median of 3 calls in one sampling run, after one (loads, caches)."""
-    return median(comfy_step_seconds(patcher, x, positive, 4)[1:])
+    """One model call's seconds: the fastest of 3 calls in one sampling run, after one (loads, caches). Another
+    process on the machine only ever adds time to a call, so the fastest is the one it disturbed least."""
+    return min(comfy_step_seconds(patcher, x, positive, 4)[1:])
 
 
 def gguf_patcher(base_patcher, tmp: str):
@@ -164,13 +166,13 @@ def row(name: str, plain: list[float], patched: list[float], note: str) -> dict:
 
 
 def timed(fn, calls: int = 3) -> float:
-    """Seconds of one call of ``fn``: the median of ``calls``, as :func:`step_seconds` times a model call."""
+    """Seconds of one call of ``fn``: the fastest of ``calls``, as :func:`step_seconds` times a model call."""
     seconds = []
     for _ in range(calls):
         t = time.perf_counter()
         fn()
         seconds.append(time.perf_counter() - t)
-    return median(seconds)
+    return min(seconds)
 
 
 def networks_alone(base, bundle, x, ctx, pooled):
