@@ -132,11 +132,9 @@ REQS="$HOSTDIR/comfy-requirements.txt"
 grep -vE '^\s*(torch|torchvision|torchaudio)\s*([<>=~!].*)?$' "$COMFY/requirements.txt" > "$REQS"
 stamp=$(cat "$REQS" requirements.txt requirements-train.txt tests/requirements*.txt scripts/constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
 if [[ "$(cat "$VENV/.infu-setup" 2>/dev/null)" != "$stamp" ]]; then
-  # --no-compile: pip would write byte code for all 16,500 Python files of the environment (torch alone has
-  # thousands); Python writes it on first import for the modules that are used.
-  pip_() {
-    "$VENV/bin/python" -m pip install -q --no-compile --disable-pip-version-check -c "$ROOT/scripts/constraints.txt" "$@"
-  }
+  # pip writes the byte code of every file it installs: keep it (machines that set PYTHONDONTWRITEBYTECODE would
+  # otherwise compile torch's modules again in every process that imports them).
+  pip_() { "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$ROOT/scripts/constraints.txt" "$@"; }
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24" wheel
   pip_ torch torchvision
   pip_ --no-deps "$TORCHAUDIO"
