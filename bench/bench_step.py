@@ -7,9 +7,9 @@ alone; controlnet + transformer), and compared with the ratio predicted from the
     .venv/bin/python bench/bench_step.py [--hidden 128] [--latent 32] [--repeat 7]
         [--cases gguf,easycache,lazycache,compile] [--attention pytorch|comfy] [--this-host-only]
 
-Threads: one by default (``--threads``). At this size a block's matmuls take tens of microseconds; with two
-threads on a 2-core machine each operator waits for the slower thread, and that wait, not the work, moved the
-ratios by 3-6% between runs. One thread measures what the ratio is about: the work each network does.
+Threads: one by default (``--threads``). At this size a block's operators take tens of microseconds, and with two
+threads each one also waits for the slower of the two, a cost unrelated to the FLOPs the ratio is set beside; one
+thread measures the work each network does.
 
 Every number is interleaved: each round runs every path of a row once, in turn, so that load from others on a
 shared machine hits all alike; a step's sample is the fastest of 3 calls (a whole run's, one run). A row shows
