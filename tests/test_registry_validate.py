@@ -33,8 +33,8 @@ def comfy_cli() -> Path:
     if not (exe.exists() and stamp.exists() and stamp.read_text() == COMFY_CLI):
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                        "--disable-pip-version-check", COMFY_CLI], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        COMFY_CLI], check=True, stdout=subprocess.DEVNULL)
         stamp.write_text(COMFY_CLI)
     return exe
 
