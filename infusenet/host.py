@@ -713,7 +713,21 @@ def _defines_attribute(cls, name: str) -> bool:
         return True
     owner = re.escape(getattr(cls, "__name__", "self"))
     assigned = re.compile(rf"\b(?:self|{owner})\.{re.escape(name)}\s*(?::[^=\n]+)?=(?!=)")
-    return any(assigned.search(_source(k)) for k in getattr(cls, "__mro__", ())[:-1])
+    return any(assigned.search(source) for k in getattr(cls, "__mro__", ())[:-1] for source in _method_sources(k))
+
+
+def _method_sources(cls):
+    """The source of each function defined in the body of ``cls`` (methods, static and class methods, property
+    accessors), in definition order: where ``self.<name> = ...`` can be. Read function by function (a few lines
+    each), not by parsing the class's whole module: the check runs at every server start."""
+    for value in list(vars(cls).values()):
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        functions = [value.fget, value.fset] if isinstance(value, property) else [value]
+        for function in functions:
+            function = inspect.unwrap(function) if inspect.isfunction(function) else function
+            if inspect.isfunction(function):
+                yield _source(function)
 
 
 def _signature_problem(contact: Contact, obj) -> str | None:

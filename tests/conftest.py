@@ -97,10 +97,36 @@ def model_dir():
     return model_set()
 
 
+COMBO_SOURCE = '''
+class ComboSource:
+    """A test node whose output is a COMBO value, as some packs' switch/selector nodes produce."""
+    RETURN_TYPES = ("COMBO",)
+    FUNCTION = "run"
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("STRING", {"default": ""})}}
+
+    def run(self, value):
+        return (value,)
+
+
+NODE_CLASS_MAPPINGS = {"InfUTest_ComboSource": ComboSource}
+'''
+"""A custom node of the test server's own (``InfUTest_ComboSource``): a loader's choice linked from another node
+(tests/test_hostile_inputs.py)."""
+
+
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory, model_dir):
-    """A real ComfyUI server with this pack and the small models, shared by the session."""
-    server = start_server(tmp_path_factory.mktemp("comfy-base"), models=model_dir)
+    """A real ComfyUI server with this pack and the small models, shared by the session, and one test node of
+    another pack's kind (:data:`COMBO_SOURCE`)."""
+    base = tmp_path_factory.mktemp("comfy-base")
+    (base / "custom_nodes" / "infu_test_combo_source").mkdir(parents=True)
+    (base / "custom_nodes" / "infu_test_combo_source" / "__init__.py").write_text(COMBO_SOURCE)
+    server = start_server(base, models=model_dir)
+    assert "InfUTest_ComboSource" in server.object_info(), server.log()[-4000:]
     yield server
     server.stop()
 

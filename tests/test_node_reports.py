@@ -50,9 +50,13 @@ def test_self_test_run_reports_what_each_node_did(comfy_server, photos):  # noqa
 
 
 def test_face_mask_reports_its_mask(comfy_server, photos):  # noqa: F811
-    from tests.test_workflows import api_prompt
+    """The Face Mask of the recraft workflow (07) as it sets it, with the generation cut away (``face_part``)."""
+    from tests.test_workflows import api_prompt, face_part
 
-    prompt = api_prompt(comfy_server, "07_recraft_face_inpaint.json")
+    prompt = face_part(api_prompt(comfy_server, "07_recraft_face_inpaint.json"), comfy_server.object_info(),
+                       {"InfU_FaceMask"})
+    assert {n["class_type"] for n in prompt.values()} == {"InfU_FaceEncoderLoader", "LoadImage", "InfU_FaceMask",
+                                                          "MaskToImage", "PreviewImage"}
     result = run_ok(comfy_server, prompt)
     r = reports_by_type(comfy_server, result, prompt)
     assert r["InfU_FaceMask"]["grow"] == 0.35 and r["InfU_FaceMask"]["mask"]

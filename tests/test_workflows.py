@@ -114,6 +114,39 @@ def api_prompt(server, name: str) -> dict:
     return for_test_host(to_api(workflow, server.object_info()))
 
 
+def face_part(prompt: dict, object_info: dict, face_nodes: set[str]) -> dict:
+    """The nodes of ``face_nodes``'s classes in ``prompt`` with everything they read (loaders, photos), each shown by
+    a preview where nothing in the part reads it: the graph with the generation cut away, so that only the face
+    nodes (as the shipped workflow sets them) run, not a FLUX."""
+    keep: set[str] = set()
+
+    def with_inputs(node_id: str) -> None:
+        if node_id not in keep:
+            keep.add(node_id)
+            for value in prompt[node_id]["inputs"].values():
+                if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                    with_inputs(value[0])
+
+    for node_id, node in prompt.items():
+        if node["class_type"] in face_nodes:
+            with_inputs(node_id)
+    part = {node_id: json.loads(json.dumps(prompt[node_id])) for node_id in keep}
+    read = {v[0] for node in part.values() for v in node["inputs"].values() if isinstance(v, list) and len(v) == 2}
+    last = max(int(k) for k in prompt)
+    for node_id, node in sorted(part.items()):
+        info = object_info[node["class_type"]]
+        if node["class_type"] not in face_nodes or node_id in read or info.get("output_node"):
+            continue
+        outputs = info["output"]
+        last += 2
+        if "IMAGE" in outputs:
+            part[str(last)] = {"class_type": "PreviewImage", "inputs": {"images": [node_id, outputs.index("IMAGE")]}}
+        else:
+            part[str(last - 1)] = {"class_type": "MaskToImage", "inputs": {"mask": [node_id, outputs.index("MASK")]}}
+            part[str(last)] = {"class_type": "PreviewImage", "inputs": {"images": [str(last - 1), 0]}}
+    return part
+
+
 def node_of(prompt: dict, class_type: str) -> tuple[str, dict]:
     matches = [(k, v) for k, v in prompt.items() if v["class_type"] == class_type]
     assert matches, f"no {class_type} in the prompt"

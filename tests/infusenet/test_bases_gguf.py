@@ -48,10 +48,13 @@ def branch(model_dir):
 
 
 def measure(model, branch) -> tuple[dict, torch.Tensor]:
+    """One guided model call (CFG 1) on the patched model: the ``control`` the FLUX blocks received and the
+    denoised output (one call: a GGUF forward dequantises every layer, seconds on a CPU)."""
     patched = patch.apply_infiniteyou(model, branch["bundle"], branch["tokens"], branch["control"], strength=1.0)
-    control = fp.recorded_control(patched, branch["x"], branch["cond"], SIGMA)
-    _, denoised = fp.comfy_denoised(patched, branch["x"] * SIGMA, SIGMA, branch["cond"], None, 1.0)
-    return control, denoised
+    with fp.flux_blocks_inputs(patched) as seen:
+        _, denoised = fp.comfy_denoised(patched, branch["x"] * SIGMA, SIGMA, branch["cond"], None, 1.0)
+    assert len(seen) == 1
+    return seen[0]["control"], denoised
 
 
 @pytest.mark.parametrize("kind", bases.GGUF_TYPES)
