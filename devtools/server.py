@@ -108,6 +108,8 @@ class ComfyServer:
     comfy_dir: Path = field(default_factory=comfyui_dir)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    ports_taken: list[int] = field(default_factory=list)
+    """The ports another process held when this ComfyUI tried to listen on them (:meth:`start` moved on)."""
 
     @property
     def url(self) -> str:
@@ -132,6 +134,7 @@ class ComfyServer:
             try:
                 return self._start(timeout)
             except PortTaken:
+                self.ports_taken.append(self.port)
                 self.port = free_port()
         return self._start(timeout)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -25,6 +26,12 @@ def pytest_collection_modifyitems(config, items):
     select_for_this_host(config, items)
 
 
+def pytest_collection_finish(session):
+    """Note the last test that uses ``bare_server``: it stops after that test, not at the end of the run."""
+    users = [item.nodeid for item in session.items if "bare_server" in getattr(item, "fixturenames", ())]
+    LAST_BARE_SERVER_USER[:] = users[-1:]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """After a failed test, every running ComfyUI stops what it runs and drops what waits, so that a prompt a
@@ -45,7 +52,10 @@ def pytest_runtest_makereport(item, call):
 def pytest_runtest_teardown(item, nextitem):
     """With ``INFU_FREE_MODELS_BETWEEN_MODULES=1`` (scripts/test.sh sets it when hosts run side by side), every running
     ComfyUI lets go of its models once a test module is done: a server idle between modules then holds about 1.5 GB
-    instead of about 4.4 GB (a 3072-wide FLUX in float32), and the next module that uses it loads them again."""
+    instead of about 4.4 GB (a 3072-wide FLUX in float32), and the next module that uses it loads them again.
+    After the last test that uses ``bare_server``, that server stops (about 0.6 GB)."""
+    if BARE_SERVER and item.nodeid in LAST_BARE_SERVER_USER:
+        BARE_SERVER.pop().stop()
     if not os.environ.get("INFU_FREE_MODELS_BETWEEN_MODULES") or nextitem is None or nextitem.path == item.path:
         return
     from devtools.server import running_servers
@@ -95,6 +105,40 @@ def model_dir():
     from tests.fixtures.model_set import model_set
 
     return model_set()
+
+
+USERS_PHOTO = "infiniteyou_example_grace_hopper.jpg"
+USERS_OWN = b"the user's own photo, not ours"
+"""A file of the user's own under the name of one of the pack's example photos (tests/test_example_photos.py)."""
+BARE_SERVER: list = []
+LAST_BARE_SERVER_USER: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def bare_server(tmp_path_factory):
+    """A ComfyUI with this pack and no model files (a prompt is refused at validation, before anything loads; the
+    loader checks find nothing), started as a user's or a busy machine's can be: with a photo of the user's own in
+    input/ under an example photo's name (:data:`USERS_PHOTO`: the pack copies its example photos at start and must
+    leave that one), and on a port another process took before ComfyUI listened (the harness moves to a free one:
+    ``ports_taken``). Shared by the tests that need no models; it stops after the last of them."""
+    from devtools.server import ComfyServer
+
+    base = tmp_path_factory.mktemp("bare-base")
+    server = ComfyServer(base)
+    server.prepare_base()
+    (base / "input" / USERS_PHOTO).write_bytes(USERS_OWN)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server.port = taken.getsockname()[1]
+        server.start()
+    BARE_SERVER[:] = [server]
+    try:
+        missing = missing_pack_nodes(server.object_info())
+        assert not missing, f"The pack's nodes {missing} are not in /object_info.\n{server.log()[-8000:]}"
+        yield server
+    finally:
+        server.stop()
 
 
 COMBO_SOURCE = '''

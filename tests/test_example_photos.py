@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from devtools.comfy_env import PACK_ROOT
 from infusenet.examples import PHOTOS_DIR, copy_missing_photos, example_photos
+from tests.conftest import USERS_OWN, USERS_PHOTO
 from tests.host_features import newest_host_only
-
-USERS_OWN = b"the user's own photo, not ours"
 
 
 def workflow_photos() -> set[str]:
@@ -23,30 +20,18 @@ def workflow_photos() -> set[str]:
     return names
 
 
-@pytest.fixture(scope="module")
-def server_with_a_users_photo(tmp_path_factory):
-    from devtools.server import ComfyServer
-
-    server = ComfyServer(tmp_path_factory.mktemp("examples-base"))
-    server.prepare_base()
-    (server.base_dir / "input" / "infiniteyou_example_grace_hopper.jpg").write_bytes(USERS_OWN)
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_the_server_lists_every_example_photo_for_load_image(server_with_a_users_photo):
-    listed = server_with_a_users_photo.object_info()["LoadImage"]["input"]["required"]["image"][0]
+def test_the_server_lists_every_example_photo_for_load_image(bare_server):
+    listed = bare_server.object_info()["LoadImage"]["input"]["required"]["image"][0]
     shipped = [p.name for p in example_photos()]
     assert len(shipped) == 6  # five photos and the self-test workflow's drawn face
     assert set(shipped) <= set(listed), sorted(set(shipped) - set(listed))
 
 
-def test_a_users_file_of_the_same_name_is_left_alone(server_with_a_users_photo):
-    folder = server_with_a_users_photo.base_dir / "input"
-    assert (folder / "infiniteyou_example_grace_hopper.jpg").read_bytes() == USERS_OWN
+def test_a_users_file_of_the_same_name_is_left_alone(bare_server):
+    folder = bare_server.base_dir / "input"
+    assert (folder / USERS_PHOTO).read_bytes() == USERS_OWN
     for photo in example_photos():
-        if photo.name != "infiniteyou_example_grace_hopper.jpg":
+        if photo.name != USERS_PHOTO:
             assert (folder / photo.name).read_bytes() == photo.read_bytes(), photo.name
 
 

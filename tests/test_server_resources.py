@@ -3,10 +3,8 @@ given back on request between test modules, and the port, picked again when anot
 hosts side by side, scripts/test.sh)."""
 from __future__ import annotations
 
-import socket
 import time
 
-from devtools.server import ComfyServer
 from tests.test_workflows import api_prompt, run_ok, write_photos
 
 
@@ -36,17 +34,8 @@ def test_freeing_the_models_gives_back_the_flux_and_the_next_prompt_loads_it_aga
     assert resident_mb(comfy_server.process.pid) > freed + 2000
 
 
-def test_a_port_taken_before_the_server_listens_is_traded_for_a_free_one(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        server = ComfyServer(tmp_path / "base", port=port)
-        server.prepare_base()
-        try:
-            server.start()
-            assert server.port != port and server.alive()
-            assert "already in use" in server.log().lower()  # what this ComfyUI says when the first try fails
-            assert "InfU_ApplyInfiniteYou" in server.object_info()
-        finally:
-            server.stop()
+def test_a_port_taken_before_the_server_listens_is_traded_for_a_free_one(bare_server):
+    """``bare_server`` (tests/conftest.py) was started on a port another process held until it had started."""
+    assert bare_server.ports_taken and bare_server.port not in bare_server.ports_taken and bare_server.alive()
+    assert "already in use" in bare_server.log().lower()  # what this ComfyUI says when the first try fails
+    assert "InfU_ApplyInfiniteYou" in bare_server.object_info()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from devtools.server import PromptRejected
-from tests.conftest import start_server
 
 APPLY_EXPERT = {"start", "end", "window", "infusenet_guidance", "follow_model_guidance", "apply_to"}
 """Folded away as advanced; strength, the preset, the pose image, the mask and the sockets stay in view."""
@@ -15,10 +14,9 @@ BACKWARDS = "Apply InfiniteYou: start (0.9) is after end (0.2): the InfuseNet wo
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("routes-base"))
-    yield server
-    server.stop()
+def server(bare_server):
+    """The run's ComfyUI without model files (tests/conftest.py)."""
+    return bare_server
 
 
 def refused_prompt() -> dict:
