@@ -79,13 +79,16 @@ def missing_pack_nodes(object_info: dict) -> list[str]:
     return [node for node in PACK_NODE_IDS if node not in object_info]
 
 
-def start_server(base_dir, pack_dir=None, models=None, extra_args=()):
-    """Start a ComfyUI with this pack linked in; fail loudly if any of the pack's nodes is missing."""
+def start_server(base_dir, pack_dir=None, models=None, extra_args=(), port=None):
+    """Start a ComfyUI with this pack linked in (on ``port`` first, when given); fail loudly if any of the pack's
+    nodes is missing."""
     from devtools.comfy_env import PACK_ROOT
     from tests.fixtures.model_set import link_models
     from devtools.server import ComfyServer
 
     server = ComfyServer(base_dir, extra_args=list(extra_args))
+    if port is not None:
+        server.port = port
     server.prepare_base(pack_dir=pack_dir or PACK_ROOT)
     if models is not None:
         link_models(base_dir, models)
@@ -121,24 +124,16 @@ def bare_server(tmp_path_factory):
     input/ under an example photo's name (:data:`USERS_PHOTO`: the pack copies its example photos at start and must
     leave that one), and on a port another process took before ComfyUI listened (the harness moves to a free one:
     ``ports_taken``). Shared by the tests that need no models; it stops after the last of them."""
-    from devtools.server import ComfyServer
-
     base = tmp_path_factory.mktemp("bare-base")
-    server = ComfyServer(base)
-    server.prepare_base()
+    (base / "input").mkdir()
     (base / "input" / USERS_PHOTO).write_bytes(USERS_OWN)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        server.port = taken.getsockname()[1]
-        server.start()
+        server = start_server(base, port=taken.getsockname()[1])
     BARE_SERVER[:] = [server]
-    try:
-        missing = missing_pack_nodes(server.object_info())
-        assert not missing, f"The pack's nodes {missing} are not in /object_info.\n{server.log()[-8000:]}"
-        yield server
-    finally:
-        server.stop()
+    yield server
+    server.stop()
 
 
 COMBO_SOURCE = '''
