@@ -22,9 +22,16 @@ def test_freeing_the_models_gives_back_the_flux_and_the_next_prompt_loads_it_aga
     loaded = resident_mb(comfy_server.process.pid)
 
     comfy_server.free_models()
-    deadline = time.monotonic() + 120
+    sent = time.monotonic()
+    deadline = sent + 120
     while resident_mb(comfy_server.process.pid) > loaded - 2000 and time.monotonic() < deadline:
         time.sleep(0.2)
+        # ComfyUI's prompt worker reads the flag when it wakes from its queue; a flag set after it last read them
+        # but before it waits again (its garbage collection after a prompt, on a loaded machine seconds) wakes
+        # nothing, and waits for the next prompt: ask again, as a person clicks "unload models" again
+        if time.monotonic() - sent > 5:
+            comfy_server.free_models()
+            sent = time.monotonic()
     freed = resident_mb(comfy_server.process.pid)
     print(f"\nserver memory with the models loaded {loaded} MB, after POST /free {freed} MB")
     assert freed < loaded - 2000, (loaded, freed)  # the 3072-wide FLUX alone is 2.3 GB in float32
