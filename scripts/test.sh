@@ -104,6 +104,10 @@ if (( parallel > 1 )); then
   export INFU_FREE_MODELS_BETWEEN_MODULES=1
 elif (( ${#available[@]} > 1 )); then
   echo "hosts one after the other: ${free_mb} MB of memory free, side by side needs ${PARALLEL_MB} MB"
+  # Less memory is free (a loaded machine): the servers let go of their models between modules here too. Without it
+  # a host's browser phase holds three loaded 3072-wide FLUX servers and Chromium at once: with 8 GB held by
+  # another process, the kernel ran out of memory there (scripts/under_load.sh).
+  (( free_mb < PARALLEL_MB )) && export INFU_FREE_MODELS_BETWEEN_MODULES=1
 fi
 # Side by side, every pytest process (and the servers it starts) computes on one thread: two processes on two
 # threads each, or one on two beside one on one, keep more threads than cores and lose time waiting on each other

@@ -170,10 +170,10 @@ LAST_RUN_ON: list = []
 
 
 def switch_to(server) -> None:
-    """Side by side (``INFU_FREE_MODELS_BETWEEN_MODULES``, tests/conftest.py), the server that ran the previous
-    workflow lets go of its models once the next one runs on another: with the workflows grouped by server
-    (``RUN_ORDER``), one of the three holds a 3072-wide FLUX at a time instead of all three (about 4 GB each) while
-    the other host's tests run beside them."""
+    """With ``INFU_FREE_MODELS_BETWEEN_MODULES`` (tests/conftest.py: hosts side by side, or a machine with less memory
+    free), the server that ran the previous workflow lets go of its models once the next one runs on another: with
+    the workflows grouped by server (``RUN_ORDER``), one of the three holds a 3072-wide FLUX at a time instead of all
+    three (about 4 GB each)."""
     if LAST_RUN_ON and LAST_RUN_ON[0] is not server and LAST_RUN_ON[0].alive() \
             and os.environ.get("INFU_FREE_MODELS_BETWEEN_MODULES"):
         LAST_RUN_ON[0].free_models()
