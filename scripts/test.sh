@@ -105,8 +105,8 @@ if (( parallel > 1 )); then
 elif (( ${#available[@]} > 1 )); then
   echo "hosts one after the other: ${free_mb} MB of memory free, side by side needs ${PARALLEL_MB} MB"
   # Less memory is free (a loaded machine): the servers let go of their models between modules here too. Without it
-  # a host's browser phase holds three loaded 3072-wide FLUX servers and Chromium at once: with 8 GB held by
-  # another process, the kernel ran out of memory there (scripts/under_load.sh).
+  # they keep their loaded 3072-wide FLUX models while later modules load more: with 8 GB held by another process
+  # (scripts/under_load.sh), the kernel ran out of memory while a test loaded FLUX models in its own process.
   (( free_mb < PARALLEL_MB )) && export INFU_FREE_MODELS_BETWEEN_MODULES=1
 fi
 # Side by side, every pytest process (and the servers it starts) computes on one thread: two processes on two
