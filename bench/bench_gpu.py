@@ -114,7 +114,7 @@ def measure(model, x, pos, steps: int, device: torch.device) -> tuple[float, flo
 def rows(name: str, base, patched, x, pos, steps: int, device: torch.device, flops: float) -> list[str]:
     """Unpatched, patched, unpatched, patched (the second pair is the one reported: warm) and the ratio line."""
     out = []
-    for label, m in (("unpatched", base), ("patched", patched)):
+    for m in (base, patched):
         measure(m, x, pos, 1, device)   # warm: loads the model, first-call caches
     results = {}
     for label, m in (("unpatched", base), ("patched", patched), ("unpatched", base), ("patched", patched)):
