@@ -101,14 +101,14 @@ if (( ${#available[@]} > 1 )); then
 fi
 if (( parallel > 1 )); then
   echo "hosts side by side: ${free_mb} MB of memory free (INFU_PARALLEL=0 runs them one after the other)"
-  export INFU_FREE_MODELS_BETWEEN_MODULES=1
 elif (( ${#available[@]} > 1 )); then
   echo "hosts one after the other: ${free_mb} MB of memory free, side by side needs ${PARALLEL_MB} MB"
-  # Less memory is free (a loaded machine): the servers let go of their models between modules here too. Without it
-  # they keep their loaded 3072-wide FLUX models while later modules load more: with 8 GB held by another process
-  # (scripts/under_load.sh), the kernel ran out of memory while a test loaded FLUX models in its own process.
-  (( free_mb < PARALLEL_MB )) && export INFU_FREE_MODELS_BETWEEN_MODULES=1
 fi
+# Side by side, or with less than PARALLEL_MB free (a loaded machine, whatever the number of hosts), the test servers let
+# go of their models between modules. Otherwise they keep their loaded 3072-wide FLUX models while later modules load
+# more: with 8 GB held by another process (scripts/under_load.sh), the kernel ran out of memory while a test loaded
+# FLUX models in its own process.
+(( parallel > 1 || free_mb < PARALLEL_MB )) && export INFU_FREE_MODELS_BETWEEN_MODULES=1
 # Side by side, every pytest process (and the servers it starts) computes on one thread: two processes on two
 # threads each, or one on two beside one on one, keep more threads than cores and lose time waiting on each other
 # (measured: the GGUF parity module on both hosts at once, 60 s with the newest on two threads, 49 s on one; the

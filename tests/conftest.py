@@ -50,8 +50,8 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_runtest_teardown(item, nextitem):
-    """With ``INFU_FREE_MODELS_BETWEEN_MODULES=1`` (scripts/test.sh sets it when hosts run side by side, and when they
-    run one after the other because less memory is free), every running ComfyUI lets go of its models once a test
+    """With ``INFU_FREE_MODELS_BETWEEN_MODULES=1`` (scripts/test.sh sets it when hosts run side by side, and whenever less
+    memory is free than two hosts side by side need), every running ComfyUI lets go of its models once a test
     module is done: a server idle between modules then holds about 1.5 GB instead of about 4.4 GB (a 3072-wide FLUX
     in float32), and the next module that uses it loads them again.
     After the last test that uses ``bare_server``, that server stops (about 0.6 GB)."""
