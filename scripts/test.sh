@@ -146,7 +146,7 @@ run_host() {  # name, part (empty: all of the host's tests; first; second), pyte
   local inductor="$ROOT/.host/tmp/inductor"
   COMFYUI_DIR="${COMFY[$name]}" INFU_HOST_NAME="$name" INFU_NEWEST_HOST="$newest" INFU_TEST_PART="$part" \
   INFU_REPORTS="$REPORTS" INFU_FRONTENDS="$frontends" \
-  INFU_ARTIFACTS="$REPORTS/screenshots/$name" TORCHINDUCTOR_CACHE_DIR="$inductor" \
+  INFU_ARTIFACTS="$REPORTS/screenshots/$name" TORCHINDUCTOR_CACHE_DIR="$inductor" INFU_SHARED_FILES="$shared_files" \
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
     "${PYTHON[$name]}" -m pytest $(test_order "$name") -q -ra --durations=10 --basetemp="$ROOT/.host/tmp/$report" \
     --junitxml="$REPORTS/$report.xml" -o junit_family=xunit1 "${@:3}"
@@ -164,6 +164,10 @@ await_later_setup() {  # the hosts set up in the background join the ready ones
   for name in "${available[@]:1}"; do finish_setup "$name"; done
 }
 mkdir -p "$ROOT/.host/tmp"
+# Generated files that tests of every process write alike, once for the run (tests/fixtures/shared_files.py); a
+# previous run's may come from older generators
+shared_files="$ROOT/.host/tmp/shared-files"
+rm -rf "$shared_files"
 pids=()
 started_hosts=0
 run_ready_hosts() {  # every ready host not yet run, in order
@@ -203,7 +207,7 @@ if (( parallel > 1 )); then
     fi
   done
 fi
-[[ -n "${INFU_KEEP_TMP:-}" ]] || rm -rf "$ROOT/.host/tmp/inductor"
+[[ -n "${INFU_KEEP_TMP:-}" ]] || rm -rf "$ROOT/.host/tmp/inductor" "$shared_files"
 echo $(( $(date +%s) - started )) > "$REPORTS/total.seconds"
 summary_python=python3
 (( ${#ready[@]} )) && summary_python=${PYTHON[${ready[0]}]}

@@ -45,7 +45,9 @@ def compare_outputs(outputs: Path) -> None:
         a = np.asarray(Image.open(image), dtype=np.float64)
         for other in others:
             if not (other / image.name).exists():
-                print(f"    {image.stem}: no output on {other.name}")
+                narrow = sorted(p.name for p in other.glob(f"{image.stem}.w*.png"))
+                print(f"    {image.stem}: " + (f"run on a narrow FLUX.1 on {other.name} ({narrow[0]}), not compared"
+                                               if narrow else f"no output on {other.name}"))
                 continue
             b = np.asarray(Image.open(other / image.name), dtype=np.float64)
             if a.shape != b.shape:

@@ -111,6 +111,16 @@ def model_dir():
     return model_set()
 
 
+@pytest.fixture(scope="session")
+def server_models(model_dir):
+    """The models of the servers whose prompts do not depend on FLUX.1's width (``comfy_server``, the browser's):
+    FLUX.1 768 wide where the host reads the width from the weights, else the full set
+    (tests/fixtures/model_set.py: ``server_model_set``)."""
+    from tests.fixtures.model_set import server_model_set
+
+    return server_model_set()
+
+
 USERS_PHOTO = "infiniteyou_example_grace_hopper.jpg"
 USERS_OWN = b"the user's own photo, not ours"
 """A file of the user's own under the name of one of the pack's example photos (tests/test_example_photos.py)."""
@@ -159,13 +169,13 @@ NODE_CLASS_MAPPINGS = {"InfUTest_ComboSource": ComboSource}
 
 
 @pytest.fixture(scope="session")
-def comfy_server(tmp_path_factory, model_dir):
-    """A real ComfyUI server with this pack and the small models, shared by the session, and one test node of
-    another pack's kind (:data:`COMBO_SOURCE`)."""
+def comfy_server(tmp_path_factory, server_models):
+    """A real ComfyUI server with this pack and the small models (:func:`server_models`), shared by the session, and
+    one test node of another pack's kind (:data:`COMBO_SOURCE`)."""
     base = tmp_path_factory.mktemp("comfy-base")
     (base / "custom_nodes" / "infu_test_combo_source").mkdir(parents=True)
     (base / "custom_nodes" / "infu_test_combo_source" / "__init__.py").write_text(COMBO_SOURCE)
-    server = start_server(base, models=model_dir)
+    server = start_server(base, models=server_models)
     assert "InfUTest_ComboSource" in server.object_info(), server.log()[-4000:]
     yield server
     server.stop()
@@ -174,7 +184,8 @@ def comfy_server(tmp_path_factory, model_dir):
 @pytest.fixture(scope="session")
 def bases_server(tmp_path_factory, model_dir):
     """A ComfyUI with this pack, city96's ComfyUI-GGUF and the other FLUX.1 bases people use (GGUF, Fill,
-    Kontext; devtools/bases.py) beside the small-model set."""
+    Kontext; devtools/bases.py) beside the small-model set, 3072 wide on every host: it runs the one full-width
+    prompt of each base kind (tests/browser/test_workflows_in_frontend.py: ``FULL_WIDTH_RUNS``)."""
     from devtools import bases, comfyui_gguf
 
     base_dir = tmp_path_factory.mktemp("comfy-bases")

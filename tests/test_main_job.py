@@ -60,12 +60,12 @@ def link_selftest_models(models: Path, cache: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def main_job(tmp_path_factory, model_dir):
+def main_job(tmp_path_factory, server_models):
     """run.sh on the ComfyUI under test as a user's own (COMFYUI_DIR, its venv as VENV), with a base
     folder of its own: the user's ComfyUI tree and Python environment must come out unchanged."""
     base = tmp_path_factory.mktemp("main-job")
     selftest = tmp_path_factory.mktemp("main-job-selftest")
-    link_selftest_models(selftest / "models", model_dir)
+    link_selftest_models(selftest / "models", server_models)
     port = free_port()
     log = open(base / "run.log", "w")
     comfy = comfyui_dir()

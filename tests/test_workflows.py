@@ -208,14 +208,19 @@ def test_stacked_loras_a_flux_controlnet_and_apply_in_one_graph(bases_server, ba
         assert np.abs(full - other).mean() > 0.5, f"the {name} had no effect"
 
 
-def keep_for_host_comparison(name: str, pixels: np.ndarray) -> None:
+def keep_for_host_comparison(name: str, pixels: np.ndarray, server=None) -> None:
     """The output of each workflow (same seed, same models on every host) goes to
-    ``$INFU_REPORTS/outputs/<host>/``; scripts/test_summary.py compares the hosts' outputs."""
+    ``$INFU_REPORTS/outputs/<host>/``; scripts/test_summary.py compares the hosts' outputs. A FLUX.1 prompt that ran
+    on ``server``'s narrow FLUX.1 (tests/conftest.py: ``server_models``) is kept as ``<name>.w<width>.png``: the
+    summary lists it without comparing it with another host's 3072-wide run."""
+    from tests.fixtures.model_set import NARROW_FLUX_WIDTH, flux_width
+
     reports = os.environ.get("INFU_REPORTS")
     if reports:
         folder = Path(reports) / "outputs" / os.environ.get("INFU_HOST_NAME", "host")
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(folder / f"{name}.png")
+        narrow = server is not None and flux_width(server.base_dir / "models") == NARROW_FLUX_WIDTH
+        Image.fromarray(pixels).save(folder / (f"{name}.w{NARROW_FLUX_WIDTH}.png" if narrow else f"{name}.png"))
 
 
 def trained_by_you(node: dict) -> str | None:

@@ -15,6 +15,7 @@ import pytest
 from tests.browser.frontends import frontend_list, server_args
 from tests.browser.layout import settle
 from devtools.comfy_env import PACK_ROOT
+from tests.fixtures.model_set import flux_width
 from tests.fixtures.shared_files import shared_file
 
 
@@ -54,7 +55,8 @@ def build_browser_models(models: Path, cache: Path, tmp_path_factory=None) -> No
     if tmp_path_factory is None:
         cut_short(target)
     else:
-        shared_file(tmp_path_factory, target, "infusenet_aes_fp8e4m3fn-cut-short.safetensors", cut_short)
+        shared_file(tmp_path_factory, target, f"infusenet_aes_fp8e4m3fn-{flux_width(cache)}-cut-short.safetensors",
+                    cut_short)
 
 
 def write_photos(folder: Path) -> None:
@@ -101,7 +103,7 @@ def frontend(request) -> str:
 
 
 @pytest.fixture(scope="session")
-def browser_server(frontend, tmp_path_factory, model_dir):
+def browser_server(frontend, tmp_path_factory, server_models):
     from devtools.comfyui_gguf import install_comfyui_gguf
     from tests.conftest import start_server
 
@@ -109,7 +111,7 @@ def browser_server(frontend, tmp_path_factory, model_dir):
         pytest.fail("the browser tests need Chromium: apt-get install chromium (scripts/setup.sh does it as root), "
                     "or set INFU_CHROMIUM to a Chromium binary")
     base = tmp_path_factory.mktemp(f"browser-{frontend}")
-    build_browser_models(base / "models", model_dir, tmp_path_factory)
+    build_browser_models(base / "models", server_models, tmp_path_factory)
     write_photos(base / "input")
     install_comfyui_gguf(base / "custom_nodes")  # the GGUF workflow's loader, as its users have it
     server = start_server(base, extra_args=server_args(frontend.split("+")[0]))

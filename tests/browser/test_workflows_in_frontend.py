@@ -6,8 +6,9 @@ frontend itself, and run from the frontend's own prompt.
   take under it after a run (``shown_below``), overlaps no other node and lies inside a group.
 * Prompt: ``app.graphToPrompt()`` gives the prompt. On the first frontend of ``INFU_FRONTENDS`` (the
   host's own) it runs, with the test-only substitutions of tests/test_workflows.py, on the test server with
-  the full small-model set (``bases_server`` for the GGUF, Fill and Kontext workflows), and an image comes
-  out (a workflow the host cannot run, FLUX.2 [klein] on ComfyUI 0.3.75, is refused naming its version); on the
+  the small-model set (its FLUX.1 768 wide where the host reads the width from the weights: tests/conftest.py,
+  ``server_models``; ``bases_server``, 3072 wide, for the GGUF, Fill and Kontext workflows and there for
+  ``FULL_WIDTH_RUNS``), and an image comes out (a workflow the host cannot run, FLUX.2 [klein] on ComfyUI 0.3.75, is refused naming its version); on the
   other frontends it must equal the first frontend's prompt. The pack's converter
   (``devtools.workflow_api.to_api``) must give the same prompt (see :func:`comparable`).
 * Every node type is known to the frontend and no missing-node dialog opens.
@@ -37,6 +38,7 @@ from tests.browser.conftest import artifacts_dir
 from tests.browser.test_frontend import missing_node_dialog
 from tests.browser.frontends import frontend_list
 from tests.browser.layout import LOAD_AND_MEASURE, MEASURE, clashes, inside, overlap
+from tests.fixtures.model_set import host_reads_flux_width
 from tests.test_workflows import (ALL_WORKFLOWS, expect_failure, for_test_host, keep_for_host_comparison, refusal_here,
                                   run_ok, saved_pixels, uses_other_bases, write_photos)
 
@@ -63,7 +65,7 @@ def photos_on_run_servers(request):
     """The test photos (synthetic faces the test detector finds) on the servers that run the prompts."""
     servers = {}
     for path in ALL_WORKFLOWS:
-        name = "bases_server" if uses_other_bases(path) else "comfy_server"
+        name = "comfy_server" if run_server(path) == "browser_server" else run_server(path)
         if name not in servers:
             servers[name] = request.getfixturevalue(name)
             write_photos(servers[name].base_dir / "input")
@@ -157,11 +159,19 @@ def run_for_the_page(page, frontend, server, photo_names, workflow, runnable, lo
     return result
 
 
+FULL_WIDTH_RUNS = ("01_basic", "05_fast_schnell")
+"""Where the other servers' FLUX.1 is narrow (tests/conftest.py: ``server_models``), these run on ``bases_server``,
+3072 wide: with the GGUF, Fill and Kontext workflows, one full-width run per base kind, and the outputs the summary
+compares with the other hosts'."""
+
+
 def run_server(path: Path) -> str:
     """The fixture name of the server that runs a workflow for the first frontend."""
     if path.stem in SHOWN_AFTER_A_RUN:
         return "browser_server"
-    return "bases_server" if uses_other_bases(path) else "comfy_server"
+    if uses_other_bases(path) or (path.stem in FULL_WIDTH_RUNS and host_reads_flux_width()):
+        return "bases_server"
+    return "comfy_server"
 
 
 RUN_ORDER = sorted(ALL_WORKFLOWS, key=lambda p: ("comfy_server", "browser_server", "bases_server").index(run_server(p)))
@@ -172,8 +182,8 @@ LAST_RUN_ON: list = []
 def switch_to(server) -> None:
     """With ``INFU_FREE_MODELS_BETWEEN_MODULES`` (tests/conftest.py: hosts side by side, or a machine with less memory
     free), the server that ran the previous workflow lets go of its models once the next one runs on another: with
-    the workflows grouped by server (``RUN_ORDER``), one of the three holds a 3072-wide FLUX at a time instead of all
-    three (about 4 GB each)."""
+    the workflows grouped by server (``RUN_ORDER``), one of the three holds its FLUX at a time instead of all three
+    (about 4 GB each where it is 3072 wide)."""
     if LAST_RUN_ON and LAST_RUN_ON[0] is not server and LAST_RUN_ON[0].alive() \
             and os.environ.get("INFU_FREE_MODELS_BETWEEN_MODULES"):
         LAST_RUN_ON[0].free_models()
@@ -209,7 +219,7 @@ def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_
 
     prompt = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
     PROMPTS[(frontend, path.stem)] = prompt
-    server = photos_on_run_servers["bases_server" if uses_other_bases(path) else "comfy_server"]
+    server = photos_on_run_servers["comfy_server" if run_server(path) == "browser_server" else run_server(path)]
     info = server.object_info()
     undeclared = {(v["class_type"], name) for v in prompt.values() for name in v["inputs"]} - {
         (v["class_type"], name) for v in comparable(prompt, info).values() for name in v["inputs"]}
@@ -233,7 +243,8 @@ def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_
     elif frontend == first:
         pixels = saved_pixels(server, result or run_ok(server, runnable))
         assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.std() > 0
-        keep_for_host_comparison(path.stem, pixels)
+        flux2 = any(n["type"] == "EmptyFlux2LatentImage" for n in workflow["nodes"])
+        keep_for_host_comparison(path.stem, pixels, None if flux2 else server)
     else:
         assert (first, path.stem) in PROMPTS, f"{first} did not give a prompt for {path.name}"
         assert comparable(prompt, info) == comparable(PROMPTS[(first, path.stem)], info), \
