@@ -114,7 +114,7 @@ def model_dir():
 @pytest.fixture(scope="session")
 def server_models(model_dir):
     """The models of the servers whose prompts do not depend on FLUX.1's width (``comfy_server``, the browser's):
-    FLUX.1 768 wide where the host reads the width from the weights, else the full set
+    FLUX.1 512 wide where the host reads the width from the weights, else the full set
     (tests/fixtures/model_set.py: ``server_model_set``)."""
     from tests.fixtures.model_set import server_model_set
 

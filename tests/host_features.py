@@ -32,7 +32,7 @@ TEST_PART_ENV = "INFU_TEST_PART"
 SECOND_PART_MODULES = ("tests/infusenet/test_flux2_network.py",)
 """Modules that touch ComfyUI in-process only (no server) and run in the newest host's second process (FLUX.2
 [klein]'s network, which only the newest host has). Chosen so that the two processes end together: with the newest
-host's width-independent prompts on a 768-wide FLUX.1, its first process ended about 140 s before the older host's
+host's width-independent prompts on a narrow FLUX.1, its first process ended about 140 s before the older host's
 and the second together did (0.3.75 885 s + 165 s against 913 s), so applying FLUX.2 [klein] (about 60 s) went back
 to the first; with it in the second, the second ended 80-90 s after the first. ``INFU_SECOND_PART_MODULES`` (paths
 separated by spaces) names others instead."""

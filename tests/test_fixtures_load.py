@@ -20,8 +20,8 @@ def test_flux_files_load_with_the_stock_loader(model_dir):
     assert type(schnell.model).__name__ == "Flux" and not schnell.model.diffusion_model.params.guidance_embed
 
 
-def test_the_servers_flux_is_768_wide_exactly_where_the_host_takes_that_width(model_dir, server_models):
-    """The narrow set (``server_models``) only where ComfyUI builds a 768-wide FLUX.1 from it; elsewhere the stock
+def test_the_servers_flux_is_narrow_exactly_where_the_host_takes_that_width(model_dir, server_models):
+    """The narrow set (``server_models``) only where ComfyUI builds a FLUX.1 of its width from it; elsewhere the stock
     loader refuses that file, and the servers keep the full set. Its InfuseNets are as wide as its FLUX.1."""
     import comfy.sd
     from infusenet.weights import load_infusenet
@@ -31,10 +31,10 @@ def test_the_servers_flux_is_768_wide_exactly_where_the_host_takes_that_width(mo
         assert server_models == narrow and ms.flux_width(server_models) == ms.NARROW_FLUX_WIDTH
         for name, guidance in ((ms.FLUX_DEV, True), (ms.FLUX_SCHNELL, False)):
             flux = comfy.sd.load_diffusion_model(str(narrow / "diffusion_models" / name)).model.diffusion_model
-            assert (flux.hidden_size, flux.num_heads, flux.params.guidance_embed) == (768, 6, guidance)
+            assert (flux.hidden_size, flux.num_heads, flux.params.guidance_embed) == (ms.NARROW_FLUX_WIDTH, ms.NARROW_FLUX_WIDTH // 128, guidance)
     else:
         assert server_models == model_dir and ms.flux_width(server_models) == 3072
-        with pytest.raises(ValueError, match="positional dim"):  # 24 heads of 32 channels against rope's 128
+        with pytest.raises(ValueError, match="num_heads 24|positional dim"):  # 24 heads, rope's 128 channels each
             comfy.sd.load_diffusion_model(str(narrow / "diffusion_models" / ms.FLUX_DEV))
     for name in ("infu_flux_v1.0/aes_stage2/InfuseNetModel", "sim_stage1/infusenet_sim_bf16.safetensors"):
         assert load_infusenet(str(narrow / "infiniteyou" / name)).config.hidden_size == ms.NARROW_FLUX_WIDTH

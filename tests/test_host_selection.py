@@ -131,12 +131,12 @@ def test_the_summary_compares_only_the_outputs_of_the_same_width(tmp_path):
     junit(tmp_path / "0.3.75.xml", 1)
     (tmp_path / "0.3.75.rc").write_text("0\n")
     for host, files in (("0.3.75", {"01_basic.png": 10, "02_pose_control.png": 10, "03_multi.png": 10}),
-                        ("0.30.0", {"01_basic.png": 11, "02_pose_control.w768.png": 200})):
+                        ("0.30.0", {"01_basic.png": 11, "02_pose_control.w512.png": 200})):
         (tmp_path / "outputs" / host).mkdir(parents=True)
         for name, value in files.items():
             Image.new("RGB", (4, 4), (value,) * 3).save(tmp_path / "outputs" / host / name)
     rc, out = summary(tmp_path)
     assert rc == 0, out
     assert "    01_basic vs 0.30.0: mean |difference| 1.000, max 1, identical pixels 0.0%\n" in out, out
-    assert "    02_pose_control: run on a narrow FLUX.1 on 0.30.0 (02_pose_control.w768.png), not compared\n" in out, out
+    assert "    02_pose_control: run on a narrow FLUX.1 on 0.30.0 (02_pose_control.w512.png), not compared\n" in out, out
     assert "    03_multi: no output on 0.30.0\n" in out, out

@@ -6,7 +6,7 @@ frontend itself, and run from the frontend's own prompt.
   take under it after a run (``shown_below``), overlaps no other node and lies inside a group.
 * Prompt: ``app.graphToPrompt()`` gives the prompt. On the first frontend of ``INFU_FRONTENDS`` (the
   host's own) it runs, with the test-only substitutions of tests/test_workflows.py, on the test server with
-  the small-model set (its FLUX.1 768 wide where the host reads the width from the weights: tests/conftest.py,
+  the small-model set (its FLUX.1 512 wide where the host reads the width from the weights: tests/conftest.py,
   ``server_models``; ``bases_server``, 3072 wide, for the GGUF, Fill and Kontext workflows and there for
   ``FULL_WIDTH_RUNS``), and an image comes out (a workflow the host cannot run, FLUX.2 [klein] on ComfyUI 0.3.75, is refused naming its version); on the
   other frontends it must equal the first frontend's prompt. The pack's converter

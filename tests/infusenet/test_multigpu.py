@@ -17,7 +17,7 @@ needs_multigpu = needs_host(hasattr(host.ModelPatcher, "deepclone_multigpu"),
 
 @needs_multigpu
 def test_multigpu_clone_rebuilds_the_infusenet_and_gives_the_same_numbers(server_models):
-    """On the servers' models (tests/conftest.py: FLUX.1 768 wide where the host reads the width): the same numbers
+    """On the servers' models (tests/conftest.py: FLUX.1 512 wide where the host reads the width): the same numbers
     on both clones do not depend on the width."""
     base = host.load_diffusion_model(str(server_models / "diffusion_models" / "flux1-dev.safetensors"))
     bundle = load_infusenet(str(server_models / "infiniteyou" / "infu_flux_v1.0" / "aes_stage2" / "InfuseNetModel"))
