@@ -31,7 +31,8 @@ def test_the_servers_flux_is_narrow_exactly_where_the_host_takes_that_width(mode
         assert server_models == narrow and ms.flux_width(server_models) == ms.NARROW_FLUX_WIDTH
         for name, guidance in ((ms.FLUX_DEV, True), (ms.FLUX_SCHNELL, False)):
             flux = comfy.sd.load_diffusion_model(str(narrow / "diffusion_models" / name)).model.diffusion_model
-            assert (flux.hidden_size, flux.num_heads, flux.params.guidance_embed) == (ms.NARROW_FLUX_WIDTH, ms.NARROW_FLUX_WIDTH // 128, guidance)
+            width = ms.NARROW_FLUX_WIDTH
+            assert (flux.hidden_size, flux.num_heads, flux.params.guidance_embed) == (width, width // 128, guidance)
     else:
         assert server_models == model_dir and ms.flux_width(server_models) == 3072
         with pytest.raises(ValueError, match="num_heads 24|positional dim"):  # 24 heads, rope's 128 channels each

@@ -8,8 +8,8 @@ frontend itself, and run from the frontend's own prompt.
   host's own) it runs, with the test-only substitutions of tests/test_workflows.py, on the test server with
   the small-model set (its FLUX.1 512 wide where the host reads the width from the weights: tests/conftest.py,
   ``server_models``; ``bases_server``, 3072 wide, for the GGUF, Fill and Kontext workflows and there for
-  ``FULL_WIDTH_RUNS``), and an image comes out (a workflow the host cannot run, FLUX.2 [klein] on ComfyUI 0.3.75, is refused naming its version); on the
-  other frontends it must equal the first frontend's prompt. The pack's converter
+  ``FULL_WIDTH_RUNS``), and an image comes out (a workflow the host cannot run, FLUX.2 [klein] on ComfyUI 0.3.75,
+  is refused naming its version); on the other frontends it must equal the first frontend's prompt. The pack's converter
   (``devtools.workflow_api.to_api``) must give the same prompt (see :func:`comparable`).
 * Every node type is known to the frontend and no missing-node dialog opens.
 * A screenshot of each loaded workflow, fitted to the graph, goes to the artifacts folder.
@@ -65,7 +65,7 @@ def photos_on_run_servers(request):
     """The test photos (synthetic faces the test detector finds) on the servers that run the prompts."""
     servers = {}
     for path in ALL_WORKFLOWS:
-        name = "comfy_server" if run_server(path) == "browser_server" else run_server(path)
+        name = prompt_server(path)
         if name not in servers:
             servers[name] = request.getfixturevalue(name)
             write_photos(servers[name].base_dir / "input")
@@ -174,6 +174,12 @@ def run_server(path: Path) -> str:
     return "comfy_server"
 
 
+def prompt_server(path: Path) -> str:
+    """The fixture name of the server whose models and photos a workflow's prompt is checked against (and run on,
+    unless the browser's own server runs it): the browser server's workflows are checked against ``comfy_server``."""
+    return "comfy_server" if run_server(path) == "browser_server" else run_server(path)
+
+
 RUN_ORDER = sorted(ALL_WORKFLOWS, key=lambda p: ("comfy_server", "browser_server", "bases_server").index(run_server(p)))
 """The workflows grouped by the server that runs them (in their own order within a group)."""
 LAST_RUN_ON: list = []
@@ -219,7 +225,7 @@ def test_workflow_in_the_frontend(page, frontend, browser_server, photos_on_run_
 
     prompt = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
     PROMPTS[(frontend, path.stem)] = prompt
-    server = photos_on_run_servers["comfy_server" if run_server(path) == "browser_server" else run_server(path)]
+    server = photos_on_run_servers[prompt_server(path)]
     info = server.object_info()
     undeclared = {(v["class_type"], name) for v in prompt.values() for name in v["inputs"]} - {
         (v["class_type"], name) for v in comparable(prompt, info).values() for name in v["inputs"]}
